@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Security lint of the deployment assets with checkov (k8s manifests, Dockerfile).
+#
+# checkov is large (~300 MB with its dependencies) and pins many libraries, so it lives in its own
+# virtualenv under .run/ (gitignored) instead of the project's .venv. The first run creates it.
+#
+# Usage: scripts/lint_security.sh [--install-only] [--help]
+# Exit status: 0 clean (every skip carries a reason in the scanned file), 1 findings, 2 setup error.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/lint_security.sh [--install-only] [--help]
+
+Runs checkov on k8s/ (the kustomize base rendered by tests/deploy/kustomize_render.py, plus the
+kind overlay) and on the Dockerfile. Checkov lives in its own venv: .run/checkov-venv.
+
+  --install-only   create/update the checkov venv and exit
+  --help           show this help
+
+Environment:
+  CHECKOV_VERSION  checkov version to install (default: 3.2.495)
+  PYTHON           interpreter used to create the venv (default: python3)
+  PROJECT_PYTHON   interpreter with PyYAML, used to render kustomize (default: .venv/bin/python)
+
+Skipped checks are declared next to the resource they concern, as
+  checkov.io/skip<N>: CKV_K8S_xx=<reason>   (k8s metadata.annotations)
+  # checkov:skip=CKV_DOCKER_x:<reason>       (Dockerfile)
+so every skip carries its reason in the scanned file.
+USAGE
+}
+
+install_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --help|-h) usage; exit 0 ;;
+    --install-only) install_only=1 ;;
+    *) echo "lint_security.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.run/checkov-venv"
+version="${CHECKOV_VERSION:-3.2.495}"
+python="${PYTHON:-python3}"
+project_python="${PROJECT_PYTHON:-$root/.venv/bin/python}"
+
+if [[ ! -x "$venv/bin/checkov" ]] || ! "$venv/bin/pip" show checkov 2>/dev/null | grep -qx "Version: $version"; then
+  echo "lint_security: installing checkov $version into $venv (one-off, ~300 MB)" >&2
+  mkdir -p "$root/.run"
+  "$python" -m venv "$venv" || { echo "lint_security: cannot create venv with $python (install python3-venv)" >&2; exit 2; }
+  "$venv/bin/pip" install --quiet --upgrade pip >/dev/null
+  "$venv/bin/pip" install --quiet "checkov==$version" || { echo "lint_security: pip install checkov==$version failed" >&2; exit 2; }
+fi
+[[ "$install_only" == 1 ]] && { echo "lint_security: checkov ready: $("$venv/bin/checkov" --version)"; exit 0; }
+
+if [[ ! -x "$project_python" ]]; then
+  echo "lint_security: $project_python not found; create the project venv first (make install)" >&2
+  exit 2
+fi
+
+# Render the kustomize base and the kind overlay to plain YAML, so checkov sees exactly what is applied.
+render_dir="$root/.run/checkov-rendered"
+rm -rf "$render_dir" && mkdir -p "$render_dir"
+(cd "$root" && "$project_python" -m tests.deploy.kustomize_render k8s > "$render_dir/base.yaml")
+(cd "$root" && "$project_python" -m tests.deploy.kustomize_render k8s/overlays/kind > "$render_dir/kind.yaml")
+
+status=0
+echo "lint_security: checkov on rendered k8s manifests" >&2
+"$venv/bin/checkov" --quiet --compact --framework kubernetes -d "$render_dir" || status=1
+echo "lint_security: checkov on Dockerfile" >&2
+"$venv/bin/checkov" --quiet --compact --framework dockerfile -f "$root/Dockerfile" || status=1
+exit "$status"
