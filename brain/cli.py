@@ -1,0 +1,120 @@
+"""`somabrain`: serve the API or SomaMemory through Hypercorn.
+
+    somabrain api    [--bind 0.0.0.0:9696] [--workers 1]
+    somabrain memory [--bind 0.0.0.0:9595] [--workers 1]
+
+Everything else comes from `SOMABRAIN_*` environment variables (see README). Configuration is checked before any
+worker starts: a problem prints one line naming the variable and exits 2. SIGTERM and SIGINT stop gracefully:
+in-flight requests finish (up to --graceful-timeout seconds), then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from brain import __version__
+from brain.errors import ConfigError
+from brain.settings import Settings
+
+APPS = {
+    "api": ("brain.api.app:create_app()", "0.0.0.0:9696", "the SomaBrain API"),
+    "memory": ("brain.somamemory.app:create_app()", "0.0.0.0:9595", "the SomaMemory service"),
+}
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="somabrain",
+        description="SomaBrain cognitive-memory service. Configuration comes from SOMABRAIN_* environment "
+        "variables; see the README for the list.",
+    )
+    parser.add_argument("--version", action="version", version=f"somabrain {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{api,memory}")
+    for name, (_, bind, what) in APPS.items():
+        cmd = sub.add_parser(name, help=f"serve {what}", description=f"Serve {what} with Hypercorn.")
+        cmd.add_argument("--bind", default=bind, help=f"HOST:PORT to listen on (default {bind})")
+        cmd.add_argument(
+            "--workers", type=int, default=1,
+            help="worker processes (default 1); >1 shares metrics through PROMETHEUS_MULTIPROC_DIR",
+        )
+        cmd.add_argument(
+            "--graceful-timeout", type=float, default=10.0,
+            help="seconds in-flight requests get to finish on SIGTERM (default 10)",
+        )
+        cmd.add_argument("--log-level", default=os.environ.get("SOMABRAIN_LOG_LEVEL", "info"),
+                         choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    return parser
+
+
+def _check_bind(bind: str) -> None:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--bind {bind!r}: expected HOST:PORT, e.g. 0.0.0.0:9696")
+
+
+def _multiproc_dir(workers: int) -> str | None:
+    """With several workers, metrics need a shared, empty directory; reuse the configured one or make one."""
+    if workers <= 1:
+        return None
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        os.makedirs(configured, exist_ok=True)
+        for entry in os.listdir(configured):
+            if entry.endswith(".db"):
+                os.remove(os.path.join(configured, entry))
+        return None
+    path = tempfile.mkdtemp(prefix="somabrain-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        _check_bind(args.bind)
+        if args.workers < 1:
+            raise ConfigError(f"--workers {args.workers}: must be at least 1")
+        Settings.from_env(app="memory" if args.command == "memory" else "api")
+    except ConfigError as exc:
+        print(f"somabrain {args.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    made = _multiproc_dir(args.workers)
+    config = Config()
+    config.bind = [args.bind]
+    config.application_path = APPS[args.command][0]
+    # workers=0 serves in this process (one worker); more spawn processes sharing the socket.
+    config.workers = 0 if args.workers == 1 else args.workers
+    config.graceful_timeout = args.graceful_timeout
+    config.loglevel = args.log_level.upper()
+    config.errorlog = "-"
+    config.accesslog = None
+    logging.getLogger(__name__).info(
+        "serving %s on %s with %d worker(s)", APPS[args.command][2], args.bind, args.workers
+    )
+    try:
+        return run(config)
+    except OSError as exc:
+        print(f"somabrain {args.command}: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

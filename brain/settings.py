@@ -1,0 +1,242 @@
+"""Typed settings read from the `SOMABRAIN_*` environment variables.
+
+`Settings.from_env()` is the only place that reads the environment. Every problem becomes a `ConfigError` whose
+message is one line naming the variable, so that the CLI can print it and exit non-zero without a traceback.
+
+The strict-real switches (see DESIGN.md):
+- `SOMABRAIN_STRICT_REAL=1`: no stub component may serve; `PREDICTOR_PROVIDER=stub` is a start-up error.
+- `SOMABRAIN_FORCE_FULL_STACK=1`: every dependency URL (Redis, Postgres, Kafka, OPA) must be set.
+- `SOMABRAIN_REQUIRE_MEMORY=1`: `SOMABRAIN_MEMORY_HTTP_ENDPOINT` must be set and SomaMemory gates readiness.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from brain.errors import ConfigError
+
+PREFIX = "SOMABRAIN_"
+PredictorProvider = Literal["mahal", "stub"]
+Environment = Literal["dev", "prod"]
+AppName = Literal["api", "memory"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(PREFIX + name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{PREFIX}{name}={raw!r}: expected 1 or 0 (also true/false, yes/no, on/off)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{PREFIX}{name}={value}: must be between {lo} and {hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{PREFIX}{name}={value}: must be between {lo} and {hi}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(PREFIX + name)
+    value = default if raw is None or raw.strip() == "" else raw.strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], *, need_port: bool = False) -> str | None:
+    """Return the URL in `SOMABRAIN_<name>`, or None when unset; malformed values are a ConfigError."""
+    raw = env.get(PREFIX + name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip()
+    shown = _redact(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name}={shown!r}: malformed URL ({exc})") from None
+    if parts.scheme not in schemes:
+        raise ConfigError(
+            f"{PREFIX}{name}={shown!r}: scheme must be one of {', '.join(s + '://' for s in schemes)}"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{PREFIX}{name}={shown!r}: malformed URL (no host)")
+    if need_port and port is None:
+        raise ConfigError(f"{PREFIX}{name}={shown!r}: malformed URL (no port)")
+    return value
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL so that error messages and logs never show it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the two apps read from the environment. Construct with `Settings.from_env()`."""
+
+    env: Environment = "dev"
+    redis_url: str | None = None
+    kafka_url: str | None = None
+    opa_url: str | None = None
+    postgres_dsn: str | None = None
+    memory_http_endpoint: str | None = None
+
+    strict_real: bool = False
+    force_full_stack: bool = False
+    require_memory: bool = False
+    enable_best: bool = False
+    predictor_provider: PredictorProvider = "mahal"
+
+    disable_auth: bool = True
+    jwt_public_key_path: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_tenant_claim: str = "tenant"
+
+    # Working memory, predictor and health tuning.
+    wm_capacity: int = 256
+    wm_ttl_seconds: int = 3600
+    embed_dim: int = 256
+    predictor_alpha: float = 0.05
+    batch_max: int = 64
+    batch_window_ms: float = 2.0
+    health_interval_s: float = 1.0
+    dependency_timeout_s: float = 1.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    recall_top_k_max: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, app: AppName = "api") -> Settings:
+        """Read and check the settings for `app` ("api" or "memory"); raises ConfigError."""
+        env = os.environ if environ is None else environ
+        settings = cls(
+            env="prod" if _choice(env, "ENV", "dev", ("dev", "prod")) == "prod" else "dev",
+            redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+            kafka_url=_kafka_url(env),
+            opa_url=_url(env, "OPA_URL", ("http", "https")),
+            postgres_dsn=_url(env, "POSTGRES_DSN", ("postgresql", "postgres")),
+            memory_http_endpoint=_url(env, "MEMORY_HTTP_ENDPOINT", ("http", "https")),
+            strict_real=_flag(env, "STRICT_REAL", False),
+            force_full_stack=_flag(env, "FORCE_FULL_STACK", False),
+            require_memory=_flag(env, "REQUIRE_MEMORY", False),
+            enable_best=_flag(env, "ENABLE_BEST", False),
+            predictor_provider="stub"
+            if _choice(env, "PREDICTOR_PROVIDER", "mahal", ("mahal", "stub")) == "stub"
+            else "mahal",
+            disable_auth=_flag(env, "DISABLE_AUTH", True),
+            jwt_public_key_path=env.get(PREFIX + "JWT_PUBLIC_KEY_PATH") or None,
+            jwt_issuer=env.get(PREFIX + "JWT_ISSUER") or None,
+            jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
+            jwt_tenant_claim=env.get(PREFIX + "JWT_TENANT_CLAIM") or "tenant",
+            wm_capacity=_int(env, "WM_CAPACITY", 256, 1, 100_000),
+            wm_ttl_seconds=_int(env, "WM_TTL_SECONDS", 3600, 1, 30 * 86400),
+            embed_dim=_int(env, "EMBED_DIM", 256, 16, 4096),
+            predictor_alpha=_float(env, "PREDICTOR_ALPHA", 0.05, 1e-4, 1.0),
+            batch_max=_int(env, "BATCH_MAX", 64, 1, 4096),
+            batch_window_ms=_float(env, "BATCH_WINDOW_MS", 2.0, 0.0, 1000.0),
+            health_interval_s=_float(env, "HEALTH_INTERVAL", 1.0, 0.05, 60.0),
+            dependency_timeout_s=_float(env, "DEPENDENCY_TIMEOUT", 1.0, 0.05, 30.0),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+        )
+        if app == "memory":
+            settings.check_memory_service()
+        else:
+            settings.check_api()
+        return settings
+
+    def check_api(self) -> None:
+        """Enforce the strict-real switches for the API; raise ConfigError naming the first variable that breaks them."""
+        if self.strict_real and self.predictor_provider == "stub":
+            raise ConfigError(
+                f"{PREFIX}PREDICTOR_PROVIDER=stub is not allowed when {PREFIX}STRICT_REAL=1 "
+                "(use mahal, or unset STRICT_REAL for a non-strict dev run)"
+            )
+        # Working memory lives in Redis; without it the API cannot serve at all.
+        needed = ["REDIS_URL"]
+        if self.force_full_stack:
+            needed += ["POSTGRES_DSN", "KAFKA_URL", "OPA_URL"]
+        if self.require_memory:
+            needed.append("MEMORY_HTTP_ENDPOINT")
+        for name in needed:
+            if getattr(self, name.lower()) is None:
+                why = {
+                    "REDIS_URL": "working memory needs Redis",
+                    "MEMORY_HTTP_ENDPOINT": f"{PREFIX}REQUIRE_MEMORY=1",
+                }.get(name, f"{PREFIX}FORCE_FULL_STACK=1")
+                raise ConfigError(f"{PREFIX}{name} is not set ({why}); set it to the service's URL")
+
+    def check_memory_service(self) -> None:
+        """SomaMemory's own requirement: a Postgres DSN to persist into."""
+        if self.postgres_dsn is None:
+            raise ConfigError(f"{PREFIX}POSTGRES_DSN is not set (SomaMemory persists memories in Postgres)")
+
+    @property
+    def postgres_required(self) -> bool:
+        return self.force_full_stack or self.postgres_dsn is not None
+
+    @property
+    def memory_required(self) -> bool:
+        return self.require_memory or self.memory_http_endpoint is not None
+
+    def redacted(self, url: str | None) -> str | None:
+        return None if url is None else _redact(url)
+
+
+def _kafka_url(env: Mapping[str, str]) -> str | None:
+    """Kafka accepts `kafka://host:port[,host:port]` or a bare `host:port[,host:port]` bootstrap list."""
+    raw = env.get(PREFIX + "KAFKA_URL")
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip()
+    servers = value.removeprefix("kafka://")
+    for server in servers.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"{PREFIX}KAFKA_URL={raw!r}: expected kafka://host:port (or host:port[,host:port...])"
+            )
+    return value
+
+
+def kafka_bootstrap(kafka_url: str) -> str:
+    """The aiokafka bootstrap_servers string for a validated KAFKA_URL."""
+    return kafka_url.removeprefix("kafka://")

@@ -1,0 +1,159 @@
+"""The SomaMemory app (port 9595): remember, recall and delete memories, durably, per tenant."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+from quart import Quart, current_app
+
+from brain import __version__, metrics
+from brain.db import DB_ERRORS, Database
+from brain.embeddings import HashingEmbedder
+from brain.errors import APIError
+from brain.health import HealthMonitor
+from brain.settings import Settings
+from brain.somamemory.store import MIGRATIONS, SCHEMA, MemoryStore
+from brain.web import common
+from brain.web.probes import add_probe_routes
+from brain.web.router import Request, Router
+from brain.web.schemas import (
+    ID_PATTERN,
+    DeleteResponse,
+    MemoryItem,
+    RecallRequest,
+    RememberRequest,
+    Strict,
+)
+
+log = logging.getLogger(__name__)
+APP_NAME = "somamemory"
+
+
+class StoreRequest(RememberRequest):
+    id: str | None = Field(default=None, pattern=ID_PATTERN, description="Caller-chosen id; retries are idempotent")
+
+
+class StoreResponse(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+
+
+class RecallResults(Strict):
+    results: list[MemoryItem]
+
+
+class MemoryHealth(Strict):
+    ok: bool
+    ready: bool
+    service: str
+    components: dict[str, dict[str, Any]]
+
+
+@dataclass
+class MemoryState:
+    settings: Settings
+    db: Database
+    store: MemoryStore
+    monitor: HealthMonitor
+
+    def failing(self) -> list[str]:
+        return self.monitor.failing()
+
+
+def state() -> MemoryState:
+    found: MemoryState = current_app.extensions["somamemory"]
+    return found
+
+
+router = Router(title="SomaMemory", version=__version__, description="Durable per-tenant memory store")
+
+
+def _unavailable(exc: Exception) -> APIError:
+    log.warning("postgres unavailable: %s", exc)
+    return APIError(503, "storage_unavailable", "Postgres is unavailable; nothing was written")
+
+
+@router.route(
+    "POST", "/remember", summary="Store a memory durably", body=StoreRequest, response=StoreResponse,
+    status=201, tenant=True, errors=(503,), tags=("memory",),
+)
+async def remember(req: Request, body: StoreRequest) -> StoreResponse:
+    assert req.tenant is not None
+    item_id = body.id or uuid.uuid4().hex
+    try:
+        await state().store.put(req.tenant, item_id, body.content, body.metadata, body.importance)
+    except DB_ERRORS as exc:
+        raise _unavailable(exc) from exc
+    return StoreResponse(id=item_id)
+
+
+@router.route(
+    "POST", "/recall", summary="Memories closest to a query", body=RecallRequest, response=RecallResults,
+    tenant=True, errors=(503,), tags=("memory",),
+)
+async def recall(req: Request, body: RecallRequest) -> RecallResults:
+    assert req.tenant is not None
+    try:
+        found = await state().store.recall(req.tenant, body.query, body.top_k)
+    except DB_ERRORS as exc:
+        raise _unavailable(exc) from exc
+    return RecallResults(results=[MemoryItem(**vars(item)) for item in found])
+
+
+@router.route(
+    "DELETE", "/memories/{item_id}", summary="Delete a memory", response=DeleteResponse, tenant=True,
+    errors=(404, 503), tags=("memory",),
+)
+async def delete_memory(req: Request) -> DeleteResponse:
+    assert req.tenant is not None
+    item_id = req.params["item_id"]
+    try:
+        deleted = await state().store.delete(req.tenant, item_id)
+    except DB_ERRORS as exc:
+        raise _unavailable(exc) from exc
+    if not deleted:
+        raise APIError(404, "not_found", f"no memory {item_id} for this tenant")
+    return DeleteResponse(id=item_id, deleted=True)
+
+
+@router.route("GET", "/health", summary="Health with per-component detail", response=MemoryHealth, tags=("ops",))
+async def health(_: Request) -> MemoryHealth:
+    st = state()
+    return MemoryHealth(ok=True, ready=not st.failing(), service=APP_NAME, components=st.monitor.snapshot)
+
+
+add_probe_routes(router, lambda: state().failing())
+common.add_standard_routes(router)
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    settings = settings or Settings.from_env(app="memory")
+    assert settings.postgres_dsn is not None
+    db = Database(settings.postgres_dsn, SCHEMA, MIGRATIONS, timeout_s=settings.dependency_timeout_s)
+
+    async def check_postgres() -> dict[str, Any]:
+        return {"ok": await db.ping()}
+
+    monitor = HealthMonitor(
+        APP_NAME, {"postgres": check_postgres}, settings.health_interval_s, settings.dependency_timeout_s
+    )
+    app = Quart(APP_NAME)
+    store = MemoryStore(db, HashingEmbedder(settings.embed_dim))
+    app.extensions["somamemory"] = MemoryState(settings, db, store, monitor)
+
+    @app.before_serving
+    async def _start() -> None:
+        await monitor.refresh()
+        monitor.start()
+
+    @app.after_serving
+    async def _stop() -> None:
+        await monitor.stop()
+        await db.close()
+        metrics.READY.labels(APP_NAME).set(0)
+
+    common.install(app, router, APP_NAME, settings.max_body_bytes)
+    return app

@@ -1,0 +1,88 @@
+"""What both apps share around their routes: JSON errors, request metrics, `/metrics` and `/openapi.json`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from quart import Quart, Response, g, jsonify
+from quart import request as quart_request
+from werkzeug.exceptions import HTTPException
+
+from brain import metrics
+from brain.errors import APIError
+from brain.web.router import Request, Router
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify({"error": error, "detail": detail})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _route_label() -> str:
+    rule = quart_request.url_rule
+    return rule.rule if rule is not None else "unmatched"
+
+
+def add_standard_routes(router: Router) -> None:
+    """Document and serve `/metrics` and `/openapi.json` on `router`."""
+
+    @router.route("GET", "/metrics", summary="Prometheus metrics", media_type="text/plain", tags=("ops",))
+    async def metrics_text(_: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, status=200, content_type=content_type)
+
+    @router.route("GET", "/openapi.json", summary="This OpenAPI document", tags=("ops",))
+    async def openapi_document(_: Request) -> Response:
+        return jsonify(router.spec())
+
+
+def install(app: Quart, router: Router, app_name: str, max_body_bytes: int) -> None:
+    """Error handlers, metrics hooks and the body size limit; call after every route is declared."""
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+
+    @app.before_request
+    async def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def _record(response: Response) -> Response:
+        route = _route_label()
+        method = quart_request.method
+        started = getattr(g, "started", None)
+        if started is not None:
+            metrics.LATENCY.labels(app_name, method, route).observe(time.perf_counter() - started)
+        metrics.REQUESTS.labels(app_name, method, route, str(response.status_code)).inc()
+        return response
+
+    @app.errorhandler(APIError)
+    async def _api_error(exc: APIError) -> Response:
+        metrics.ERRORS.labels(app_name, quart_request.method, _route_label(), exc.error).inc()
+        return _error(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status, "http_error")
+        detail = {
+            404: f"no route {quart_request.path}",
+            405: f"{quart_request.method} is not allowed on {quart_request.path}",
+            413: f"the request body exceeds {max_body_bytes} bytes",
+        }.get(status, exc.description or exc.name)
+        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+        metrics.ERRORS.labels(app_name, quart_request.method, _route_label(), code).inc()
+        return _error(status, code, detail, headers)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", quart_request.method, quart_request.path)
+        metrics.ERRORS.labels(app_name, quart_request.method, _route_label(), "internal").inc()
+        return _error(500, "internal", "unexpected server error; it has been logged")
+
+    router.install(app)

@@ -1,0 +1,239 @@
+"""A route table that serves requests and generates the OpenAPI document from the same declarations.
+
+Each route names its request model, response model, status and which inputs it takes (tenant header, path
+parameters). `Router.install()` registers the handlers on a Quart app, with parsing and validation done here once;
+`Router.openapi()` builds the document from the same table, so the spec cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from quart import Quart, Response
+from quart import request as quart_request
+
+from brain.errors import APIError
+from brain.web.schemas import ID_PATTERN, TENANT_PATTERN, ErrorBody
+
+TENANT_HEADER = "X-Tenant-ID"
+_TENANT_RE = re.compile(TENANT_PATTERN)
+_ID_RE = re.compile(ID_PATTERN)
+_PARAM = re.compile(r"\{(\w+)\}")
+
+Handler = Callable[..., Awaitable[BaseModel | Response]]
+
+_ERROR_TEXT = {
+    400: "Malformed request: invalid JSON, header or path parameter",
+    401: "Missing or invalid credentials",
+    403: "Refused by policy",
+    404: "No such item",
+    413: "Request body too large",
+    422: "The body does not match the schema",
+    429: "Rate limit exceeded",
+    503: "A required dependency is unavailable; nothing was written",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a handler receives: the validated tenant (if the route takes one) and path parameters."""
+
+    tenant: str | None
+    params: dict[str, str]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # OpenAPI style: /memory/{item_id}
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    tenant: bool = False
+    errors: tuple[int, ...] = ()
+    media_type: str = "application/json"
+    tags: tuple[str, ...] = ()
+
+    @property
+    def quart_rule(self) -> str:
+        return _PARAM.sub(r"<\1>", self.path)
+
+    @property
+    def params(self) -> list[str]:
+        return _PARAM.findall(self.path)
+
+    def error_statuses(self) -> list[int]:
+        statuses = set(self.errors)
+        if self.tenant or self.params or self.body:
+            statuses.add(400)
+        if self.body:
+            statuses |= {413, 422}
+        return sorted(statuses)
+
+
+@dataclass
+class Router:
+    title: str
+    version: str
+    description: str = ""
+    routes: list[Route] = field(default_factory=list)
+    #: Extra statuses every tenant route may answer (e.g. 401/403/429 once auth and rate limits are on).
+    tenant_errors: tuple[int, ...] = ()
+    _spec: dict[str, Any] | None = field(default=None, repr=False)
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAPI document, built once from the route table."""
+        if self._spec is None:
+            self._spec = self.openapi()
+        return self._spec
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        tenant: bool = False,
+        errors: tuple[int, ...] = (),
+        media_type: str = "application/json",
+        tags: tuple[str, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(method, path, handler, summary, body, response, status, tenant, errors, media_type, tags)
+            )
+            return handler
+
+        return register
+
+    def install(self, app: Quart, tenant_resolver: Callable[[], Awaitable[str]] | None = None) -> None:
+        """Register every route on `app`. `tenant_resolver` overrides the X-Tenant-ID header (auth uses it)."""
+        for route in self.routes:
+            app.add_url_rule(
+                route.quart_rule,
+                endpoint=f"{route.method.lower()}:{route.path}",
+                view_func=_view(route, tenant_resolver),
+                methods=[route.method],
+            )
+
+    def openapi(self) -> dict[str, Any]:
+        components: dict[str, Any] = {}
+        paths: dict[str, dict[str, Any]] = {}
+        for route in self.routes:
+            op: dict[str, Any] = {
+                "operationId": f"{route.handler.__name__}",
+                "summary": route.summary,
+                "responses": {},
+            }
+            if route.tags:
+                op["tags"] = list(route.tags)
+            parameters = [
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": ID_PATTERN},
+                }
+                for name in route.params
+            ]
+            if route.tenant:
+                parameters.append(
+                    {
+                        "name": TENANT_HEADER,
+                        "in": "header",
+                        "required": True,
+                        "description": "The tenant whose memories this request reads or writes",
+                        "schema": {"type": "string", "pattern": TENANT_PATTERN},
+                    }
+                )
+            if parameters:
+                op["parameters"] = parameters
+            if route.body is not None:
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(route.body, components, "validation")}},
+                }
+            ok: dict[str, Any] = {"description": "Success"}
+            if route.response is not None:
+                ok["content"] = {route.media_type: {"schema": _ref(route.response, components, "serialization")}}
+            elif route.media_type != "application/json":
+                ok["content"] = {route.media_type: {"schema": {"type": "string"}}}
+            op["responses"][str(route.status)] = ok
+            errors = set(route.error_statuses())
+            if route.tenant:
+                errors |= set(self.tenant_errors)
+            for status in sorted(errors):
+                op["responses"][str(status)] = {
+                    "description": _ERROR_TEXT.get(status, "Error"),
+                    "content": {"application/json": {"schema": _ref(ErrorBody, components, "serialization")}},
+                }
+            paths.setdefault(route.path, {})[route.method.lower()] = op
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": self.title, "version": self.version, "description": self.description},
+            "paths": paths,
+            "components": {"schemas": components},
+        }
+
+
+def _ref(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)  # type: ignore[arg-type]
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    components.setdefault(model.__name__, schema)
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def header_tenant() -> str:
+    raw = quart_request.headers.get(TENANT_HEADER)
+    if raw is None:
+        raise APIError(400, "missing_tenant", f"the {TENANT_HEADER} header is required")
+    if not _TENANT_RE.match(raw):
+        raise APIError(
+            400, "invalid_tenant", f"{TENANT_HEADER} must be 1-64 of A-Z a-z 0-9 _ . - and start with a letter or digit"
+        )
+    return raw
+
+
+async def parse_body(model: type[BaseModel]) -> BaseModel:
+    raw = await quart_request.get_data(cache=False)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False)
+        if any(p["type"] == "json_invalid" for p in problems):
+            raise APIError(400, "invalid_json", "the request body is not valid JSON") from None
+        described = "; ".join(
+            f"{'.'.join(str(part) for part in p['loc']) or 'body'}: {p['msg']}" for p in problems[:5]
+        )
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise APIError(422, "validation_error", described + more) from None
+
+
+def _view(route: Route, tenant_resolver: Callable[[], Awaitable[str]] | None) -> Callable[..., Awaitable[Response]]:
+    async def view(**params: str) -> Response:
+        for name, value in params.items():
+            if not _ID_RE.match(value):
+                raise APIError(400, "invalid_id", f"path parameter {name} must be 32 lowercase hex digits")
+        tenant = None
+        if route.tenant:
+            tenant = await tenant_resolver() if tenant_resolver else header_tenant()
+        args: list[Any] = [Request(tenant=tenant, params=params)]
+        if route.body is not None:
+            args.append(await parse_body(route.body))
+        result = await route.handler(*args)
+        if isinstance(result, Response):
+            return result
+        return Response(result.model_dump_json(), status=route.status, content_type="application/json")
+
+    view.__name__ = route.handler.__name__
+    return view

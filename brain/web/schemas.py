@@ -1,0 +1,72 @@
+"""Request and response models shared by the API and SomaMemory. Their JSON Schemas are the OpenAPI components.
+
+Models are strict (no type coercion) and forbid unknown fields, so what the OpenAPI document promises is exactly
+what the server accepts. Text may not contain NUL (Postgres cannot store it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ID_PATTERN = r"^[0-9a-f]{32}$"
+MAX_TEXT = 100_000
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[^\x00]*$")]
+MetaKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MetaValue = (
+    Annotated[str, Field(max_length=1024, pattern=r"^[^\x00]*$")]
+    | Annotated[int, Field(ge=-(2**53), le=2**53)]
+    | Annotated[float, Field(ge=-1e300, le=1e300)]
+    | bool
+    | None
+)
+Metadata = Annotated[dict[MetaKey, MetaValue], Field(max_length=32)]
+Importance = Annotated[float, Field(ge=0.0, le=1.0)]
+TopK = Annotated[int, Field(ge=1, le=100)]
+Score = Annotated[float, Field(ge=-1.0, le=1.0)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ErrorBody(Strict):
+    error: str = Field(description="A short machine-readable code")
+    detail: str = Field(description="What was wrong, for a human")
+
+
+class RememberRequest(Strict):
+    content: Text
+    metadata: Metadata = Field(default_factory=dict)
+    importance: Importance = 0.5
+
+
+class RecallRequest(Strict):
+    query: Text
+    top_k: TopK = 5
+
+
+class MemoryItem(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    content: str
+    metadata: dict[str, Any]
+    importance: Importance
+    score: Score
+
+
+class DeleteResponse(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    deleted: bool
+
+
+class LiveResponse(Strict):
+    ok: bool
+
+
+class ReadyResponse(Strict):
+    ready: bool
+    failing: list[str] = Field(description="Components that keep the app from being ready")

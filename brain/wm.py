@@ -1,0 +1,123 @@
+"""Working memory: a bounded, expiring, per-tenant set of recent items in Redis.
+
+Layout, per tenant `t` (the braces keep a tenant's keys in one Redis Cluster slot):
+- `sb:wm:{t}:items`: hash id -> JSON item (content, metadata, importance, ts, vec as base64 float32);
+- `sb:wm:{t}:order`: sorted set id -> insertion time.
+A Lua script inserts, drops items older than the TTL and evicts the oldest beyond capacity in one atomic step, so
+every worker and replica sees the same bounded set. Keys carry no other tenant's data, so a tenant cannot reach
+another's items.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+
+from brain.embeddings import Vector, cosine_scores, from_bytes, to_bytes
+
+_ADD = """
+local now = tonumber(ARGV[3])
+local capacity = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - ttl))
+for _, id in ipairs(expired) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+local n = redis.call('ZCARD', KEYS[2])
+if n > capacity then
+  local evict = redis.call('ZRANGE', KEYS[2], 0, n - capacity - 1)
+  for _, id in ipairs(evict) do redis.call('HDEL', KEYS[1], id) end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - capacity - 1)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return math.min(n, capacity)
+"""
+
+
+def _keys(tenant: str) -> tuple[str, str]:
+    return f"sb:wm:{{{tenant}}}:items", f"sb:wm:{{{tenant}}}:order"
+
+
+@dataclass(frozen=True)
+class WMItem:
+    id: str
+    content: str
+    metadata: dict[str, Any]
+    importance: float
+    ts: float
+    vec: Vector
+
+
+class WorkingMemory:
+    def __init__(self, redis: Redis, dim: int, capacity: int, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._dim = dim
+        self.capacity = capacity
+        self.ttl_seconds = ttl_seconds
+        self._add = redis.register_script(_ADD)
+
+    async def add(
+        self, tenant: str, item_id: str, content: str, metadata: dict[str, Any], importance: float, vec: Vector
+    ) -> int:
+        """Store an item; returns how many items the tenant's working memory now holds."""
+        now = time.time()
+        payload = json.dumps(
+            {
+                "content": content,
+                "metadata": metadata,
+                "importance": importance,
+                "ts": now,
+                "vec": base64.b64encode(to_bytes(vec)).decode("ascii"),
+            }
+        )
+        count = await self._add(
+            keys=list(_keys(tenant)), args=[item_id, payload, now, self.capacity, self.ttl_seconds]
+        )
+        return int(count)
+
+    async def items(self, tenant: str) -> list[WMItem]:
+        """The tenant's live items (expired ones are skipped)."""
+        raw = await self._redis.hgetall(_keys(tenant)[0])
+        horizon = time.time() - self.ttl_seconds
+        out = []
+        for key, value in raw.items():
+            data = json.loads(value)
+            if data["ts"] < horizon:
+                continue
+            out.append(
+                WMItem(
+                    id=key.decode() if isinstance(key, bytes) else str(key),
+                    content=data["content"],
+                    metadata=data["metadata"],
+                    importance=float(data["importance"]),
+                    ts=float(data["ts"]),
+                    vec=from_bytes(base64.b64decode(data["vec"]), self._dim),
+                )
+            )
+        return out
+
+    async def recall(self, tenant: str, query: Vector, top_k: int) -> list[tuple[WMItem, float]]:
+        items = await self.items(tenant)
+        if not items:
+            return []
+        scores = cosine_scores(query, np.stack([item.vec for item in items]))
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [(items[i], float(np.clip(scores[i], -1.0, 1.0))) for i in order]
+
+    async def delete(self, tenant: str, item_id: str) -> bool:
+        items_key, order_key = _keys(tenant)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(items_key, item_id)
+            pipe.zrem(order_key, item_id)
+            removed, _ = await pipe.execute()
+        return bool(removed)
