@@ -60,7 +60,10 @@ RUN groupadd --system --gid 10001 somabrain \
     && mkdir -p /var/lib/somabrain/outbox /tmp/prometheus-multiproc \
     && chown -R 10001:10001 /var/lib/somabrain /tmp/prometheus-multiproc
 
-COPY --from=builder /opt/venv /opt/venv
+# The venv is root-owned (read-only for the service user) unless VENV_OWNER says otherwise: the Tilt dev
+# loop builds with VENV_OWNER=10001 so live_update can sync code and pip-install into it.
+ARG VENV_OWNER=0
+COPY --from=builder --chown=${VENV_OWNER}:${VENV_OWNER} /opt/venv /opt/venv
 
 USER 10001:10001
 WORKDIR /var/lib/somabrain
