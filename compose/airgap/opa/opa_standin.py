@@ -247,9 +247,7 @@ class StandinHandler(BaseHTTPRequestHandler):
             return
         if url.path == "/v1/data" or url.path.startswith("/v1/data/"):
             if self.command not in ("GET", "POST"):
-                self._error(
-                    HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or POST on /v1/data"
-                )
+                self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or POST on /v1/data")
                 return
             self._data(url.path[len("/v1/data") :], body, query, pretty)
             return
@@ -349,9 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="log level on stderr (default info: one line per request)",
     )
-    parser.add_argument(
-        "files", nargs="+", metavar="FILE", help="Rego policy files (.rego) and data files (.json)"
-    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="Rego policy files (.rego) and data files (.json)")
     return parser
 
 
@@ -373,9 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = make_server(args.addr, sources)
     except OSError as exc:
-        sys.stderr.write(
-            f"opa_standin: cannot listen on {args.addr[0]}:{args.addr[1]} ({exc.strerror or str(exc)})\n"
-        )
+        sys.stderr.write(f"opa_standin: cannot listen on {args.addr[0]}:{args.addr[1]} ({exc.strerror or str(exc)})\n")
         return 2
 
     def stop(signum: int, frame: FrameType | None) -> None:
