@@ -1,0 +1,174 @@
+"""compose/docker-compose.yml: valid against the vendored compose spec (and `docker-compose config` when
+installed), and shaped as the issue asks: services, healthchecks, limits, networks, no literal secrets."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.deploy.conftest import REPO, run
+
+COMPOSE = REPO / "compose" / "docker-compose.yml"
+SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose_spec.json").read_text())
+SERVICES = {"somabrain", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus", "somamemory"}
+TEST_ENV = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "test-only", "POSTGRES_DB": "d"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _schema_errors(doc: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft201909Validator(SCHEMA)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def test_validates_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    assert _schema_errors(compose) == []
+
+
+def test_schema_catches_a_broken_compose_file(compose: dict[str, Any]) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["somabrain"]["mem_limt"] = "512m"  # typo
+    broken["services"]["sb_redis"]["healthcheck"]["retries"] = "many"
+    errors = _schema_errors(broken)
+    assert any("mem_limt" in e for e in errors)
+    assert any("retries" in e for e in errors)
+
+
+def _compose_clis() -> list[list[str]]:
+    clis = []
+    if shutil.which("docker-compose"):
+        clis.append(["docker-compose"])
+    docker = shutil.which("docker")
+    if docker and run([docker, "compose", "version"]).returncode == 0:
+        clis.append([docker, "compose"])
+    return clis
+
+
+@pytest.mark.parametrize("cli", _compose_clis() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="neither docker-compose (v1) nor the docker compose plugin (v2) is installed"))])
+def test_compose_cli_accepts_the_file(cli: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, **TEST_ENV}
+    ok = run([*cli, "-f", str(COMPOSE), "config", "-q"], env=env)
+    assert ok.returncode == 0, ok.stderr
+    # Without the generated credentials the file refuses to render, naming the fix.
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
+    missing = run([*cli, "-f", str(COMPOSE), "config", "-q"], env=bare)
+    assert missing.returncode != 0 and "dev_up.sh" in missing.stderr
+    # A broken variant is caught by the CLI too.
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("mem_limit: 512m", "mem_limt: 512m"))
+    (tmp_path / "prometheus").mkdir()
+    assert run([*cli, "-f", str(broken), "config", "-q"], env=env).returncode != 0
+
+
+def test_services_and_images(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == SERVICES
+    assert services["kafka"]["image"] == "apache/kafka:3.9.0"
+    assert services["sb_redis"]["image"] == "redis:7.2-alpine"
+    assert services["sb_postgres"]["image"] == "postgres:15-alpine"
+    assert services["prometheus"]["image"] == "prom/prometheus:v2.49.0"
+    assert services["sb_opa"]["image"].startswith("openpolicyagent/opa:0.48.0")
+    assert services["somabrain"]["image"] == services["somamemory"]["image"]
+    assert services["somamemory"]["command"][0] == "memory" and services["somabrain"]["command"][0] == "api"
+    for name, svc in services.items():
+        assert not svc["image"].endswith(":latest"), name
+
+
+def test_every_service_has_a_healthcheck_and_somabrain_waits_for_healthy(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    deps = compose["services"]["somabrain"]["depends_on"]
+    assert set(deps) == SERVICES - {"somabrain", "prometheus"}
+    assert all(d["condition"] == "service_healthy" for d in deps.values())
+    assert compose["services"]["somamemory"]["depends_on"]["sb_postgres"]["condition"] == "service_healthy"
+
+
+def test_resource_limits(compose: dict[str, Any]) -> None:
+    s = compose["services"]
+    expected = {"somabrain": ("512m", 1.0), "sb_postgres": ("256m", 0.2), "sb_redis": ("64m", 0.1),
+                "kafka": ("512m", 0.5)}
+    for name, (mem, cpus) in expected.items():
+        assert (s[name]["mem_limit"], s[name]["cpus"]) == (mem, cpus), name
+    for name, svc in s.items():
+        assert "mem_limit" in svc and "cpus" in svc, name
+        assert "deploy" not in svc, f"{name}: deploy.resources is ignored by compose v1; use mem_limit/cpus"
+
+
+def test_volumes_and_ports(compose: dict[str, Any]) -> None:
+    assert {"postgres_data", "kafka_data", "redis_data"} <= set(compose["volumes"])
+    ports = {name: svc.get("ports", []) for name, svc in compose["services"].items()}
+    assert ports["sb_postgres"] == ["127.0.0.1:${POSTGRES_HOST_PORT:-15432}:5432"]
+    assert ports["somabrain"] == ["127.0.0.1:${SOMABRAIN_HOST_PORT:-9696}:9696"]
+    for name, plist in ports.items():
+        for p in plist:
+            assert p.startswith("127.0.0.1:"), f"{name} publishes {p} beyond loopback"
+    assert "../k8s/policy:/policy:ro" in compose["services"]["sb_opa"]["volumes"]
+    assert "/policy/somabrain.rego" in compose["services"]["sb_opa"]["command"]
+
+
+def test_host_port_variables_are_the_ones_dev_up_writes(repo: Path) -> None:
+    used = set(re.findall(r"\$\{([A-Z_]+_HOST_PORT)", COMPOSE.read_text()))
+    written = set(re.findall(r'\("([A-Z_]+_HOST_PORT)", \d+\)', (repo / "scripts" / "dev_up.sh").read_text()))
+    assert used == written
+
+
+def test_no_literal_credentials(compose: dict[str, Any]) -> None:
+    checked = 0
+    for name, svc in compose["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            value = str(value)
+            if re.search(r"PASSWORD|SECRET|TOKEN", key):
+                assert value.startswith("${") and ":?" in value, f"{name}: {key}"
+                checked += 1
+            if value.startswith("postgresql://"):
+                assert re.match(r"postgresql://\$\{POSTGRES_USER:\?[^}]*\}:\$\{POSTGRES_PASSWORD:\?[^}]*\}@", value)
+                checked += 1
+    assert checked >= 3
+
+
+def test_somabrain_environment(compose: dict[str, Any]) -> None:
+    env = compose["services"]["somabrain"]["environment"]
+    assert {k: env[k] for k in ("SOMABRAIN_STRICT_REAL", "SOMABRAIN_FORCE_FULL_STACK", "SOMABRAIN_REQUIRE_MEMORY",
+                                "SOMABRAIN_ENABLE_BEST", "SOMABRAIN_DISABLE_AUTH")} == dict.fromkeys(
+        ("SOMABRAIN_STRICT_REAL", "SOMABRAIN_FORCE_FULL_STACK", "SOMABRAIN_REQUIRE_MEMORY",
+         "SOMABRAIN_ENABLE_BEST", "SOMABRAIN_DISABLE_AUTH"), "1")
+    assert env["SOMABRAIN_PREDICTOR_PROVIDER"] == "mahal" and env["SOMABRAIN_ENV"] == "dev"
+    assert env["SOMABRAIN_REDIS_URL"] == "redis://sb_redis:6379/0"
+    assert env["SOMABRAIN_KAFKA_URL"] == "kafka://kafka:9092"
+    assert env["SOMABRAIN_OPA_URL"] == "http://sb_opa:8181"
+    assert env["SOMABRAIN_MEMORY_HTTP_ENDPOINT"] == "http://somamemory:9595"
+    assert "@sb_postgres:5432/" in env["SOMABRAIN_POSTGRES_DSN"]
+
+
+# The intended connectivity, as written in compose/README.md: which services share a network.
+MUST_REACH = {("somabrain", s) for s in ("sb_redis", "kafka", "sb_opa", "sb_postgres", "somamemory")} | {
+    ("somamemory", "sb_postgres"), ("prometheus", "somabrain"), ("prometheus", "somamemory")}
+
+
+def test_networks_allow_exactly_the_intended_flows(compose: dict[str, Any]) -> None:
+    nets = {name: set(svc["networks"]) for name, svc in compose["services"].items()}
+    assert len(compose["networks"]) >= 2
+    reachable = {(a, b) for a in nets for b in nets if a != b and nets[a] & nets[b]}
+    # symmetric closure of the intended flows is what sharing a bridge network gives
+    intended = MUST_REACH | {(b, a) for a, b in MUST_REACH}
+    assert MUST_REACH <= reachable
+    extra = reachable - intended
+    # Backends sharing the `data` network can see each other; nothing else may leak.
+    data_peers = {s for s, n in nets.items() if "data" in n} - {"somabrain"}
+    allowed_extra = {(a, b) for a in data_peers for b in data_peers if a != b}
+    assert extra <= allowed_extra, sorted(extra - allowed_extra)
+    assert ("prometheus", "sb_postgres") not in reachable
+    assert ("somamemory", "sb_redis") not in reachable
