@@ -66,6 +66,8 @@ UNAVAILABLE: Final = "policy_unavailable"
 UNDEFINED: Final = "policy_undefined"
 _OUTCOME_OF_REASON: Final = {ALLOWED: "allow", DENIED: "deny", UNAVAILABLE: "unavailable", UNDEFINED: "undefined"}
 
+LOG_EVERY_S: Final = 10.0
+
 CacheKey = tuple[str, str, str, str, str, tuple[str, ...], str | None]
 
 
@@ -124,6 +126,8 @@ class PolicyClient:
         self.max_cache_entries = max_cache_entries
         self._clock = clock
         self._cache: OrderedDict[CacheKey, float] = OrderedDict()
+        self._last_warning = float("-inf")
+        self._suppressed = 0
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), trust_env=False)
 
     async def decide(
@@ -177,25 +181,31 @@ class PolicyClient:
                 response = await self._http.post(self.decision_url, json={"input": input_doc})
                 body = response.json() if response.status_code == 200 else None
         except TimeoutError:
-            log.warning("policy: OPA did not answer within %.3fs at %s; refusing", self.timeout, self.decision_url)
-            return Decision(False, UNAVAILABLE)
+            return self._refuse(UNAVAILABLE, f"OPA did not answer within {self.timeout:g}s")
         except (httpx.HTTPError, OSError) as exc:
-            log.warning("policy: OPA unreachable at %s (%s); refusing", self.decision_url, type(exc).__name__)
-            return Decision(False, UNAVAILABLE)
+            return self._refuse(UNAVAILABLE, f"OPA unreachable ({type(exc).__name__})")
         except ValueError:
-            log.warning("policy: OPA answered invalid JSON at %s; refusing", self.decision_url)
-            return Decision(False, UNAVAILABLE)
+            return self._refuse(UNAVAILABLE, "OPA answered invalid JSON")
         if response.status_code != 200:
-            log.warning("policy: OPA answered HTTP %s at %s; refusing", response.status_code, self.decision_url)
-            return Decision(False, UNAVAILABLE)
+            return self._refuse(UNAVAILABLE, f"OPA answered HTTP {response.status_code}")
         if not isinstance(body, dict) or "result" not in body:
-            log.warning("policy: %s is undefined (is the policy loaded?); refusing", self.decision_url)
-            return Decision(False, UNDEFINED)
+            return self._refuse(UNDEFINED, "the decision is undefined (is the policy loaded?)")
         result = body["result"]
         if not isinstance(result, bool):
-            log.warning("policy: %s returned a %s, not a boolean; refusing", self.decision_url, type(result).__name__)
-            return Decision(False, UNDEFINED)
+            return self._refuse(UNDEFINED, f"the decision is a {type(result).__name__}, not a boolean")
         return Decision(True, ALLOWED) if result else Decision(False, DENIED)
+
+    def _refuse(self, reason: str, why: str) -> Decision:
+        """Log a failure without flooding: the first one, then at most one line per LOG_EVERY_S with a count."""
+        now = self._clock()
+        if now - self._last_warning >= LOG_EVERY_S:
+            more = f" ({self._suppressed} similar refusals not logged)" if self._suppressed else ""
+            log.warning("policy: %s at %s; refusing (fail-closed)%s", why, self.decision_url, more)
+            self._last_warning = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+        return Decision(False, reason)
 
     def _cached_allow(self, key: CacheKey) -> bool:
         expires = self._cache.get(key)

@@ -209,3 +209,21 @@ def test_bad_url_is_config_error(url: str) -> None:
 def test_metric_has_all_outcomes_from_the_start() -> None:
     for outcome in ("allow", "deny", "unavailable", "undefined"):
         assert REGISTRY.get_sample_value("somabrain_policy_decisions_total", {"outcome": outcome}) is not None
+
+
+async def test_outage_logging_is_rate_limited(opa: OpaStandin, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    client = PolicyClient(opa.url, timeout=2.0, clock=clock)
+    opa.kill()
+    try:
+        with caplog.at_level("WARNING", logger="brain.policy"):
+            for _ in range(5):
+                assert (await client.decide(**READER)).reason == "policy_unavailable"
+            clock.now += 10.0
+            assert (await client.decide(**READER)).reason == "policy_unavailable"
+    finally:
+        await client.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name == "brain.policy"]
+    assert len(messages) == 2
+    assert "OPA unreachable" in messages[0] and "fail-closed" in messages[0]
+    assert "(4 similar refusals not logged)" in messages[1]

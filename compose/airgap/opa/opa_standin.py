@@ -182,6 +182,11 @@ class StandinHandler(BaseHTTPRequestHandler):
     evaluator: Evaluator  # set on the subclass made by make_server
 
     # --- plumbing ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle + delayed ACK add ~40 ms each.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
@@ -301,6 +306,7 @@ def parse_addr(text: str) -> tuple[str, int]:
 
 class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # socketserver's default backlog of 5 drops SYNs when a client pool connects at once
 
 
 class StandinServerV6(StandinServer):
