@@ -220,7 +220,7 @@ async def run_broker(plan: Plan, storage: str, cluster: str, extra: list[str]) -
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] != "broker":
-        os.execvp(argv[0], argv)
+        os.execvp(argv[0], argv)  # noqa: S606 - like the official image: any other command runs as given
     plan = plan_from_env(dict(os.environ))
     storage = os.environ.get("TANSU_STORAGE_ENGINE", "memory://tansu/")
     cluster = os.environ.get("CLUSTER_ID") or os.environ.get("KAFKA_CLUSTER_ID") or "tansu_cluster"
