@@ -20,7 +20,9 @@ def write_kind_secrets(k8s_copy: Path) -> None:
     """The kind overlay's gitignored secret files, as `scripts/dev_up.sh --kind-secrets` writes them."""
     secrets = k8s_copy / "overlays" / "kind" / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
-    (secrets / "postgres.env").write_text("POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=test-only\nPOSTGRES_DB=somabrain\n")
+    (secrets / "postgres.env").write_text(
+        "POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=test-only\nPOSTGRES_DB=somabrain\n"
+    )
     (secrets / "jwt_pub.pem").write_text("-----BEGIN PUBLIC KEY-----\ntest-only\n-----END PUBLIC KEY-----\n")
 
 

@@ -92,7 +92,7 @@ def _render(directory: Path, stack: tuple[Path, ...]) -> list[Resource]:
     for entry in spec.get("resources", []):
         target = (directory / entry).resolve()
         if target.is_dir():
-            resources.extend(_render(target, stack + (directory,)))
+            resources.extend(_render(target, (*stack, directory)))
         elif target.is_file():
             _check_inside(directory, target, kfile, allow_parent=False)
             resources.extend(load_yaml_documents(target))
@@ -178,8 +178,13 @@ def _apply_generator(
         metadata["annotations"] = dict(opts["annotations"])
     if kind == "Secret":
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-        new: Resource = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata,
-                         "type": gen.get("type", "Opaque"), "data": encoded}
+        new: Resource = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": metadata,
+            "type": gen.get("type", "Opaque"),
+            "data": encoded,
+        }
     else:
         new = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
@@ -190,8 +195,10 @@ def _apply_generator(
     if behavior not in ("replace", "merge"):
         raise KustomizeError(f"{kfile}: generator {gen['name']!r}: unknown behavior {behavior!r}")
     matches = [
-        r for r in resources
-        if r["kind"] == kind and r["metadata"]["name"] == gen["name"]
+        r
+        for r in resources
+        if r["kind"] == kind
+        and r["metadata"]["name"] == gen["name"]
         and r["metadata"].get("namespace", "") == metadata.get("namespace", "")
     ]
     if len(matches) != 1:
@@ -284,7 +291,9 @@ def _strategic_merge(base: Any, patch: Any, parent_key: str) -> Any:
         mkey = MERGE_KEYS[parent_key]
         out_list = copy.deepcopy(base)
         for item in patch:
-            idx = next((i for i, b in enumerate(out_list) if isinstance(b, dict) and b.get(mkey) == item.get(mkey)), None)
+            idx = next(
+                (i for i, b in enumerate(out_list) if isinstance(b, dict) and b.get(mkey) == item.get(mkey)), None
+            )
             if idx is None:
                 out_list.append(copy.deepcopy(item))
             else:
@@ -327,8 +336,9 @@ def _json6902(res: Resource, op: Resource, kfile: Path) -> None:
             else:
                 raise KustomizeError(f"{kfile}: JSON 6902 op {kind!r} is not supported")
     except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise KustomizeError(f"{kfile}: JSON 6902 path {op['path']} does not apply to "
-                             f"{res['kind']}/{res['metadata']['name']}: {exc!r}") from exc
+        raise KustomizeError(
+            f"{kfile}: JSON 6902 path {op['path']} does not apply to {res['kind']}/{res['metadata']['name']}: {exc!r}"
+        ) from exc
 
 
 def dump(resources: Iterable[Resource]) -> str:

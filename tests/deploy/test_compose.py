@@ -56,8 +56,18 @@ def _compose_clis() -> list[list[str]]:
     return clis
 
 
-@pytest.mark.parametrize("cli", _compose_clis() or [pytest.param(None, marks=pytest.mark.skip(
-    reason="neither docker-compose (v1) nor the docker compose plugin (v2) is installed"))])
+@pytest.mark.parametrize(
+    "cli",
+    _compose_clis()
+    or [
+        pytest.param(
+            None,
+            marks=pytest.mark.skip(
+                reason="neither docker-compose (v1) nor the docker compose plugin (v2) is installed"
+            ),
+        )
+    ],
+)
 def test_compose_cli_accepts_the_file(cli: list[str], tmp_path: Path) -> None:
     env = {**os.environ, **TEST_ENV}
     ok = run([*cli, "-f", str(COMPOSE), "config", "-q"], env=env)
@@ -98,8 +108,12 @@ def test_every_service_has_a_healthcheck_and_somabrain_waits_for_healthy(compose
 
 def test_resource_limits(compose: dict[str, Any]) -> None:
     s = compose["services"]
-    expected = {"somabrain": ("512m", 1.0), "sb_postgres": ("256m", 0.2), "sb_redis": ("64m", 0.1),
-                "kafka": ("512m", 0.5)}
+    expected = {
+        "somabrain": ("512m", 1.0),
+        "sb_postgres": ("256m", 0.2),
+        "sb_redis": ("64m", 0.1),
+        "kafka": ("512m", 0.5),
+    }
     for name, (mem, cpus) in expected.items():
         assert (s[name]["mem_limit"], s[name]["cpus"]) == (mem, cpus), name
     for name, svc in s.items():
@@ -141,10 +155,25 @@ def test_no_literal_credentials(compose: dict[str, Any]) -> None:
 
 def test_somabrain_environment(compose: dict[str, Any]) -> None:
     env = compose["services"]["somabrain"]["environment"]
-    assert {k: env[k] for k in ("SOMABRAIN_STRICT_REAL", "SOMABRAIN_FORCE_FULL_STACK", "SOMABRAIN_REQUIRE_MEMORY",
-                                "SOMABRAIN_ENABLE_BEST", "SOMABRAIN_DISABLE_AUTH")} == dict.fromkeys(
-        ("SOMABRAIN_STRICT_REAL", "SOMABRAIN_FORCE_FULL_STACK", "SOMABRAIN_REQUIRE_MEMORY",
-         "SOMABRAIN_ENABLE_BEST", "SOMABRAIN_DISABLE_AUTH"), "1")
+    assert {
+        k: env[k]
+        for k in (
+            "SOMABRAIN_STRICT_REAL",
+            "SOMABRAIN_FORCE_FULL_STACK",
+            "SOMABRAIN_REQUIRE_MEMORY",
+            "SOMABRAIN_ENABLE_BEST",
+            "SOMABRAIN_DISABLE_AUTH",
+        )
+    } == dict.fromkeys(
+        (
+            "SOMABRAIN_STRICT_REAL",
+            "SOMABRAIN_FORCE_FULL_STACK",
+            "SOMABRAIN_REQUIRE_MEMORY",
+            "SOMABRAIN_ENABLE_BEST",
+            "SOMABRAIN_DISABLE_AUTH",
+        ),
+        "1",
+    )
     assert env["SOMABRAIN_PREDICTOR_PROVIDER"] == "mahal" and env["SOMABRAIN_ENV"] == "dev"
     assert env["SOMABRAIN_REDIS_URL"] == "redis://sb_redis:6379/0"
     assert env["SOMABRAIN_KAFKA_URL"] == "kafka://kafka:9092"
@@ -155,7 +184,10 @@ def test_somabrain_environment(compose: dict[str, Any]) -> None:
 
 # The intended connectivity, as written in compose/README.md: which services share a network.
 MUST_REACH = {("somabrain", s) for s in ("sb_redis", "kafka", "sb_opa", "sb_postgres", "somamemory")} | {
-    ("somamemory", "sb_postgres"), ("prometheus", "somabrain"), ("prometheus", "somamemory")}
+    ("somamemory", "sb_postgres"),
+    ("prometheus", "somabrain"),
+    ("prometheus", "somamemory"),
+}
 
 
 def test_networks_allow_exactly_the_intended_flows(compose: dict[str, Any]) -> None:

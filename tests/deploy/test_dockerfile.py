@@ -46,7 +46,7 @@ def test_dockerfile_shape(repo: Path) -> None:
     assert instr[0] == ("ARG", "BASE_IMAGE=python:3.13-slim")
     froms = [rest for word, rest in instr if word == "FROM"]
     assert froms == ["${BASE_IMAGE} AS builder", "${BASE_IMAGE} AS runtime"]
-    runtime = instr[max(i for i, (w, _) in enumerate(instr) if w == "FROM"):]
+    runtime = instr[max(i for i, (w, _) in enumerate(instr) if w == "FROM") :]
     words = [w for w, _ in runtime]
     assert ("USER", "10001:10001") in runtime
     assert ("EXPOSE", "9696 9595") in runtime
@@ -74,6 +74,7 @@ def test_ca_bundle_is_a_build_secret_not_a_layer(repo: Path) -> None:
 
 def test_dockerignore_keeps_secrets_and_venv_out(repo: Path) -> None:
     lines = (repo / ".dockerignore").read_text().splitlines()
-    assert lines[[i for i, l in enumerate(lines) if l and not l.startswith("#")][0]] == "*"
-    allowed = {l[1:] for l in lines if l.startswith("!")}
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    allowed = {line[1:] for line in patterns if line.startswith("!")}
     assert allowed == {"pyproject.toml", "README.md", "brain/"}

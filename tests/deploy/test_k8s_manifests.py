@@ -93,8 +93,10 @@ def test_somabrain_deployment_matches_the_guide(base_manifests: list[Resource]) 
     dep = find(base_manifests, "Deployment", "somabrain")
     pod = dep["spec"]["template"]["spec"]
     (ctr,) = pod["containers"]
-    assert ctr["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
-                                "limits": {"cpu": "1200m", "memory": "2Gi"}}
+    assert ctr["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "1200m", "memory": "2Gi"},
+    }
     assert ctr["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert ctr["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "startupProbe" in ctr
@@ -129,7 +131,9 @@ def test_postgres_statefulset_and_ingress(base_manifests: list[Resource]) -> Non
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert sts["spec"]["template"]["spec"]["containers"][0]["resources"] == {
-        "requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "200m", "memory": "256Mi"}}
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "200m", "memory": "256Mi"},
+    }
     ing = find(base_manifests, "Ingress", "somabrain")
     assert ing["spec"]["ingressClassName"] == "nginx"
     assert ing["spec"]["tls"] == [{"hosts": ["somabrain.internal"], "secretName": "somabrain-tls"}]
@@ -175,8 +179,9 @@ def test_servicemonitors_select_a_named_service_port(base_manifests: list[Resour
             assert ep["port"] in port_names and ep["path"] == "/metrics"
 
 
-def test_kind_overlay_differs_only_where_documented(base_manifests: list[Resource],
-                                                     kind_manifests: list[Resource]) -> None:
+def test_kind_overlay_differs_only_where_documented(
+    base_manifests: list[Resource], kind_manifests: list[Resource]
+) -> None:
     base_env = find(base_manifests, "ConfigMap", "somabrain-env")["data"]
     kind_env = find(kind_manifests, "ConfigMap", "somabrain-env")["data"]
     assert {k for k in base_env if base_env[k] != kind_env[k]} == {"SOMABRAIN_KAFKA_URL"}

@@ -40,7 +40,7 @@ def test_render_matches_kubectl_kustomize(k8s_copy: Path, subdir: str) -> None:
 
 def test_missing_resource_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: [nope.yaml]\n")
-    with pytest.raises(KustomizeError, match="nope.yaml.*does not exist"):
+    with pytest.raises(KustomizeError, match=r"nope\.yaml.*does not exist"):
         render(tmp_path)
 
 
@@ -53,5 +53,5 @@ def test_unsupported_field_is_refused_not_ignored(tmp_path: Path) -> None:
 def test_kind_overlay_without_generated_secrets_says_which_file(tmp_path: Path, repo: Path) -> None:
     copy = tmp_path / "k8s"
     shutil.copytree(repo / "k8s", copy, ignore=shutil.ignore_patterns("secrets"))
-    with pytest.raises(KustomizeError, match="secrets/postgres.env"):
+    with pytest.raises(KustomizeError, match=r"secrets/postgres\.env"):
         render(copy / "overlays" / "kind")

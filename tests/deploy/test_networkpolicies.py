@@ -36,7 +36,8 @@ def _match(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
 
 def _peer_ok(rule_peer: dict[str, Any], policy_ns: str, peer: Peer) -> bool:
     if "ipBlock" in rule_peer:
-        return peer.ip is not None and ipaddress.ip_address(peer.ip) in ipaddress.ip_network(rule_peer["ipBlock"]["cidr"])
+        network = ipaddress.ip_network(rule_peer["ipBlock"]["cidr"])
+        return peer.ip is not None and ipaddress.ip_address(peer.ip) in network
     if peer.ip is not None:
         return False
     if "namespaceSelector" in rule_peer:
@@ -52,12 +53,17 @@ def _port_ok(ports: list[dict[str, Any]] | None, port: int, proto: str) -> bool:
 
 def allowed(policies: list[Resource], src: Peer, dst: Peer, port: int, proto: str = "TCP") -> bool:
     """True when both the source's egress and the destination's ingress policies admit the flow."""
+
     def direction_ok(subject: Peer, other: Peer, kind: str, rules_key: str, peers_key: str) -> bool:
         if subject.ip is not None:
             return True  # not a pod: no policy applies
-        selecting = [p for p in policies if p["metadata"].get("namespace", NS) == subject.namespace
-                     and kind in p["spec"].get("policyTypes", ["Ingress"])
-                     and _match(p["spec"]["podSelector"], subject.labels)]
+        selecting = [
+            p
+            for p in policies
+            if p["metadata"].get("namespace", NS) == subject.namespace
+            and kind in p["spec"].get("policyTypes", ["Ingress"])
+            and _match(p["spec"]["podSelector"], subject.labels)
+        ]
         if not selecting:
             return True
         for pol in selecting:
@@ -67,8 +73,8 @@ def allowed(policies: list[Resource], src: Peer, dst: Peer, port: int, proto: st
                 if peer_ok and _port_ok(rule.get("ports"), port, proto):
                     return True
         return False
-    return (direction_ok(src, dst, "Egress", "egress", "to")
-            and direction_ok(dst, src, "Ingress", "ingress", "from"))
+
+    return direction_ok(src, dst, "Egress", "egress", "to") and direction_ok(dst, src, "Ingress", "ingress", "from")
 
 
 SOMABRAIN = Peer(NS, {"app": "somabrain"})
@@ -117,7 +123,9 @@ FORBIDDEN_FLOWS = [
 
 
 @pytest.mark.parametrize(("label", "src", "dst", "port", "proto"), REQUIRED_FLOWS, ids=[f[0] for f in REQUIRED_FLOWS])
-def test_required_flow_is_allowed(ours: list[Resource], label: str, src: Peer, dst: Peer, port: int, proto: str) -> None:
+def test_required_flow_is_allowed(
+    ours: list[Resource], label: str, src: Peer, dst: Peer, port: int, proto: str
+) -> None:
     assert allowed(ours, src, dst, port, proto), label
 
 

@@ -16,8 +16,13 @@ from tests.deploy.kustomize_render import render
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 # The guide's multi-service port-forward list.
-GUIDE_FORWARDS = {"somabrain": "9696:9696", "somamemory": "9595:9595", "sb-redis": "6379:6379",
-                  "postgres": "55432:5432", "sb-opa": "8181:8181"}
+GUIDE_FORWARDS = {
+    "somabrain": "9696:9696",
+    "somamemory": "9595:9595",
+    "sb-redis": "6379:6379",
+    "postgres": "55432:5432",
+    "sb-opa": "8181:8181",
+}
 
 
 @dataclass
@@ -28,9 +33,25 @@ class Recorded:
         return [(a, k) for n, a, k in self.calls if n == name]
 
 
-BUILTINS = ["docker_build", "k8s_yaml", "k8s_resource", "local_resource", "local", "sync", "run", "fall_back_on",
-            "port_forward", "link", "allow_k8s_contexts", "docker_compose", "dc_resource", "fail",
-            "_config_define_string", "_config_parse", "kustomize"]
+BUILTINS = [
+    "docker_build",
+    "k8s_yaml",
+    "k8s_resource",
+    "local_resource",
+    "local",
+    "sync",
+    "run",
+    "fall_back_on",
+    "port_forward",
+    "link",
+    "allow_k8s_contexts",
+    "docker_compose",
+    "dc_resource",
+    "fail",
+    "_config_define_string",
+    "_config_parse",
+    "kustomize",
+]
 
 
 def evaluate_tiltfile(path: Path, args: dict[str, str] | None = None) -> Recorded:
@@ -48,6 +69,7 @@ def evaluate_tiltfile(path: Path, args: dict[str, str] | None = None) -> Recorde
             if name == "kustomize":
                 return {"kustomize": a[0]}
             return None
+
         return call
 
     globals_ = sl.Globals.extended_by([sl.LibraryExtension.StructType, sl.LibraryExtension.Print])
@@ -56,8 +78,11 @@ def evaluate_tiltfile(path: Path, args: dict[str, str] | None = None) -> Recorde
         module.add_callable(name, recorder(name))
     module["TRIGGER_MODE_MANUAL"] = "manual"
     module["TRIGGER_MODE_AUTO"] = "auto"
-    sl.eval(module, sl.parse("prelude", "config = struct(define_string=_config_define_string, parse=_config_parse)\n"),
-            globals_)
+    sl.eval(
+        module,
+        sl.parse("prelude", "config = struct(define_string=_config_define_string, parse=_config_parse)\n"),
+        globals_,
+    )
 
     def loader(name: str) -> sl.FrozenModule:
         assert name == "ext://restart_process", f"unexpected load({name!r})"
@@ -79,7 +104,7 @@ def tilt() -> Recorded:
 
 @pytest.fixture(scope="module")
 def deployed(tilt: Recorded, k8s_copy: Path) -> list[Resource]:
-    (args, _), = tilt.of("k8s_yaml")
+    ((args, _),) = tilt.of("k8s_yaml")
     target = args[0]["kustomize"]
     assert target == "k8s/overlays/kind"
     return render(k8s_copy / "overlays" / "kind")
@@ -104,7 +129,7 @@ def test_every_workload_image_is_built_or_a_pinned_public_image(tilt: Recorded, 
 
 
 def test_live_update_steps(tilt: Recorded) -> None:
-    (_, kwargs), = _builds(tilt)
+    ((_, kwargs),) = _builds(tilt)
     steps = kwargs["live_update"]
     assert steps[0]["step"] == "fall_back_on"
     assert set(steps[0]["args"][0]) >= {"Dockerfile"}
@@ -150,20 +175,21 @@ def test_port_forwards_match_the_guide_and_the_services(tilt: Recorded, deployed
         svc = services[name]
         assert any(p["port"] == container_port for p in svc["spec"]["ports"]), f"{name}: {pf}"
         workload = next(r for r in deployed if r["kind"] in WORKLOAD_KINDS and r["metadata"]["name"] == name)
-        ctr_ports = {p["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"]
-                     for p in c.get("ports", [])}
+        ctr_ports = {
+            p["containerPort"] for c in workload["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
+        }
         assert container_port in ctr_ports, f"{name}: Tilt forwards to pod port {container_port}"
 
 
 def test_conformance_runs_on_demand(tilt: Recorded) -> None:
-    (args, kwargs), = tilt.of("local_resource")
+    ((_args, kwargs),) = tilt.of("local_resource")
     assert "pytest conformance/ --env prod" in kwargs["cmd"]
     assert kwargs["trigger_mode"] == "manual" and kwargs["auto_init"] is False
 
 
 def test_compose_mode_drives_the_compose_file() -> None:
     rec = evaluate_tiltfile(REPO / "Tiltfile", {"mode": "compose"})
-    (args, kwargs), = rec.of("docker_compose")
+    ((args, kwargs),) = rec.of("docker_compose")
     assert args[0] == "compose/docker-compose.yml" and kwargs["env_file"] == ".env.local"
     assert not rec.of("k8s_yaml")
     assert "--env dev" in rec.of("local_resource")[0][1]["cmd"]
@@ -172,8 +198,9 @@ def test_compose_mode_drives_the_compose_file() -> None:
 def test_the_checks_catch_a_broken_tiltfile(tmp_path: Path, k8s_copy: Path) -> None:
     text = (REPO / "Tiltfile").read_text()
     broken = tmp_path / "Tiltfile"
-    broken.write_text(text.replace("k8s_resource('sb-redis'", "k8s_resource('redis'")
-                      .replace("sync('./brain'", "sync('./brian'"))
+    broken.write_text(
+        text.replace("k8s_resource('sb-redis'", "k8s_resource('redis'").replace("sync('./brain'", "sync('./brian'")
+    )
     rec = evaluate_tiltfile(broken)
     workloads = {r["metadata"]["name"] for r in render(k8s_copy / "overlays" / "kind") if r["kind"] in WORKLOAD_KINDS}
     assert {a[0] for a, _ in rec.of("k8s_resource")} != workloads
