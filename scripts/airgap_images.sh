@@ -94,6 +94,7 @@ now() { date +%s; }
 
 # hash_tree DIR: stable hash of every file's relative path, mode and content under DIR
 hash_tree() {
+  # shellcheck disable=SC2016  # the inner script expands its own variables
   (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z |
     xargs -0 -r sh -c 'for f; do printf "%s %s " "$f" "$(stat -c %a "$f")"; sha256sum < "$f"; done' sh) |
     sha256sum | cut -c1-64

@@ -162,7 +162,7 @@ cmd_wait() {
     fi
     exited="$(printf '%s\n' "$states" | awk -F'\t' '$2 ~ /^(Exited|Dead)/ { print $1 }')"
     if [ -n "$exited" ]; then
-      say "these services stopped: $(echo $exited)"
+      say "these services stopped: ${exited//$'\n'/ }"
       for service in $exited; do show_logs "$service"; done
       exit 1
     fi
@@ -175,7 +175,7 @@ cmd_wait() {
       local unhealthy
       unhealthy="$(not_healthy_services)"
       if [ -n "$unhealthy" ]; then
-        say "services not healthy: $(echo $unhealthy)"
+        say "services not healthy: ${unhealthy//$'\n'/ }"
         for service in $unhealthy; do show_logs "$service"; done
       else
         say "every container is healthy but /health is not ready; somabrain's log:"
@@ -282,12 +282,12 @@ cmd_down() {
     fi
   else
     # Without .env.local compose cannot read the file (required variables): remove by project label.
-    local ids
-    ids="$(docker ps -a -q --filter "label=com.docker.compose.project=$(project)")"
-    [ -z "$ids" ] || docker rm -f $ids >/dev/null
+    local ids=()
+    mapfile -t ids < <(docker ps -a -q --filter "label=com.docker.compose.project=$(project)")
+    [ "${#ids[@]}" -eq 0 ] || docker rm -f "${ids[@]}" >/dev/null
     if [ "$remove_volumes" = 1 ]; then
-      ids="$(docker volume ls -q --filter "label=com.docker.compose.project=$(project)")"
-      [ -z "$ids" ] || docker volume rm $ids >/dev/null
+      mapfile -t ids < <(docker volume ls -q --filter "label=com.docker.compose.project=$(project)")
+      [ "${#ids[@]}" -eq 0 ] || docker volume rm "${ids[@]}" >/dev/null
     fi
   fi
   rm -f "$MODE_FILE"

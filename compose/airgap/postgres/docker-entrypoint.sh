@@ -27,8 +27,11 @@ if [ "$(id -u)" = '0' ]; then
   mkdir -p /var/run/postgresql
   chown postgres /var/run/postgresql
   chmod 3777 /var/run/postgresql
-  exec setpriv --reuid=postgres --regid=postgres --init-groups "$BASH_SOURCE" "$@"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" "$@"
 fi
+
+# shellcheck source=/dev/null
+source_init() { . "$1"; }
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "${POSTGRES_HOST_AUTH_METHOD:-}" != 'trust' ]; then
@@ -59,7 +62,7 @@ MSG
   shopt -s nullglob
   for f in /docker-entrypoint-initdb.d/*; do
     case "$f" in
-      *.sh) log "running $f"; if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
+      *.sh) log "running $f"; if [ -x "$f" ]; then "$f"; else source_init "$f"; fi ;;
       *.sql) log "running $f"; "${psql_cmd[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
       *.sql.gz) log "running $f"; gunzip -c "$f" | "${psql_cmd[@]}" --dbname "$POSTGRES_DB" ;;
       *) log "ignoring $f" ;;
