@@ -9,6 +9,7 @@
 #   DOCKER_BUILDKIT=1 docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt .
 # The bundle is mounted only while pip runs and never lands in a layer. Without the secret pip uses the
 # base image's CA store.
+# checkov:skip=CKV_DOCKER_7:FROM uses ${BASE_IMAGE}, whose default python:3.13-slim is a pinned version tag
 ARG BASE_IMAGE=python:3.13-slim
 
 # ---------------------------------------------------------------------------------------------------

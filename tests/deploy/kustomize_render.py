@@ -62,6 +62,13 @@ def load_yaml_documents(path: Path) -> list[Resource]:
     return resources
 
 
+def _parse_yaml(text: str, where: object) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise KustomizeError(f"{where}: cannot read YAML: {exc}") from exc
+
+
 def _find_kustomization(directory: Path) -> Path:
     for name in ("kustomization.yaml", "kustomization.yml", "Kustomization"):
         if (directory / name).is_file():
@@ -83,7 +90,7 @@ def _render(directory: Path, stack: tuple[Path, ...]) -> list[Resource]:
     if directory in stack:
         raise KustomizeError(f"{directory}: kustomization cycle via {' -> '.join(map(str, stack))}")
     kfile = _find_kustomization(directory)
-    spec = yaml.safe_load(kfile.read_text(encoding="utf-8")) or {}
+    spec = _parse_yaml(kfile.read_text(encoding="utf-8"), kfile) or {}
     unknown = set(spec) - SUPPORTED_KEYS
     if unknown:
         raise KustomizeError(f"{kfile}: unsupported kustomization fields: {sorted(unknown)}")
@@ -249,7 +256,7 @@ def _apply_patch(resources: list[Resource], entry: Resource, directory: Path, kf
         text = entry["patch"]
     else:
         raise KustomizeError(f"{kfile}: a patch needs `path` or `patch`")
-    body = yaml.safe_load(text)
+    body = _parse_yaml(text, f"{kfile} (patch {entry.get('path', 'inline')})")
     if isinstance(body, list):  # JSON 6902
         if "target" not in entry:
             raise KustomizeError(f"{kfile}: a JSON 6902 patch needs a target")
