@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build every image of the compose stack locally, without an image registry (air-gapped mode).
 #
-# Usage: scripts/airgap_images.sh [--only NAME[,NAME...]] [--force] [--verbose] [--list] [--help]
+# Usage: scripts/airgap_images.sh [--only NAME[,NAME...]] [--force] [--serial] [--verbose] [--list] [--help]
 #
 # Images (all tagged PREFIX/NAME:local, PREFIX defaults to somabrain-airgap):
 #   base        Debian bookworm minbase + python3 from debootstrap    (recipe: compose/airgap/base/)
@@ -12,13 +12,14 @@
 #   prometheus  stand-in for prom/prometheus:v2.49.0                   (compose/airgap/prometheus/)
 #   somabrain   the project's own Dockerfile with BASE_IMAGE=PREFIX/base:local
 #
-# Caching: every image is named after a content hash of its recipe (base: the debootstrap recipe and mirror;
+# Caching: every image is named after a content hash of its recipe (base: compose/airgap/base/ and the mirror;
 # stand-ins: their build context plus the base image id). An image whose hash already exists is only
 # re-tagged, so a second run takes seconds. somabrain relies on Docker's layer cache instead.
 #
 # Options:
 #   --only LIST  build only these images (comma-separated; base is built first whenever it is missing)
 #   --force      ignore the content-hash cache and rebuild
+#   --serial     build one image at a time (default: the images on top of the base are built in parallel)
 #   --verbose    stream build output (default: one progress line per image, full log in .run/airgap/logs/)
 #   --list       print the image names and exit
 #
@@ -42,6 +43,7 @@ ALL_IMAGES=(base "${STANDINS[@]}" somabrain)
 DEFAULT_CA=/etc/ssl/certs/ca-certificates.crt
 
 FORCE=0
+SERIAL=0
 VERBOSE=0
 ONLY=""
 
@@ -54,6 +56,7 @@ while [ "$#" -gt 0 ]; do
     --only) [ "$#" -ge 2 ] || die "--only needs a comma-separated list of images"; ONLY="$2"; shift ;;
     --only=*) ONLY="${1#--only=}" ;;
     --force) FORCE=1 ;;
+    --serial) SERIAL=1 ;;
     --verbose | -v) VERBOSE=1 ;;
     --list) printf '%s\n' "${ALL_IMAGES[@]}"; exit 0 ;;
     -h | --help) usage; exit 0 ;;
@@ -134,7 +137,7 @@ BASE_REF=""
 build_base() {
   local mirror key ref rootfs t0
   mirror="$(detect_mirror)"
-  key="$({ echo "$RECIPE_VERSION"; echo "$mirror"; cat "$RECIPES/base/debootstrap.env"; } | sha256sum | cut -c1-12)"
+  key="$({ echo "$RECIPE_VERSION"; echo "$mirror"; hash_tree "$RECIPES/base"; } | sha256sum | cut -c1-12)"
   ref="$PREFIX/base:$key"
   BASE_REF="$ref"
   if [ "$FORCE" -eq 0 ] && image_exists "$ref"; then
@@ -154,8 +157,13 @@ build_base() {
   rm -rf "$rootfs"
   : >"$LOGS/base.log"
   run_logged base debootstrap --variant="$VARIANT" --include="$INCLUDE" "$SUITE" "$rootfs" "$mirror"
-  # Smaller image: package caches and lists are rebuilt by every recipe's own apt-get update.
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
+  # Smaller images: no docs/man/translations from now on (dpkg-excludes) nor in the rootfs itself; package
+  # caches and lists go too, every recipe runs its own apt-get update.
+  install -m 0644 "$RECIPES/base/dpkg-excludes" "$rootfs/etc/dpkg/dpkg.cfg.d/excludes"
+  find "$rootfs/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
+  rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/var/cache/apt/archives/*.deb \
+    "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
+  find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
   say "base: importing into Docker as $ref"
   tar -C "$rootfs" -c . | run_logged base "$DOCKER" import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -245,11 +253,28 @@ build_somabrain() {
 # --- main ------------------------------------------------------------------------------------------------------
 T_START="$(now)"
 build_base # always: every other image is built on it, and a cached base costs a second
+# The other images only depend on the base: build them side by side (apt downloads and pip installs wait on
+# the network more than on the CPU). --serial builds one at a time.
+names=() pids=()
 for name in "${selected[@]}"; do
   case "$name" in
-    base) ;;
-    somabrain) build_somabrain ;;
-    *) build_standin "$name" ;;
+    base) continue ;;
+    somabrain) job=build_somabrain ;;
+    *) job=build_standin ;;
   esac
+  if [ "$SERIAL" -eq 1 ]; then
+    "$job" "$name"
+  else
+    "$job" "$name" &
+    names+=("$name")
+    pids+=("$!")
+  fi
 done
-say "all requested images ready in $(($(now) - T_START))s: $(printf '%s ' "${selected[@]}")"
+failed=()
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || failed+=("${names[$i]}")
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+  die "failed to build: ${failed[*]} (logs in ${LOGS#"$ROOT"/}/)"
+fi
+say "all requested images ready in $(($(now) - T_START))s: ${selected[*]}"
