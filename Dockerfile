@@ -33,13 +33,17 @@ RUN --mount=type=secret,id=pip_ca,required=false \
     && rm /tmp/requirements.txt
 
 # The project: installs the `brain` package and the `somabrain` console script into the venv.
+# KEEP_PIP=1 keeps pip in the venv (the Tilt dev loop pip-installs into the running container); release
+# images drop it, so the runtime stage has no package installer.
+ARG KEEP_PIP=0
 COPY README.md ./
 COPY brain ./brain
 RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca REQUESTS_CA_BUNDLE=/run/secrets/pip_ca; fi \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/python3 -m compileall -q /opt/venv/lib \
-    && /opt/venv/bin/somabrain --help > /dev/null
+    && /opt/venv/bin/somabrain --help > /dev/null \
+    && if [ "$KEEP_PIP" != 1 ]; then /opt/venv/bin/python3 -m pip uninstall --yes --quiet pip; fi
 
 # ---------------------------------------------------------------------------------------------------
 # runtime: the base image plus /opt/venv. No compiler, no pip cache, no source tree.
