@@ -184,7 +184,7 @@ class Settings:
         return settings
 
     def check_api(self) -> None:
-        """Enforce the strict-real switches for the API; raise ConfigError naming the first variable that breaks them."""
+        """Enforce the strict-real switches for the API; raise ConfigError naming the first offending variable."""
         if self.strict_real and self.predictor_provider == "stub":
             raise ConfigError(
                 f"{PREFIX}PREDICTOR_PROVIDER=stub is not allowed when {PREFIX}STRICT_REAL=1 "

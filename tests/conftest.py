@@ -59,6 +59,8 @@ def strict_env(redis_server: RedisServer, postgres_server: PostgresServer, memor
         "SOMABRAIN_POSTGRES_DSN": postgres_server.dsn,
         "SOMABRAIN_MEMORY_HTTP_ENDPOINT": memory_server.url,
         "SOMABRAIN_HEALTH_INTERVAL": "0.2",
+        # Generous: a loaded 2-core CI machine must not turn a slow answer into "down" mid-test.
+        "SOMABRAIN_DEPENDENCY_TIMEOUT": "5",
     }
 
 

@@ -1,8 +1,8 @@
 """The real predictor: per-tenant EWMA statistics in Redis, JAX Mahalanobis scoring through a micro-batcher.
 
 Statistics live in the Redis hash `sb:pred:<tenant>` (fields `mu`, `var`: little-endian float32; `n`: count) so
-that every worker and replica agrees. Updates use an optimistic WATCH/MULTI transaction, retried on conflict, so
-concurrent observers never lose each other's updates.
+that every worker and replica agrees. The EWMA update runs inside Redis as one Lua script, so concurrent observers
+on any replica never lose each other's updates and never contend.
 """
 
 from __future__ import annotations
@@ -10,15 +10,31 @@ from __future__ import annotations
 import time
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from brain import metrics
 from brain.embeddings import Vector, from_bytes, to_bytes
 from brain.predictor.base import Prediction
 from brain.predictor.batcher import MicroBatcher
-from brain.predictor.numerics import F32, ewma_update, prior, surprise_batch
+from brain.predictor.numerics import F32, prior, surprise_batch
 
-_RETRIES = 8
+# EWMA step (see numerics.ewma_update) over little-endian float32 vectors, atomically, inside Redis.
+_UPDATE = """
+local x, alpha, dim = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local mu = redis.call('HGET', KEYS[1], 'mu') or ARGV[4]
+local var = redis.call('HGET', KEYS[1], 'var') or ARGV[5]
+local new_mu, new_var = {}, {}
+for i = 0, dim - 1 do
+  local p = i * 4 + 1
+  local xi = struct.unpack('<f', x, p)
+  local mi = struct.unpack('<f', mu, p)
+  local vi = struct.unpack('<f', var, p)
+  local d = xi - mi
+  new_mu[i + 1] = struct.pack('<f', mi + alpha * d)
+  new_var[i + 1] = struct.pack('<f', (1 - alpha) * (vi + alpha * d * d))
+end
+redis.call('HSET', KEYS[1], 'mu', table.concat(new_mu), 'var', table.concat(new_var))
+return redis.call('HINCRBY', KEYS[1], 'n', 1)
+"""
 
 
 def stats_key(tenant: str) -> str:
@@ -35,6 +51,7 @@ class MahalPredictor:
         self._alpha = alpha
         self._batcher = MicroBatcher(surprise_batch, dim, max_batch=max_batch, window_s=window_s)
         self._warmed = False
+        self._update = redis.register_script(_UPDATE)
 
     async def start(self) -> None:
         self._batcher.warm_up()
@@ -65,18 +82,8 @@ class MahalPredictor:
         return Prediction(d2=d2, surprise=surprise)
 
     async def _learn(self, tenant: str, vec: Vector) -> None:
-        key = stats_key(tenant)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for _ in range(_RETRIES):
-                try:
-                    await pipe.watch(key)
-                    mu, var = self._decode(await pipe.hmget(key, ["mu", "var"]))
-                    mu, var = ewma_update(vec, mu, var, self._alpha)
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(key, mapping={"mu": to_bytes(mu), "var": to_bytes(var)})
-                    pipe.hincrby(key, "n", 1)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
-        raise RuntimeError(f"predictor statistics for tenant {tenant!r} stayed contended for {_RETRIES} tries")
+        prior_mu, prior_var = prior(self._dim)
+        await self._update(
+            keys=[stats_key(tenant)],
+            args=[to_bytes(vec), self._alpha, self._dim, to_bytes(prior_mu), to_bytes(prior_var)],
+        )

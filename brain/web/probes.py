@@ -19,7 +19,7 @@ def add_probe_routes(router: Router, failing: Callable[[], list[str]]) -> None:
 
     @router.route(
         "GET", "/readyz", summary="Readiness: 200 when ready, 503 otherwise", response=ReadyResponse,
-        errors=(503,), tags=("ops",),
+        also=(503,), tags=("ops",),
     )
     async def readyz(_: Request) -> Response:
         down = failing()

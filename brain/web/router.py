@@ -59,6 +59,8 @@ class Route:
     errors: tuple[int, ...] = ()
     media_type: str = "application/json"
     tags: tuple[str, ...] = ()
+    #: Other statuses answered with the same response model (e.g. /readyz: 503 with the readiness body).
+    also: tuple[int, ...] = ()
 
     @property
     def quart_rule(self) -> str:
@@ -106,10 +108,11 @@ class Router:
         errors: tuple[int, ...] = (),
         media_type: str = "application/json",
         tags: tuple[str, ...] = (),
+        also: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
-                Route(method, path, handler, summary, body, response, status, tenant, errors, media_type, tags)
+                Route(method, path, handler, summary, body, response, status, tenant, errors, media_type, tags, also)
             )
             return handler
 
@@ -168,10 +171,12 @@ class Router:
             elif route.media_type != "application/json":
                 ok["content"] = {route.media_type: {"schema": {"type": "string"}}}
             op["responses"][str(route.status)] = ok
+            for status in route.also:
+                op["responses"][str(status)] = {**ok, "description": _ERROR_TEXT.get(status, "See the body")}
             errors = set(route.error_statuses())
             if route.tenant:
                 errors |= set(self.tenant_errors)
-            for status in sorted(errors):
+            for status in sorted(errors - set(route.also)):
                 op["responses"][str(status)] = {
                     "description": _ERROR_TEXT.get(status, "Error"),
                     "content": {"application/json": {"schema": _ref(ErrorBody, components, "serialization")}},

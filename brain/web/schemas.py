@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -23,9 +23,22 @@ MetaValue = (
     | bool
     | None
 )
-Metadata = Annotated[dict[MetaKey, MetaValue], Field(max_length=32)]
+# Keys must match the pattern; saying so with additionalProperties=false keeps the schema as strict as the model.
+Metadata = Annotated[
+    dict[MetaKey, MetaValue],
+    Field(max_length=32, json_schema_extra={"additionalProperties": False}),
+]
 Importance = Annotated[float, Field(ge=0.0, le=1.0)]
-TopK = Annotated[int, Field(ge=1, le=100)]
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer; accept it as 5 (strings and bools stay refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+TopK = Annotated[int, Field(ge=1, le=100), BeforeValidator(_integral)]
 Score = Annotated[float, Field(ge=-1.0, le=1.0)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 

@@ -74,7 +74,7 @@ class Process:
         argv = self.argv
         if self.user is not None and os.geteuid() == 0:
             argv = ["runuser", "-u", self.user, "--", *argv]
-        log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:

@@ -1,0 +1,30 @@
+# The README's commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help deps lint typecheck unit test dev bench
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## install Debian packages and the project venv (.venv) if missing
+	@scripts/install_deps.sh
+
+lint: deps ## ruff (lint) over the whole tree
+	$(VENV)/bin/ruff check .
+
+typecheck: deps ## mypy --strict over brain/
+	$(VENV)/bin/mypy
+
+unit: deps ## pytest: unit, integration (real Redis/Postgres) and static deployment checks
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck unit ## everything CI runs
+
+dev: deps ## run the API (:9696) and SomaMemory (:9595) locally against private Redis and Postgres
+	@scripts/dev_local.sh
+
+bench: deps ## service-core benchmark: /health and /act vs bare Quart, mahal vs numpy (by hand, not in CI)
+	$(PY) load/bench_core.py

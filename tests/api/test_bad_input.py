@@ -1,0 +1,76 @@
+"""Bad input gets a clear 4xx JSON error, never a 500, and writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from tests.api.conftest import headers
+
+BAD_BODIES = [
+    ("/remember", b"{not json", 400, "invalid_json"),
+    ("/remember", b"", 400, "invalid_json"),
+    ("/remember", b"[]", 422, "validation_error"),
+    ("/remember", b'{"content": 5}', 422, "validation_error"),
+    ("/remember", b'{"content": ""}', 422, "validation_error"),
+    ("/remember", b'{"content": "x", "importance": 2}', 422, "validation_error"),
+    ("/remember", b'{"content": "x", "importance": "high"}', 422, "validation_error"),
+    ("/remember", b'{"content": "x", "extra": 1}', 422, "validation_error"),
+    ("/remember", b'{"content": "nul \\u0000 byte"}', 422, "validation_error"),
+    ("/remember", b'{"content": "x", "metadata": {"k": {"nested": 1}}}', 422, "validation_error"),
+    ("/remember", b'{"metadata": {}}', 422, "validation_error"),
+    ("/recall", b'{"query": "x", "top_k": 0}', 422, "validation_error"),
+    ("/recall", b'{"query": "x", "top_k": "5"}', 422, "validation_error"),
+    ("/recall", b'{"query": "x", "top_k": 1000}', 422, "validation_error"),
+    ("/act", b'{"task": null}', 422, "validation_error"),
+    ("/act", b'{"task": ["a"]}', 422, "validation_error"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "error"), BAD_BODIES)
+async def test_bad_bodies(client: Client, tenant: str, path: str, body: bytes, status: int,
+                          error: str) -> None:
+    hdrs = {**headers(tenant), "Content-Type": "application/json"}
+    response = await client.post(path, data=body, headers=hdrs)
+    payload = await response.get_json()
+    assert response.status_code == status
+    assert payload["error"] == error
+    assert payload["detail"]
+    assert "Traceback" not in payload["detail"]
+    recalled = await client.post("/recall", json={"query": "x"}, headers=headers(tenant))
+    assert await recalled.get_json() == {"wm": [], "memory": []}  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("tenant_header", "error"),
+    [(None, "missing_tenant"), ("", "invalid_tenant"), ("-leading-dash", "invalid_tenant"), ("a" * 65, "invalid_tenant"),
+     ("bad/slash", "invalid_tenant"), ("semi;colon", "invalid_tenant")],
+)
+async def test_bad_tenants(client: Client, tenant_header: str | None, error: str) -> None:
+    hdrs = {} if tenant_header is None else {"X-Tenant-ID": tenant_header}
+    response = await client.post("/recall", json={"query": "x"}, headers=hdrs)
+    assert response.status_code == 400
+    assert (await response.get_json())["error"] == error
+
+
+async def test_oversized_body_is_413(client: Client, tenant: str) -> None:
+    big = b'{"content": "' + b"a" * (32 * 1024 * 1024 + 10) + b'"}'
+    response = await client.post("/remember", data=big, headers={**headers(tenant), "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert (await response.get_json())["error"] == "payload_too_large"
+
+
+async def test_unknown_route_and_wrong_method(client: Client) -> None:
+    missing = await client.get("/nope")
+    assert missing.status_code == 404
+    assert (await missing.get_json())["error"] == "not_found"
+    wrong = await client.get("/remember")
+    assert wrong.status_code == 405
+    assert "POST" in wrong.headers["Allow"]
+    assert (await wrong.get_json())["error"] == "method_not_allowed"
+
+
+async def test_malformed_item_id(client: Client, tenant: str) -> None:
+    response = await client.delete("/memory/NOT-AN-ID", headers=headers(tenant))
+    assert response.status_code == 400
+    assert (await response.get_json())["error"] == "invalid_id"

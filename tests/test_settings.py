@@ -1,0 +1,84 @@
+"""Settings: strict-real rules and malformed values are one-line ConfigErrors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from brain.errors import ConfigError
+from brain.settings import Settings, kafka_bootstrap
+
+FULL = {
+    "SOMABRAIN_STRICT_REAL": "1",
+    "SOMABRAIN_FORCE_FULL_STACK": "1",
+    "SOMABRAIN_REQUIRE_MEMORY": "1",
+    "SOMABRAIN_REDIS_URL": "redis://sb_redis:6379/0",
+    "SOMABRAIN_KAFKA_URL": "kafka://kafka:9092",
+    "SOMABRAIN_OPA_URL": "http://sb_opa:8181",
+    "SOMABRAIN_POSTGRES_DSN": "postgresql://soma:secret@sb_postgres:5432/somabrain",
+    "SOMABRAIN_MEMORY_HTTP_ENDPOINT": "http://somamemory:9595",
+}
+
+
+def test_full_strict_stack_parses() -> None:
+    s = Settings.from_env(FULL)
+    assert s.strict_real and s.force_full_stack and s.require_memory
+    assert s.predictor_provider == "mahal"
+    assert kafka_bootstrap(s.kafka_url or "") == "kafka:9092"
+    assert s.postgres_required and s.memory_required
+
+
+def test_stub_predictor_refused_under_strict_real() -> None:
+    with pytest.raises(ConfigError, match="SOMABRAIN_PREDICTOR_PROVIDER=stub is not allowed"):
+        Settings.from_env({**FULL, "SOMABRAIN_PREDICTOR_PROVIDER": "stub"})
+
+
+def test_stub_predictor_allowed_when_not_strict() -> None:
+    s = Settings.from_env({"SOMABRAIN_REDIS_URL": "redis://localhost", "SOMABRAIN_PREDICTOR_PROVIDER": "stub"})
+    assert s.predictor_provider == "stub"
+
+
+@pytest.mark.parametrize("missing", ["POSTGRES_DSN", "KAFKA_URL", "OPA_URL", "MEMORY_HTTP_ENDPOINT", "REDIS_URL"])
+def test_missing_dependency_url_names_the_variable(missing: str) -> None:
+    env = {k: v for k, v in FULL.items() if k != f"SOMABRAIN_{missing}"}
+    with pytest.raises(ConfigError, match=f"SOMABRAIN_{missing} is not set"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("REDIS_URL", "http://sb_redis:6379", "scheme must be one of redis://"),
+        ("REDIS_URL", "redis://:6379", "no host"),
+        ("POSTGRES_DSN", "mysql://u:p@h/db", "scheme must be one of postgresql://"),
+        ("POSTGRES_DSN", "postgresql://u:p@h:notaport/db", "malformed URL"),
+        ("OPA_URL", "sb_opa:8181", "scheme must be one of http://"),
+        ("KAFKA_URL", "kafka://kafka", "expected kafka://host:port"),
+        ("KAFKA_URL", "kafka:99999", "expected kafka://host:port"),
+        ("MEMORY_HTTP_ENDPOINT", "http://", "no host"),
+        ("STRICT_REAL", "maybe", "expected 1 or 0"),
+        ("PREDICTOR_PROVIDER", "oracle", "expected one of mahal, stub"),
+        ("WM_CAPACITY", "0", "must be between 1 and"),
+        ("WM_CAPACITY", "ten", "expected a whole number"),
+    ],
+)
+def test_malformed_values_are_reported_by_name(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**FULL, f"SOMABRAIN_{name}": value})
+    text = str(info.value)
+    assert text.startswith(f"SOMABRAIN_{name}")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_password_never_appears_in_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**FULL, "SOMABRAIN_POSTGRES_DSN": "mysql://soma:hunter2@db/x"})
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_memory_service_needs_only_postgres() -> None:
+    s = Settings.from_env({"SOMABRAIN_POSTGRES_DSN": "postgresql://p@127.0.0.1/x"}, app="memory")
+    assert s.postgres_dsn is not None
+    with pytest.raises(ConfigError, match="SOMABRAIN_POSTGRES_DSN is not set"):
+        Settings.from_env({}, app="memory")

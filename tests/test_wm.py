@@ -1,0 +1,75 @@
+"""Working memory in a real Redis: bounded, expiring, and tenant-scoped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from brain.embeddings import HashingEmbedder
+from brain.wm import WorkingMemory
+from tests.helpers.servers import RedisServer
+
+E = HashingEmbedder(64)
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def _add(wm: WorkingMemory, tenant: str, item_id: str, text: str) -> int:
+    return await wm.add(tenant, item_id, text, {"k": item_id}, 0.5, E.embed(text))
+
+
+async def test_capacity_evicts_oldest(redis: Redis, tenant: str) -> None:
+    wm = WorkingMemory(redis, 64, capacity=3, ttl_seconds=600)
+    counts = [await _add(wm, tenant, f"{i:032x}", f"item number {i}") for i in range(5)]
+    assert counts == [1, 2, 3, 3, 3]
+    assert sorted(i.id for i in await wm.items(tenant)) == [f"{i:032x}" for i in (2, 3, 4)]
+
+
+async def test_recall_ranks_by_similarity(redis: Redis, tenant: str) -> None:
+    wm = WorkingMemory(redis, 64, capacity=10, ttl_seconds=600)
+    await _add(wm, tenant, "a" * 32, "feed the hungry cat")
+    await _add(wm, tenant, "b" * 32, "file the tax return")
+    hits = await wm.recall(tenant, E.embed("the cat is hungry"), top_k=2)
+    assert [item.id for item, _ in hits] == ["a" * 32, "b" * 32]
+    assert hits[0][1] > hits[1][1]
+
+
+async def test_tenants_never_see_each_other(redis: Redis, tenant: str) -> None:
+    wm = WorkingMemory(redis, 64, capacity=10, ttl_seconds=600)
+    await _add(wm, tenant, "c" * 32, "a secret of tenant A")
+    assert await wm.items(tenant + "-other") == []
+    assert await wm.recall(tenant + "-other", E.embed("secret of tenant A"), 5) == []
+    assert not await wm.delete(tenant + "-other", "c" * 32)
+    assert [i.id for i in await wm.items(tenant)] == ["c" * 32]
+
+
+async def test_expired_items_are_skipped_and_purged(redis: Redis, tenant: str) -> None:
+    wm = WorkingMemory(redis, 64, capacity=10, ttl_seconds=600)
+    await _add(wm, tenant, "d" * 32, "old news")
+    # Age the item by rewriting its timestamp rather than sleeping: tests do not depend on timing.
+    key = f"sb:wm:{{{tenant}}}:items"
+    import json
+
+    data = json.loads(await redis.hget(key, "d" * 32))
+    data["ts"] = time.time() - 601
+    await redis.hset(key, "d" * 32, json.dumps(data))
+    await redis.zadd(f"sb:wm:{{{tenant}}}:order", {"d" * 32: data["ts"]})
+    assert await wm.items(tenant) == []
+    await _add(wm, tenant, "e" * 32, "fresh news")  # an insert purges what has expired
+    assert not await redis.hexists(key, "d" * 32)
+    assert await redis.ttl(key) > 0
+
+
+async def test_delete(redis: Redis, tenant: str) -> None:
+    wm = WorkingMemory(redis, 64, capacity=10, ttl_seconds=600)
+    await _add(wm, tenant, "f" * 32, "to be deleted")
+    assert await wm.delete(tenant, "f" * 32)
+    assert not await wm.delete(tenant, "f" * 32)
