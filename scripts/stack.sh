@@ -72,6 +72,7 @@ find_compose() {
     fi
   fi
   if [ -n "$binary" ] && [ -x "$binary" ]; then
+    binary="$(readlink -f "$binary")"
     mkdir -p "$(dirname "$plugin")"
     ln -sf "$binary" "$plugin"
     if docker compose version >/dev/null 2>&1; then
