@@ -1,7 +1,8 @@
 """Live tests: they talk to the running compose stack (scripts/stack.sh up), never start it themselves.
 
-They run only when SOMABRAIN_LIVE=1 (the Makefile sets it after `stack.sh up`); otherwise every test in this
-directory is skipped with a message saying how to run them. The stack's ports and credentials come from
+The tests in test_smoke.py run only when SOMABRAIN_LIVE=1 (the Makefile sets it after `stack.sh up`); otherwise
+they are skipped with a message saying how to run them. test_airgap_*.py check the air-gapped recipes without
+Docker and always run. The stack's ports and credentials come from
 .env.local (written by scripts/dev_up.sh), or from the file named by SOMABRAIN_LIVE_ENV_FILE.
 """
 
@@ -28,8 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    live_items = [item for item in items if Path(str(item.fspath)).is_relative_to(here)]
+    smoke = Path(__file__).parent / "test_smoke.py"
+    live_items = [item for item in items if Path(str(item.fspath)) == smoke]
     for item in live_items:
         item.add_marker(pytest.mark.live)
     if os.environ.get(LIVE_FLAG) != "1":

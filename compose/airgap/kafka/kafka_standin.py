@@ -19,7 +19,8 @@ So both kafka:9092 (containers) and 127.0.0.1:<published port> (host) work for p
 the real image. Controller listeners are ignored (Tansu has no KRaft controller). Storage is
 memory://tansu/ unless TANSU_STORAGE_ENGINE says otherwise: nothing survives a restart.
 
-Overrides: TANSU_LISTENER_URL and TANSU_ADVERTISED_LISTENER_URL replace the primary listener choice.
+Overrides: TANSU_LISTENER_URL and TANSU_ADVERTISED_LISTENER_URL replace the primary listener choice;
+KAFKA_STANDIN_BIND (default 0.0.0.0) is the interface the extra listeners bind to.
 Any command other than `broker` (the default) is executed as given, like the official image does.
 """
 
@@ -205,8 +206,9 @@ async def run_broker(plan: Plan, storage: str, cluster: str, extra: list[str]) -
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter, rw: Rewriter = rewrite) -> None:
             await proxy_connection(r, w, upstream_port, rw)
 
-        servers.append(await asyncio.start_server(handle, "0.0.0.0", port))
-        log(f"listener {name}: 0.0.0.0:{port} -> tansu, advertised as {advertised}")
+        bind = os.environ.get("KAFKA_STANDIN_BIND", "0.0.0.0")
+        servers.append(await asyncio.start_server(handle, bind, port))
+        log(f"listener {name}: {bind}:{port} -> tansu, advertised as {advertised}")
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
