@@ -6,6 +6,7 @@ is probed in the background by a `HealthMonitor`; `/health` and `/readyz` only r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -153,8 +154,7 @@ async def act(req: Request, body: ActRequest) -> ActResponse:
     assert tenant is not None
     vec = st.embedder.embed(body.task)
     try:
-        items = await st.wm.items(tenant)
-        prediction = await st.predictor.observe(tenant, vec)
+        items, prediction = await asyncio.gather(st.wm.items(tenant), st.predictor.observe(tenant, vec))
     except RedisError as exc:
         raise APIError(503, "predictor_unavailable", "Redis is unavailable; statistics were not updated") from exc
     best = float(np.max(cosine_scores(vec, np.stack([i.vec for i in items])))) if items else 0.0

@@ -38,7 +38,9 @@ class MicroBatcher:
         self._max_batch = max_batch
         self._window_s = window_s
         self._sizes = bucket_sizes(max_batch)
-        self._queue: asyncio.Queue[tuple[F32, F32, F32, asyncio.Future[tuple[float, float]]]] = asyncio.Queue()
+        # A plain list and an event: cheaper per request than an asyncio.Queue's put/get awaits.
+        self._pending: list[tuple[F32, F32, F32, asyncio.Future[tuple[float, float]]]] = []
+        self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
@@ -51,6 +53,7 @@ class MicroBatcher:
 
     def start(self) -> None:
         if self._task is None:
+            self._wakeup = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="predictor-batcher")
 
     async def stop(self) -> None:
@@ -59,26 +62,29 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while not self._queue.empty():
-            *_, fut = self._queue.get_nowait()
+        pending, self._pending = self._pending, []
+        for *_, fut in pending:
             if not fut.done():
                 fut.set_exception(RuntimeError("predictor stopped"))
 
-    async def score(self, x: F32, mu: F32, var: F32) -> tuple[float, float]:
-        """Return (d2, surprise) for one vector; resolved when its batch has been computed."""
+    def score(self, x: F32, mu: F32, var: F32) -> asyncio.Future[tuple[float, float]]:
+        """A future of (d2, surprise) for one vector, resolved when its batch has been computed."""
         if self._task is None:
             raise RuntimeError("micro-batcher is not running")
         fut: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
-        await self._queue.put((x, mu, var, fut))
-        return await fut
+        self._pending.append((x, mu, var, fut))
+        self._wakeup.set()
+        return fut
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            if self._window_s > 0 and self._queue.qsize() < self._max_batch - 1:
+            await self._wakeup.wait()
+            if self._window_s > 0 and len(self._pending) < self._max_batch:
                 await asyncio.sleep(self._window_s)
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            if not self._pending:
+                self._wakeup.clear()
             try:
                 self._compute(batch)
             except Exception as exc:  # resolve every waiter; never leave a caller hanging
@@ -86,18 +92,21 @@ class MicroBatcher:
                 for *_, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
+            # Let the callers just resolved (and new arrivals) run before the next batch is cut.
+            await asyncio.sleep(0)
 
     def _compute(self, batch: list[tuple[F32, F32, F32, asyncio.Future[tuple[float, float]]]]) -> None:
         n = len(batch)
         size = next(s for s in self._sizes if s >= n)
-        x = np.zeros((size, self._dim), dtype=np.float32)
-        mu = np.zeros((size, self._dim), dtype=np.float32)
-        var = np.ones((size, self._dim), dtype=np.float32)
-        for i, (xi, mui, vari, _) in enumerate(batch):
-            x[i], mu[i], var[i] = xi, mui, vari
+        xs, mus, vars_, futures = zip(*batch, strict=True)
+        x, mu, var = np.stack(xs), np.stack(mus), np.stack(vars_)
+        if size > n:  # pad to a compiled shape; padded rows score 0 against unit variance and are dropped
+            pad = ((0, size - n), (0, 0))
+            x, mu = np.pad(x, pad), np.pad(mu, pad)
+            var = np.pad(var, pad, constant_values=1.0)
         d2, surprise = self._score(x, mu, var)
         self.batches += 1
         self.items += n
-        for i, (*_, fut) in enumerate(batch):
+        for fut, d2_i, surprise_i in zip(futures, d2.tolist(), surprise.tolist(), strict=False):
             if not fut.done():
-                fut.set_result((float(d2[i]), float(surprise[i])))
+                fut.set_result((d2_i, surprise_i))

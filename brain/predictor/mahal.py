@@ -17,23 +17,23 @@ from brain.predictor.base import Prediction
 from brain.predictor.batcher import MicroBatcher
 from brain.predictor.numerics import F32, prior, surprise_batch
 
-# EWMA step (see numerics.ewma_update) over little-endian float32 vectors, atomically, inside Redis.
-_UPDATE = """
+# EWMA step (see numerics.ewma_update) over little-endian float32 vectors, atomically, inside Redis. Returns the
+# statistics as they were before this vector, which is what the vector is scored against: one round trip per /act.
+_OBSERVE = """
 local x, alpha, dim = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local mu = redis.call('HGET', KEYS[1], 'mu') or ARGV[4]
 local var = redis.call('HGET', KEYS[1], 'var') or ARGV[5]
+local fmt = '<' .. string.rep('f', dim)
+local xs, ms, vs = {struct.unpack(fmt, x)}, {struct.unpack(fmt, mu)}, {struct.unpack(fmt, var)}
 local new_mu, new_var = {}, {}
-for i = 0, dim - 1 do
-  local p = i * 4 + 1
-  local xi = struct.unpack('<f', x, p)
-  local mi = struct.unpack('<f', mu, p)
-  local vi = struct.unpack('<f', var, p)
-  local d = xi - mi
-  new_mu[i + 1] = struct.pack('<f', mi + alpha * d)
-  new_var[i + 1] = struct.pack('<f', (1 - alpha) * (vi + alpha * d * d))
+for i = 1, dim do
+  local d = xs[i] - ms[i]
+  new_mu[i] = ms[i] + alpha * d
+  new_var[i] = (1 - alpha) * (vs[i] + alpha * d * d)
 end
-redis.call('HSET', KEYS[1], 'mu', table.concat(new_mu), 'var', table.concat(new_var))
-return redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'mu', struct.pack(fmt, unpack(new_mu)), 'var', struct.pack(fmt, unpack(new_var)))
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+return {mu, var}
 """
 
 
@@ -51,7 +51,8 @@ class MahalPredictor:
         self._alpha = alpha
         self._batcher = MicroBatcher(surprise_batch, dim, max_batch=max_batch, window_s=window_s)
         self._warmed = False
-        self._update = redis.register_script(_UPDATE)
+        self._observe = redis.register_script(_OBSERVE)
+        self._prior = tuple(to_bytes(v) for v in prior(dim))
 
     async def start(self) -> None:
         self._batcher.warm_up()
@@ -70,20 +71,15 @@ class MahalPredictor:
             return prior(self._dim)
         return from_bytes(mu, self._dim), from_bytes(var, self._dim)
 
-    async def _load(self, tenant: str) -> tuple[F32, F32]:
+    async def statistics(self, tenant: str) -> tuple[F32, F32]:
+        """The tenant's current (mean, variance), or the prior when nothing has been observed."""
         return self._decode(await self._redis.hmget(stats_key(tenant), ["mu", "var"]))
 
     async def observe(self, tenant: str, vec: Vector) -> Prediction:
-        mu, var = await self._load(tenant)
+        args = [to_bytes(vec), self._alpha, self._dim, *self._prior]
+        before = await self._observe(keys=[stats_key(tenant)], args=args)
+        mu, var = self._decode(before)
         started = time.perf_counter()
         d2, surprise = await self._batcher.score(vec, mu, var)
         metrics.PREDICTOR_LATENCY.observe(time.perf_counter() - started)
-        await self._learn(tenant, vec)
         return Prediction(d2=d2, surprise=surprise)
-
-    async def _learn(self, tenant: str, vec: Vector) -> None:
-        prior_mu, prior_var = prior(self._dim)
-        await self._update(
-            keys=[stats_key(tenant)],
-            args=[to_bytes(vec), self._alpha, self._dim, to_bytes(prior_mu), to_bytes(prior_var)],
-        )

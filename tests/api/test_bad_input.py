@@ -43,8 +43,14 @@ async def test_bad_bodies(client: Client, tenant: str, path: str, body: bytes, s
 
 @pytest.mark.parametrize(
     ("tenant_header", "error"),
-    [(None, "missing_tenant"), ("", "invalid_tenant"), ("-leading-dash", "invalid_tenant"), ("a" * 65, "invalid_tenant"),
-     ("bad/slash", "invalid_tenant"), ("semi;colon", "invalid_tenant")],
+    [
+        (None, "missing_tenant"),
+        ("", "invalid_tenant"),
+        ("-leading-dash", "invalid_tenant"),
+        ("a" * 65, "invalid_tenant"),
+        ("bad/slash", "invalid_tenant"),
+        ("semi;colon", "invalid_tenant"),
+    ],
 )
 async def test_bad_tenants(client: Client, tenant_header: str | None, error: str) -> None:
     hdrs = {} if tenant_header is None else {"X-Tenant-ID": tenant_header}

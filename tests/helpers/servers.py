@@ -139,19 +139,24 @@ class PostgresServer:
         if self.user is not None:
             init = ["runuser", "-u", self.user, "--", *init]
         subprocess.run(init, check=True, capture_output=True)
-        self.process = Process(
-            "postgres",
-            [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            self.dir, user=self.user,
-        )
+        self.log = self.dir / "postgres.log"
+
+    def _pg_ctl(self, *args: str) -> None:
+        argv = [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), *args]
+        if self.user is not None:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {result.stderr or result.stdout}")
 
     def start(self) -> None:
-        self.process.start()
-        wait_for(lambda: port_open(self.port), lambda: f"postgres on {self.port}\n{self.process.log_tail()}")
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl("-w", "-o", opts, "start")
 
     def stop(self) -> None:
-        self.process.stop(signal.SIGINT)  # "fast" shutdown
+        """Fast shutdown: active connections are cut, as in a real database restart."""
+        if (self.data / "postmaster.pid").exists():
+            self._pg_ctl("-w", "-m", "fast", "stop")
 
     def cleanup(self) -> None:
         self.stop()

@@ -66,8 +66,8 @@ async def test_two_replicas_agree_and_lose_no_updates(redis_server: RedisServer,
         count = await clients[0].hget(stats_key(tenant), "n")
         assert int(count or 0) == 40  # every concurrent update from both replicas was applied
         vec = e.embed("event 1")
-        a = await replicas[0]._load(tenant)
-        b = await replicas[1]._load(tenant)
+        a = await replicas[0].statistics(tenant)
+        b = await replicas[1].statistics(tenant)
         np.testing.assert_array_equal(a[0], b[0])
         assert vec.shape == a[0].shape
     finally:

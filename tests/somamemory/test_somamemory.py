@@ -1,0 +1,80 @@
+"""SomaMemory as a real Hypercorn process on real Postgres: durable across restarts, validated, tenant-scoped."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.servers import AppServer, PostgresServer
+
+
+@pytest.fixture
+def memory(postgres_server: PostgresServer, run_dir: Path) -> Iterator[AppServer]:
+    """A private SomaMemory process (the session one is shared; this one gets restarted)."""
+    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn}, run_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_memories_survive_a_restart(memory: AppServer, tenant: str) -> None:
+    item_id = uuid.uuid4().hex
+    hdrs = {"X-Tenant-ID": tenant}
+    stored = httpx.post(f"{memory.url}/remember", json={"id": item_id, "content": "the vault code is in the safe"},
+                        headers=hdrs)
+    assert stored.status_code == 201
+    assert stored.json() == {"id": item_id}
+    assert memory.stop() == 0  # SIGTERM: graceful, exit 0
+    memory.start()
+    found = httpx.post(f"{memory.url}/recall", json={"query": "where is the vault code"}, headers=hdrs).json()
+    assert [r["id"] for r in found["results"]] == [item_id]
+    assert 0 < found["results"][0]["score"] <= 1
+
+
+def test_retried_id_is_idempotent(memory_server: AppServer, tenant: str) -> None:
+    item_id = uuid.uuid4().hex
+    hdrs = {"X-Tenant-ID": tenant}
+    for _ in range(2):
+        assert httpx.post(f"{memory_server.url}/remember", json={"id": item_id, "content": "same"},
+                          headers=hdrs).status_code == 201
+    found = httpx.post(f"{memory_server.url}/recall", json={"query": "same"}, headers=hdrs).json()
+    assert len(found["results"]) == 1
+
+
+def test_validation_and_isolation(memory_server: AppServer, tenant: str) -> None:
+    url, hdrs = memory_server.url, {"X-Tenant-ID": tenant}
+    assert httpx.post(f"{url}/remember", content=b"{oops", headers=hdrs).status_code == 400
+    assert httpx.post(f"{url}/remember", json={"content": 1}, headers=hdrs).status_code == 422
+    assert httpx.post(f"{url}/remember", json={"content": "x", "id": "not-hex"}, headers=hdrs).status_code == 422
+    assert httpx.post(f"{url}/remember", json={"content": "x"}).status_code == 400
+    stored = httpx.post(f"{url}/remember", json={"content": "mine only"}, headers=hdrs).json()
+    other = {"X-Tenant-ID": tenant + "-x"}
+    assert httpx.post(f"{url}/recall", json={"query": "mine only"}, headers=other).json() == {"results": []}
+    assert httpx.delete(f"{url}/memories/{stored['id']}", headers=other).status_code == 404
+    assert httpx.delete(f"{url}/memories/{stored['id']}", headers=hdrs).status_code == 200
+
+
+def test_postgres_down_is_503_not_500(tmp_path: Path, run_dir: Path, tenant: str) -> None:
+    pg = PostgresServer(run_dir)
+    pg.start()
+    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": pg.dsn, "SOMABRAIN_HEALTH_INTERVAL": "0.2"}, run_dir)
+    server.start()
+    try:
+        pg.stop()
+        response = httpx.post(f"{server.url}/remember", json={"content": "during the outage"},
+                              headers={"X-Tenant-ID": tenant})
+        assert response.status_code == 503
+        assert response.json()["error"] == "storage_unavailable"
+        pg.start()
+        from tests.helpers.servers import http_status, wait_for
+
+        wait_for(lambda: http_status(server.url + "/readyz") == 200, "SomaMemory ready again after Postgres returns")
+        assert httpx.post(f"{server.url}/remember", json={"content": "after the outage"},
+                          headers={"X-Tenant-ID": tenant}).status_code == 201
+    finally:
+        server.stop()
+        pg.cleanup()
