@@ -76,7 +76,7 @@ class MahalPredictor:
         return self._decode(await self._redis.hmget(stats_key(tenant), ["mu", "var"]))
 
     async def observe(self, tenant: str, vec: Vector) -> Prediction:
-        args = [to_bytes(vec), self._alpha, self._dim, *self._prior]
+        args: list[bytes | float | int] = [to_bytes(vec), self._alpha, self._dim, *self._prior]
         before = await self._observe(keys=[stats_key(tenant)], args=args)
         mu, var = self._decode(before)
         started = time.perf_counter()
