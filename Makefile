@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps lint typecheck unit test dev bench
+.PHONY: help deps lint typecheck unit test dev bench up down clean lint-security
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,4 +27,16 @@ dev: deps ## run the API (:9696) and SomaMemory (:9595) locally against private 
 	@scripts/dev_local.sh
 
 bench: deps ## service-core benchmark: /health and /act vs bare Quart, mahal vs numpy (by hand, not in CI)
-	$(PY) load/bench_core.py
+	$(PY) -m tests.bench.bench_core
+
+up: deps ## start the compose stack (builds images locally when no registry answers) and wait until ready
+	@scripts/stack.sh up
+
+down: ## stop the stack (volumes kept) and the Docker engine if `make up` started it
+	@scripts/stack.sh down
+
+clean: ## like down, and remove the volumes
+	@scripts/stack.sh clean
+
+lint-security: ## checkov over k8s/ and the Dockerfile (in its own venv under .run/)
+	@scripts/lint_security.sh
