@@ -47,6 +47,10 @@ PREDICTOR_LATENCY = Histogram(
     "Time from submitting a vector to the micro-batcher to its score",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
+AUDIT_PUBLISHED = Counter("somabrain_audit_published_total", "Audit events acknowledged by Kafka")
+AUDIT_PUBLISH_FAILURES = Counter("somabrain_audit_publish_failures_total", "Failed outbox drain attempts")
+JOURNAL_QUEUED = Counter("somabrain_journal_queued_total", "/remember writes queued while SomaMemory was down")
+JOURNAL_REPLAYED = Counter("somabrain_journal_replayed_total", "Queued writes replayed into SomaMemory")
 
 
 def render() -> tuple[bytes, str]:

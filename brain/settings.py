@@ -131,6 +131,18 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_tenant_claim: str = "tenant"
+    jwt_algorithm: str = "RS256"
+
+    # Audit pipeline, journal, policy and rate limits.
+    outbox_dir: str = "/var/lib/somabrain/outbox"
+    memory_queue: bool = False
+    kafka_required: bool = False
+    audit_topic: str = "soma.audit"
+    policy_timeout_s: float = 0.5
+    policy_cache_ttl_s: float = 2.0
+    rate_limit_rps: float = 200.0
+    rate_limit_burst: int = 400
+    rate_limit_fail_open: bool = False
 
     # Working memory, predictor and health tuning.
     wm_capacity: int = 256
@@ -167,6 +179,17 @@ class Settings:
             jwt_issuer=env.get(PREFIX + "JWT_ISSUER") or None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             jwt_tenant_claim=env.get(PREFIX + "JWT_TENANT_CLAIM") or "tenant",
+            jwt_algorithm=_choice(env, "JWT_ALGORITHM", "rs256", ("rs256", "es256")).upper(),
+            outbox_dir=env.get(PREFIX + "OUTBOX_DIR") or "/var/lib/somabrain/outbox",
+            # Queue /remember in the local journal while SomaMemory is down: only when memory is not required.
+            memory_queue=_flag(env, "MEMORY_QUEUE", not _flag(env, "REQUIRE_MEMORY", False)),
+            kafka_required=_flag(env, "KAFKA_REQUIRED", False),
+            audit_topic=env.get(PREFIX + "AUDIT_TOPIC") or "soma.audit",
+            policy_timeout_s=_float(env, "POLICY_TIMEOUT", 0.5, 0.01, 30.0),
+            policy_cache_ttl_s=_float(env, "POLICY_CACHE_TTL", 2.0, 0.0, 300.0),
+            rate_limit_rps=_float(env, "RATE_LIMIT_RPS", 200.0, 0.0, 1e6),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 400, 1, 10_000_000),
+            rate_limit_fail_open=_flag(env, "RATE_LIMIT_FAIL_OPEN", False),
             wm_capacity=_int(env, "WM_CAPACITY", 256, 1, 100_000),
             wm_ttl_seconds=_int(env, "WM_TTL_SECONDS", 3600, 1, 30 * 86400),
             embed_dim=_int(env, "EMBED_DIM", 256, 16, 4096),
@@ -189,6 +212,20 @@ class Settings:
             raise ConfigError(
                 f"{PREFIX}PREDICTOR_PROVIDER=stub is not allowed when {PREFIX}STRICT_REAL=1 "
                 "(use mahal, or unset STRICT_REAL for a non-strict dev run)"
+            )
+        if self.disable_auth and self.strict_real and self.env == "prod":
+            raise ConfigError(
+                f"{PREFIX}DISABLE_AUTH=1 is refused when {PREFIX}STRICT_REAL=1 and {PREFIX}ENV=prod "
+                "(production always verifies JWTs)"
+            )
+        if not self.disable_auth:
+            for name in ("JWT_PUBLIC_KEY_PATH", "JWT_ISSUER", "JWT_AUDIENCE"):
+                if getattr(self, name.lower()) is None:
+                    raise ConfigError(f"{PREFIX}{name} is not set ({PREFIX}DISABLE_AUTH=0 needs it)")
+        if self.require_memory and self.memory_queue:
+            raise ConfigError(
+                f"{PREFIX}MEMORY_QUEUE=1 contradicts {PREFIX}REQUIRE_MEMORY=1 (a required SomaMemory is never "
+                "bypassed); set one of them to 0"
             )
         # Working memory lives in Redis; without it the API cannot serve at all.
         needed = ["REDIS_URL"]

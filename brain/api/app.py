@@ -1,7 +1,8 @@
 """The SomaBrain API app factory and its routes.
 
-State lives in `app.extensions["somabrain"]` (an `ApiState`); handlers reach it with `state()`. Every dependency
-is probed in the background by a `HealthMonitor`; `/health` and `/readyz` only read its snapshot.
+State lives in `app.extensions["somabrain"]` (an `ApiState`, see state.py); handlers reach it with `state()`.
+Every tenant route passes the gate (JWT, OPA, rate limit) before its handler runs. A change is acknowledged only
+after its audit event is committed to the outbox in the same transaction as the API's record of the change.
 """
 
 from __future__ import annotations
@@ -9,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import numpy as np
-from quart import Quart, current_app
-from redis.asyncio import Redis
+from quart import Quart, Response, current_app, g
 from redis.exceptions import RedisError
 
 from brain import __version__, metrics
@@ -27,46 +25,22 @@ from brain.api.schemas import (
     RememberResponse,
     health_document,
 )
-from brain.db import Database
-from brain.embeddings import HashingEmbedder, cosine_scores
+from brain.api.state import APP_NAME, ApiState, build_state
+from brain.audit import store as audit_store
+from brain.audit.events import AuditEvent
+from brain.audit.journal import JournalError
+from brain.db import DB_ERRORS
+from brain.embeddings import cosine_scores
 from brain.errors import APIError
-from brain.health import Check, HealthMonitor
-from brain.memory_client import MemoryClient, MemoryUnavailable
-from brain.predictor import MahalPredictor, Predictor, StubPredictor
+from brain.memory_client import MemoryUnavailable
 from brain.settings import Settings
 from brain.web import common
 from brain.web.probes import add_probe_routes
 from brain.web.router import Request, Router
 from brain.web.schemas import DeleteResponse, MemoryItem, RecallRequest, RememberRequest
-from brain.wm import WorkingMemory
 
 log = logging.getLogger(__name__)
-APP_NAME = "api"
-API_SCHEMA = "somabrain"
-API_MIGRATIONS: list[str] = []
-
-
-@dataclass
-class ApiState:
-    settings: Settings
-    redis: Redis
-    embedder: HashingEmbedder
-    predictor: Predictor
-    memory: MemoryClient | None
-    db: Database | None
-    wm: WorkingMemory
-    monitor: HealthMonitor = field(init=False)
-
-    def required(self) -> list[str]:
-        """What gates readiness (DESIGN.md): a real predictor, Redis, SomaMemory, Postgres, and OPA if set."""
-        names = ["redis", "predictor"]
-        if self.settings.memory_required:
-            names.append("memory")
-        if self.db is not None:
-            names.append("postgres")
-        if self.settings.opa_url is not None:
-            names.append("opa")
-        return names
+_WRITE_ERRORS: tuple[type[Exception], ...] = (RedisError, *DB_ERRORS)
 
 
 def state() -> ApiState:
@@ -74,10 +48,16 @@ def state() -> ApiState:
     return found
 
 
+def _subject() -> str:
+    principal = getattr(g, "principal", None)
+    return principal.subject if principal is not None else "unknown"
+
+
 router = Router(
     title="SomaBrain API",
     version=__version__,
     description="Cognitive memory: remember, recall and act, per tenant",
+    tenant_errors=(401, 403, 429, 503),
 )
 
 
@@ -91,30 +71,71 @@ def _memory_down(exc: Exception) -> APIError:
     return APIError(503, "memory_unavailable", "SomaMemory is unavailable; nothing was written")
 
 
+def _db_down(exc: Exception) -> APIError:
+    log.warning("postgres unavailable: %s", exc)
+    return APIError(503, "audit_unavailable", "Postgres is unavailable, so the change cannot be audited; "
+                    "nothing was written")
+
+
+async def _commit(st: ApiState, event: AuditEvent, index: str | None, queued: bool = False) -> None:
+    """Record the change in the API's index and its audit event in one transaction."""
+    if st.db is None:
+        return
+    async with st.db.pool.acquire() as conn, conn.transaction():
+        if index == "remember" and event.item_id:
+            await audit_store.index_remember(conn, event.tenant, event.item_id, queued)
+        elif index == "delete" and event.item_id:
+            await audit_store.index_delete(conn, event.tenant, event.item_id)
+        await st.audit(event, conn)
+
+
 @router.route(
     "POST", "/remember", summary="Store an item in SomaMemory and working memory", body=RememberRequest,
-    response=RememberResponse, status=201, tenant=True, errors=(503,), tags=("memory",),
+    response=RememberResponse, status=201, also=(202,), tenant=True, tags=("memory",),
 )
-async def remember(req: Request, body: RememberRequest) -> RememberResponse:
+async def remember(req: Request, body: RememberRequest) -> Response:
+    """201 once SomaMemory, working memory and the audit outbox all have it; 202 when queued in the journal."""
     st, tenant = state(), req.tenant
     assert tenant is not None
     item_id = uuid.uuid4().hex
-    vec = st.embedder.embed(body.content)
+    queued = False
     if st.memory is not None:
         try:
             await st.memory.remember(tenant, item_id, body.content, body.metadata, body.importance)
         except MemoryUnavailable as exc:
-            raise _memory_down(exc) from exc
+            if st.journal is None:
+                raise _memory_down(exc) from exc
+            try:  # SomaMemory is optional here: keep the write durably until it is back
+                st.journal.append([{"tenant": tenant, "id": item_id, "content": body.content,
+                                    "metadata": body.metadata, "importance": body.importance}])
+            except (OSError, JournalError) as journal_exc:
+                raise _memory_down(exc) from journal_exc
+            metrics.JOURNAL_QUEUED.inc()
+            queued = True
+    undo: list[str] = []
     try:
-        count = await st.wm.add(tenant, item_id, body.content, body.metadata, body.importance, vec)
-    except RedisError as exc:
-        if st.memory is not None:  # undo the durable write so that a 503 really means "nothing written"
-            try:
-                await st.memory.delete(tenant, item_id)
-            except MemoryUnavailable:
-                log.error("could not undo memory %s for tenant %s after a Redis failure", item_id, tenant)
-        raise _wm_down(exc) from exc
-    return RememberResponse(id=item_id, wm_items=count)
+        count = await st.wm.add(tenant, item_id, body.content, body.metadata, body.importance,
+                                st.embedder.embed(body.content))
+        undo.append("wm")
+        event = AuditEvent(tenant=tenant, subject=_subject(), action="remember",
+                           outcome="queued" if queued else "ok", item_id=item_id)
+        await _commit(st, event, "remember", queued)
+    except _WRITE_ERRORS as exc:
+        await _undo_remember(st, tenant, item_id, undo, queued)
+        raise (_wm_down(exc) if isinstance(exc, RedisError) else _db_down(exc)) from exc
+    body_out = RememberResponse(id=item_id, wm_items=count, queued=queued)
+    return Response(body_out.model_dump_json(), status=202 if queued else 201, content_type="application/json")
+
+
+async def _undo_remember(st: ApiState, tenant: str, item_id: str, undo: list[str], queued: bool) -> None:
+    """Best-effort compensation, so that a 503 really means nothing stayed written."""
+    try:
+        if "wm" in undo:
+            await st.wm.delete(tenant, item_id)
+        if st.memory is not None and not queued:
+            await st.memory.delete(tenant, item_id)
+    except (RedisError, MemoryUnavailable) as exc:
+        log.error("could not undo %s for tenant %s: %s", item_id, tenant, exc)
 
 
 @router.route(
@@ -134,7 +155,9 @@ async def recall(req: Request, body: RecallRequest) -> RecallResponse:
         try:
             memory_hits = await st.memory.recall(tenant, body.query, body.top_k)
         except MemoryUnavailable as exc:
-            raise _memory_down(exc) from exc
+            if st.settings.memory_required:
+                raise _memory_down(exc) from exc
+            log.warning("recall served from working memory only: %s", exc)
     return RecallResponse(
         wm=[
             MemoryItem(id=item.id, content=item.content, metadata=item.metadata, importance=item.importance,
@@ -157,6 +180,10 @@ async def act(req: Request, body: ActRequest) -> ActResponse:
         items, prediction = await asyncio.gather(st.wm.items(tenant), st.predictor.observe(tenant, vec))
     except RedisError as exc:
         raise APIError(503, "predictor_unavailable", "Redis is unavailable; statistics were not updated") from exc
+    try:
+        await _commit(st, AuditEvent(tenant=tenant, subject=_subject(), action="act", outcome="ok"), None)
+    except DB_ERRORS as exc:
+        raise _db_down(exc) from exc
     best = float(np.max(cosine_scores(vec, np.stack([i.vec for i in items])))) if items else 0.0
     novelty = float(np.clip(1.0 - best, 0.0, 1.0))
     pred_error = float(np.clip(prediction.surprise, 0.0, 1.0))
@@ -187,6 +214,11 @@ async def delete_memory(req: Request) -> DeleteResponse:
         raise _wm_down(exc) from exc
     if not found:
         raise APIError(404, "not_found", f"no item {item_id} for this tenant")
+    try:
+        await _commit(st, AuditEvent(tenant=tenant, subject=_subject(), action="delete", outcome="ok",
+                                     item_id=item_id), "delete")
+    except DB_ERRORS as exc:
+        raise _db_down(exc) from exc
     return DeleteResponse(id=item_id, deleted=True)
 
 
@@ -203,87 +235,20 @@ add_probe_routes(router, lambda: state().monitor.failing())
 common.add_standard_routes(router)
 
 
-def _checks(st: ApiState, settings: Settings) -> dict[str, Check]:
-    async def redis_check() -> dict[str, Any]:
-        return {"ok": bool(await st.redis.ping())}
-
-    async def predictor_check() -> dict[str, Any]:
-        p = st.predictor
-        return {"ok": p.real and p.warmed(), "provider": p.provider, "real": p.real, "warmed": p.warmed()}
-
-    checks: dict[str, Check] = {"redis": redis_check, "predictor": predictor_check}
-    if st.memory is not None:
-        memory = st.memory
-
-        async def memory_check() -> dict[str, Any]:
-            return await memory.health()
-
-        checks["memory"] = memory_check
-    if st.db is not None:
-        db = st.db
-
-        async def postgres_check() -> dict[str, Any]:
-            return {"ok": await db.ping()}
-
-        checks["postgres"] = postgres_check
-    if settings.opa_url is not None:
-        opa_health = settings.opa_url.rstrip("/") + "/health"
-
-        async def opa_check() -> dict[str, Any]:
-            async with httpx.AsyncClient(timeout=settings.dependency_timeout_s) as client:
-                response = await client.get(opa_health)
-            return {"ok": response.status_code == 200}
-
-        checks["opa"] = opa_check
-    return checks
-
-
 def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings.from_env()
-    assert settings.redis_url is not None  # check_strict() guarantees it
-    timeout = settings.dependency_timeout_s
-    redis = Redis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
-    )
-    predictor: Predictor
-    if settings.predictor_provider == "mahal":
-        predictor = MahalPredictor(
-            redis, settings.embed_dim, settings.predictor_alpha, settings.batch_max, settings.batch_window_ms / 1000
-        )
-    else:
-        predictor = StubPredictor()
-    st = ApiState(
-        settings=settings,
-        redis=redis,
-        embedder=HashingEmbedder(settings.embed_dim),
-        predictor=predictor,
-        memory=MemoryClient(settings.memory_http_endpoint, timeout) if settings.memory_http_endpoint else None,
-        db=Database(settings.postgres_dsn, API_SCHEMA, API_MIGRATIONS, timeout) if settings.postgres_dsn else None,
-        wm=WorkingMemory(redis, settings.embed_dim, settings.wm_capacity, settings.wm_ttl_seconds),
-    )
-    st.monitor = HealthMonitor(
-        APP_NAME, _checks(st, settings), settings.health_interval_s, timeout, required=st.required()
-    )
-
+    st = build_state(settings)
     app = Quart("somabrain")
     app.extensions["somabrain"] = st
 
     @app.before_serving
     async def _start() -> None:
-        await st.predictor.start()
-        await st.monitor.refresh()
-        st.monitor.start()
+        await st.start()
 
     @app.after_serving
     async def _stop() -> None:
-        await st.monitor.stop()
-        await st.predictor.stop()
-        if st.memory is not None:
-            await st.memory.aclose()
-        if st.db is not None:
-            await st.db.close()
-        await st.redis.aclose()
+        await st.stop()
         metrics.READY.labels(APP_NAME).set(0)
 
-    common.install(app, router, APP_NAME, settings.max_body_bytes)
+    common.install(app, router, APP_NAME, settings.max_body_bytes, tenant_resolver=st.gate)
     return app

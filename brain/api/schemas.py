@@ -12,6 +12,10 @@ from brain.web.schemas import ID_PATTERN, MemoryItem, Strict, Text, Unit
 class RememberResponse(Strict):
     id: str = Field(pattern=ID_PATTERN)
     wm_items: int = Field(ge=0, description="How many items the tenant's working memory now holds")
+    queued: bool = Field(
+        default=False,
+        description="True (with HTTP 202) when SomaMemory was down and the write waits in the durable journal",
+    )
 
 
 class RecallResponse(Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from quart import Quart, Response, g, jsonify
 from quart import request as quart_request
@@ -42,7 +43,13 @@ def add_standard_routes(router: Router) -> None:
         return jsonify(router.spec())
 
 
-def install(app: Quart, router: Router, app_name: str, max_body_bytes: int) -> None:
+def install(
+    app: Quart,
+    router: Router,
+    app_name: str,
+    max_body_bytes: int,
+    tenant_resolver: Callable[[], Awaitable[str]] | None = None,
+) -> None:
     """Error handlers, metrics hooks and the body size limit; call after every route is declared."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
@@ -85,4 +92,4 @@ def install(app: Quart, router: Router, app_name: str, max_body_bytes: int) -> N
         metrics.ERRORS.labels(app_name, quart_request.method, _route_label(), "internal").inc()
         return _error(500, "internal", "unexpected server error; it has been logged")
 
-    router.install(app)
+    router.install(app, tenant_resolver)

@@ -1,0 +1,213 @@
+"""The API's runtime state: every client and background task, built from Settings and started with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from brain.api.gate import Gate
+from brain.audit import store as audit_store
+from brain.audit.events import AuditEvent
+from brain.audit.journal import MemoryJournal
+from brain.audit.publisher import OutboxPublisher
+from brain.auth import JWTVerifier, load_verifier
+from brain.db import Database
+from brain.embeddings import HashingEmbedder
+from brain.health import Check, HealthMonitor
+from brain.memory_client import MemoryClient, MemoryUnavailable
+from brain.policy import PolicyClient
+from brain.predictor import MahalPredictor, Predictor, StubPredictor
+from brain.ratelimit import RateLimiter
+from brain.settings import Settings, kafka_bootstrap
+from brain.wm import WorkingMemory
+
+log = logging.getLogger(__name__)
+APP_NAME = "api"
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    redis: Redis
+    embedder: HashingEmbedder
+    predictor: Predictor
+    wm: WorkingMemory
+    gate: Gate
+    memory: MemoryClient | None = None
+    db: Database | None = None
+    policy: PolicyClient | None = None
+    publisher: OutboxPublisher | None = None
+    journal: MemoryJournal | None = None
+    monitor: HealthMonitor = field(init=False)
+    _replayer: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def required(self) -> list[str]:
+        """What gates readiness (DESIGN.md): a real predictor, Redis, SomaMemory, Postgres, OPA if set; Kafka opt-in."""
+        names = ["redis", "predictor"]
+        if self.settings.memory_required:
+            names.append("memory")
+        if self.db is not None:
+            names.append("postgres")
+        if self.policy is not None:
+            names.append("opa")
+        if self.publisher is not None and self.settings.kafka_required:
+            names.append("kafka")
+        return names
+
+    async def audit(self, event: AuditEvent, conn: Any | None = None) -> None:
+        """Write `event` to the outbox: inside `conn`'s transaction when given, else in a transaction of its own."""
+        if self.db is None:
+            return
+        if conn is not None:
+            await audit_store.record(conn, event, self.settings.audit_topic)
+        else:
+            async with self.db.pool.acquire() as own, own.transaction():
+                await audit_store.record(own, event, self.settings.audit_topic)
+        if self.publisher is not None:
+            self.publisher.notify()
+
+    async def start(self) -> None:
+        await self.predictor.start()
+        if self.journal is not None:
+            self.journal.ensure()
+        await self.monitor.refresh()
+        self.monitor.start()
+        if self.publisher is not None:
+            self.publisher.start()
+        if self.journal is not None and self.memory is not None:
+            self._replayer = asyncio.create_task(self._replay_loop(), name="journal-replay")
+
+    async def stop(self) -> None:
+        if self._replayer is not None:
+            self._replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
+        await self.monitor.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
+        await self.predictor.stop()
+        for closer in (self.memory, self.policy):
+            if closer is not None:
+                await closer.aclose()
+        if self.db is not None:
+            await self.db.close()
+        await self.redis.aclose()
+
+    async def _replay_loop(self) -> None:
+        """Replay journalled /remember writes into SomaMemory whenever it answers again."""
+        from brain import metrics
+
+        assert self.journal is not None and self.memory is not None
+        memory = self.memory
+
+        async def send(entry: dict[str, Any]) -> None:
+            await memory.remember(entry["tenant"], entry["id"], entry["content"], entry["metadata"],
+                                  entry["importance"])
+
+        while True:
+            await asyncio.sleep(self.settings.health_interval_s)
+            if not self.journal.pending() or not self.monitor.snapshot.get("memory", {}).get("ok"):
+                continue
+            try:
+                replayed = await self.journal.replay(send)
+                metrics.JOURNAL_REPLAYED.inc(replayed)
+            except MemoryUnavailable as exc:
+                log.warning("journal replay paused: %s", exc)
+
+
+def build_state(settings: Settings) -> ApiState:
+    """Construct every client from settings. Raises ConfigError (e.g. an unreadable JWT key) before serving."""
+    timeout = settings.dependency_timeout_s
+    assert settings.redis_url is not None  # check_api() guarantees it
+    redis = Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
+    )
+    predictor: Predictor
+    if settings.predictor_provider == "mahal":
+        predictor = MahalPredictor(
+            redis, settings.embed_dim, settings.predictor_alpha, settings.batch_max, settings.batch_window_ms / 1000
+        )
+    else:
+        predictor = StubPredictor()
+    verifier: JWTVerifier | None = None
+    if not settings.disable_auth:
+        assert settings.jwt_public_key_path and settings.jwt_issuer and settings.jwt_audience
+        verifier = load_verifier(
+            settings.jwt_public_key_path, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+            algorithms=(settings.jwt_algorithm,), tenant_claim=settings.jwt_tenant_claim,
+        )
+    policy = (
+        PolicyClient(settings.opa_url, timeout=settings.policy_timeout_s, cache_ttl=settings.policy_cache_ttl_s)
+        if settings.opa_url else None
+    )
+    db = (
+        Database(settings.postgres_dsn, audit_store.SCHEMA, audit_store.MIGRATIONS, timeout)
+        if settings.postgres_dsn else None
+    )
+    limiter = RateLimiter(redis, settings.rate_limit_rps, settings.rate_limit_burst, settings.rate_limit_fail_open)
+    st = ApiState(
+        settings=settings,
+        redis=redis,
+        embedder=HashingEmbedder(settings.embed_dim),
+        predictor=predictor,
+        wm=WorkingMemory(redis, settings.embed_dim, settings.wm_capacity, settings.wm_ttl_seconds),
+        gate=Gate(verifier, policy, limiter),
+        memory=MemoryClient(settings.memory_http_endpoint, timeout) if settings.memory_http_endpoint else None,
+        db=db,
+        policy=policy,
+        publisher=(
+            OutboxPublisher(db, kafka_bootstrap(settings.kafka_url), settings.audit_topic)
+            if db is not None and settings.kafka_url else None
+        ),
+        journal=MemoryJournal(settings.outbox_dir) if settings.memory_queue else None,
+    )
+
+    async def audit_refusal(tenant: str, subject: str, action: str, outcome: str) -> None:
+        await st.audit(AuditEvent(tenant=tenant, subject=subject, action=action, outcome=outcome))
+
+    st.gate.on_refusal = audit_refusal
+    st.monitor = HealthMonitor(APP_NAME, _checks(st), settings.health_interval_s, timeout, required=st.required())
+    return st
+
+
+def _checks(st: ApiState) -> dict[str, Check]:
+    async def redis_check() -> dict[str, Any]:
+        return {"ok": bool(await st.redis.ping())}
+
+    async def predictor_check() -> dict[str, Any]:
+        p = st.predictor
+        return {"ok": p.real and p.warmed(), "provider": p.provider, "real": p.real, "warmed": p.warmed()}
+
+    checks: dict[str, Check] = {"redis": redis_check, "predictor": predictor_check}
+    if st.memory is not None:
+        checks["memory"] = st.memory.health
+    if st.db is not None:
+        db = st.db
+
+        async def postgres_check() -> dict[str, Any]:
+            return {"ok": await db.ping()}
+
+        checks["postgres"] = postgres_check
+    if st.policy is not None:
+        policy = st.policy
+
+        async def opa_check() -> dict[str, Any]:
+            return {"ok": await policy.ping(), "fail_closed": True}
+
+        checks["opa"] = opa_check
+    if st.publisher is not None:
+        checks["kafka"] = st.publisher.health
+    if st.journal is not None:
+        journal = st.journal
+
+        async def journal_check() -> dict[str, Any]:
+            return {"ok": True, "pending_files": len(journal.pending())}
+
+        checks["journal"] = journal_check
+    return checks
+

@@ -1,0 +1,33 @@
+"""Audit events. `id` doubles as the dedupe key: delivery is at least once, so consumers drop repeats by it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+SCHEMA_VERSION = 1
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    tenant: str
+    subject: str
+    action: str  # remember | delete | act
+    outcome: str  # ok | queued | denied | unauthorized | rate_limited
+    item_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ts: str = field(default_factory=_now)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def dedupe_key(self) -> str:
+        return self.id
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "dedupe_key": self.dedupe_key}, separators=(",", ":"))

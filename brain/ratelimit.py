@@ -1,0 +1,75 @@
+"""Per-tenant token buckets in Redis, shared by every worker and replica.
+
+Each tenant's bucket holds up to `burst` tokens and refills at `rate` tokens per second; a request takes one. The
+refill-and-take runs as one Lua script using Redis' clock, so concurrent requests on any replica never overspend.
+When Redis cannot answer, `fail_open` decides: let requests through, or refuse them with 503.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from brain.errors import APIError
+
+_TAKE = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or t
+tokens = math.min(burst, tokens + math.max(0, t - ts) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(t))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return {allowed, tostring(tokens)}
+"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after_s: int
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, rate: float, burst: int, fail_open: bool) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.fail_open = fail_open
+        self._take = redis.register_script(_TAKE)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    async def check(self, tenant: str) -> Verdict:
+        result = await self._take(keys=[f"sb:rl:{{{tenant}}}"], args=[self.rate, self.burst])
+        allowed, tokens = int(result[0]), float(result[1])
+        retry = 0 if allowed else max(1, math.ceil((1 - tokens) / self.rate))
+        return Verdict(bool(allowed), retry)
+
+    async def enforce(self, tenant: str) -> None:
+        """Raise 429 (with Retry-After) when the tenant is over its rate; 503 if Redis is down and failing closed."""
+        if not self.enabled:
+            return
+        try:
+            verdict = await self.check(tenant)
+        except RedisError as exc:
+            if self.fail_open:
+                return
+            raise APIError(503, "rate_limiter_unavailable",
+                           "the rate limiter (Redis) is unavailable; refusing rather than running unlimited") from exc
+        if not verdict.allowed:
+            raise APIError(
+                429, "rate_limited", f"tenant is over {self.rate:g} requests/s (burst {self.burst})",
+                {"Retry-After": str(verdict.retry_after_s)},
+            )
