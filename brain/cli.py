@@ -87,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_bind(args.bind)
         if args.workers < 1:
             raise ConfigError(f"--workers {args.workers}: must be at least 1")
-        Settings.from_env(app="memory" if args.command == "memory" else "api")
+        settings = Settings.from_env(app="memory" if args.command == "memory" else "api")
+        if args.command == "api":
+            from brain.api.state import preflight
+
+            preflight(settings)
     except ConfigError as exc:
         print(f"somabrain {args.command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -250,5 +250,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         await st.stop()
         metrics.READY.labels(APP_NAME).set(0)
 
-    common.install(app, router, APP_NAME, settings.max_body_bytes, tenant_resolver=st.gate)
+    common.install(
+        app, router, APP_NAME, settings.max_body_bytes, tenant_resolver=st.gate, auth=not settings.disable_auth
+    )
     return app

@@ -13,11 +13,12 @@ from redis.asyncio import Redis
 from brain.api.gate import Gate
 from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
-from brain.audit.journal import MemoryJournal
+from brain.audit.journal import JournalError, MemoryJournal
 from brain.audit.publisher import OutboxPublisher
 from brain.auth import JWTVerifier, load_verifier
 from brain.db import Database
 from brain.embeddings import HashingEmbedder
+from brain.errors import ConfigError
 from brain.health import Check, HealthMonitor
 from brain.memory_client import MemoryClient, MemoryUnavailable
 from brain.policy import PolicyClient
@@ -120,6 +121,27 @@ class ApiState:
                 log.warning("journal replay paused: %s", exc)
 
 
+def load_jwt_verifier(settings: Settings) -> JWTVerifier | None:
+    """The JWT verifier auth needs, or None with auth disabled; ConfigError for a missing or bad key file."""
+    if settings.disable_auth:
+        return None
+    assert settings.jwt_public_key_path and settings.jwt_issuer and settings.jwt_audience  # check_api()
+    return load_verifier(
+        settings.jwt_public_key_path, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+        algorithms=(settings.jwt_algorithm,), tenant_claim=settings.jwt_tenant_claim,
+    )
+
+
+def preflight(settings: Settings) -> None:
+    """What the CLI checks before any worker starts, beyond Settings: the JWT key and the journal directory."""
+    load_jwt_verifier(settings)
+    if settings.memory_queue:
+        try:
+            MemoryJournal(settings.outbox_dir).ensure()
+        except JournalError as exc:
+            raise ConfigError(f"SOMABRAIN_OUTBOX_DIR={settings.outbox_dir}: {exc}") from None
+
+
 def build_state(settings: Settings) -> ApiState:
     """Construct every client from settings. Raises ConfigError (e.g. an unreadable JWT key) before serving."""
     timeout = settings.dependency_timeout_s
@@ -134,13 +156,7 @@ def build_state(settings: Settings) -> ApiState:
         )
     else:
         predictor = StubPredictor()
-    verifier: JWTVerifier | None = None
-    if not settings.disable_auth:
-        assert settings.jwt_public_key_path and settings.jwt_issuer and settings.jwt_audience
-        verifier = load_verifier(
-            settings.jwt_public_key_path, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-            algorithms=(settings.jwt_algorithm,), tenant_claim=settings.jwt_tenant_claim,
-        )
+    verifier = load_jwt_verifier(settings)
     policy = (
         PolicyClient(settings.opa_url, timeout=settings.policy_timeout_s, cache_ttl=settings.policy_cache_ttl_s)
         if settings.opa_url else None

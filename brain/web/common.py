@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from quart import Quart, Response, g, jsonify
+from quart import Quart, Response, current_app, g, jsonify
 from quart import request as quart_request
 from werkzeug.exceptions import HTTPException
 
@@ -40,7 +40,7 @@ def add_standard_routes(router: Router) -> None:
 
     @router.route("GET", "/openapi.json", summary="This OpenAPI document", tags=("ops",))
     async def openapi_document(_: Request) -> Response:
-        return jsonify(router.spec())
+        return jsonify(router.spec(auth=bool(current_app.config.get("SOMABRAIN_AUTH"))))
 
 
 def install(
@@ -49,10 +49,12 @@ def install(
     app_name: str,
     max_body_bytes: int,
     tenant_resolver: Callable[[], Awaitable[str]] | None = None,
+    auth: bool = False,
 ) -> None:
     """Error handlers, metrics hooks and the body size limit; call after every route is declared."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
+    app.config["SOMABRAIN_AUTH"] = auth
 
     @app.before_request
     async def _start_timer() -> None:

@@ -87,13 +87,13 @@ class Router:
     routes: list[Route] = field(default_factory=list)
     #: Extra statuses every tenant route may answer (e.g. 401/403/429 once auth and rate limits are on).
     tenant_errors: tuple[int, ...] = ()
-    _spec: dict[str, Any] | None = field(default=None, repr=False)
+    _specs: dict[bool, dict[str, Any]] = field(default_factory=dict, repr=False)
 
-    def spec(self) -> dict[str, Any]:
-        """The OpenAPI document, built once from the route table."""
-        if self._spec is None:
-            self._spec = self.openapi()
-        return self._spec
+    def spec(self, auth: bool = False) -> dict[str, Any]:
+        """The OpenAPI document, built once (per auth mode) from the route table."""
+        if auth not in self._specs:
+            self._specs[auth] = self.openapi(auth)
+        return self._specs[auth]
 
     def route(
         self,
@@ -128,7 +128,8 @@ class Router:
                 methods=[route.method],
             )
 
-    def openapi(self) -> dict[str, Any]:
+    def openapi(self, auth: bool = False) -> dict[str, Any]:
+        """With `auth`, tenant routes need a bearer JWT (the tenant is its claim; X-Tenant-ID becomes optional)."""
         components: dict[str, Any] = {}
         paths: dict[str, dict[str, Any]] = {}
         for route in self.routes:
@@ -153,13 +154,16 @@ class Router:
                     {
                         "name": TENANT_HEADER,
                         "in": "header",
-                        "required": True,
-                        "description": "The tenant whose memories this request reads or writes",
+                        "required": not auth,
+                        "description": "The tenant whose memories this request reads or writes"
+                        + (" (with auth on: optional, and must equal the token's tenant)" if auth else ""),
                         "schema": {"type": "string", "pattern": TENANT_PATTERN},
                     }
                 )
             if parameters:
                 op["parameters"] = parameters
+            if auth and route.tenant:
+                op["security"] = [{"bearerAuth": []}]
             if route.body is not None:
                 op["requestBody"] = {
                     "required": True,
@@ -182,12 +186,17 @@ class Router:
                     "content": {"application/json": {"schema": _ref(ErrorBody, components, "serialization")}},
                 }
             paths.setdefault(route.path, {})[route.method.lower()] = op
-        return {
+        document: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version, "description": self.description},
             "paths": paths,
             "components": {"schemas": components},
         }
+        if auth:
+            document["components"]["securitySchemes"] = {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            }
+        return document
 
 
 def _ref(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, str]:

