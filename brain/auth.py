@@ -108,11 +108,15 @@ def _claim(claims: Mapping[str, Any], name: str) -> Any:
 
 
 class JWTVerifier:
-    """Verifies `Authorization: Bearer <JWT>` headers against one public key and fixed claim rules."""
+    """Verifies `Authorization: Bearer <JWT>` headers against a key set and fixed claim rules.
+
+    The key set is usually one key; during a signing-key rotation it holds the old and the new key, and a token
+    signed by either verifies (see `load_verifier`: a directory of PEM files).
+    """
 
     def __init__(
         self,
-        public_key_pem: bytes | str,
+        public_key_pem: bytes | str | Iterable[bytes | str],
         *,
         algorithms: Iterable[str] = ("RS256",),
         issuer: str,
@@ -148,13 +152,16 @@ class JWTVerifier:
         self.roles_claim = roles_claim
         self.leeway = leeway
         self._clock = clock
-        self._key = _import_public_key(public_key_pem, self.algorithms)
+        pems = [public_key_pem] if isinstance(public_key_pem, (bytes, str)) else list(public_key_pem)
+        if not pems:
+            raise ConfigError("the JWT key set is empty")
+        self._keys = [_import_public_key(pem, self.algorithms) for pem in pems]
 
     def verify(self, authorization: str | None) -> Principal:
         """Check an Authorization header value and return the caller; raises APIError(401) otherwise."""
         token = self._extract_token(authorization)
         try:
-            decoded = jwt.decode(token, self._key, algorithms=list(self.algorithms))
+            decoded = self._decode(token)
         except UnsupportedAlgorithmError:
             raise _unauthorized("token algorithm not allowed") from None
         except BadSignatureError:
@@ -168,6 +175,15 @@ class JWTVerifier:
             tenant=self._tenant(claims),
             roles=self._roles(claims),
         )
+
+    def _decode(self, token: str) -> Any:
+        """Decode with the first key whose signature matches; the last key's error stands when none does."""
+        for key in self._keys[:-1]:
+            try:
+                return jwt.decode(token, key, algorithms=list(self.algorithms))
+            except BadSignatureError:
+                continue
+        return jwt.decode(token, self._keys[-1], algorithms=list(self.algorithms))
 
     # --- steps ----------------------------------------------------------------------------------------------
     @staticmethod
@@ -282,22 +298,19 @@ def load_verifier(
     leeway: int = 30,
     variable: str = "SOMABRAIN_JWT_PUBLIC_KEY_PATH",
 ) -> JWTVerifier:
-    """Read the public key file and build a verifier; every problem is a ConfigError naming `variable`."""
+    """Read the public key (a PEM file, or a directory of *.pem files: a key set, for rotation) and build a
+    verifier; every problem is a ConfigError naming `variable`."""
     where = f"{variable}={path}"
     if not str(path).strip():
         raise ConfigError(f"{variable}: must be set to the JWT public key file when auth is enabled")
     key_path = Path(path)
     try:
-        if key_path.is_dir():
-            raise ConfigError(f"{where}: is a directory, expected a PEM public key file")
-        size = key_path.stat().st_size
-        if size > MAX_KEY_FILE_BYTES:
-            raise ConfigError(f"{where}: file is {size} bytes, too large to be a public key")
-        data = key_path.read_bytes()
+        files = sorted(key_path.glob("*.pem")) if key_path.is_dir() else [key_path]
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read key file ({exc.strerror or type(exc).__name__})") from None
-    if not data.strip():
-        raise ConfigError(f"{where}: key file is empty")
+        raise ConfigError(f"{where}: cannot list the key directory ({exc.strerror})") from None
+    if not files:
+        raise ConfigError(f"{where}: the directory holds no *.pem public keys")
+    data = [_read_key_file(f, f"{variable}={f}") for f in files]
     try:
         return JWTVerifier(
             data,
@@ -313,3 +326,18 @@ def load_verifier(
         if message.startswith("the JWT key"):
             raise ConfigError(f"{where}: {message}") from None
         raise
+
+
+def _read_key_file(key_path: Path, where: str) -> bytes:
+    try:
+        if key_path.is_dir():
+            raise ConfigError(f"{where}: is a directory, expected a PEM public key file")
+        size = key_path.stat().st_size
+        if size > MAX_KEY_FILE_BYTES:
+            raise ConfigError(f"{where}: file is {size} bytes, too large to be a public key")
+        data = key_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read key file ({exc.strerror or type(exc).__name__})") from None
+    if not data.strip():
+        raise ConfigError(f"{where}: key file is empty")
+    return data

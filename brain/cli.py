@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from brain import __version__
+from brain import __version__, logs
 from brain.errors import ConfigError
 from brain.settings import Settings
 
@@ -50,7 +50,12 @@ def _parser() -> argparse.ArgumentParser:
             help="seconds in-flight requests get to finish on SIGTERM (default 10)",
         )
         cmd.add_argument("--log-level", default=os.environ.get("SOMABRAIN_LOG_LEVEL", "info"),
-                         choices=["debug", "info", "warning", "error"], help="log level (default info)")
+                         choices=["debug", "info", "warning", "error"],
+                         help="log level (default: $SOMABRAIN_LOG_LEVEL or info)")
+        cmd.add_argument("--log-format", default=os.environ.get("SOMABRAIN_LOG_FORMAT", "text"),
+                         choices=["text", "json"],
+                         help="text for a terminal, json (one object per line) for log aggregation "
+                         "(default: $SOMABRAIN_LOG_FORMAT or text)")
     return parser
 
 
@@ -78,11 +83,7 @@ def _multiproc_dir(workers: int) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # httpx logs every request at INFO, which would be one line per background health check.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logs.configure(args.log_level, args.log_format)
     try:
         _check_bind(args.bind)
         if args.workers < 1:

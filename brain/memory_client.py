@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from brain.logs import request_id
 from brain.web.router import TENANT_HEADER
 
 
@@ -27,7 +28,11 @@ class MemoryClient:
 
     async def _call(self, method: str, path: str, tenant: str, body: Any = None) -> httpx.Response:
         try:
-            return await self._http.request(method, path, json=body, headers={TENANT_HEADER: tenant})
+            headers = {TENANT_HEADER: tenant}
+            rid = request_id.get()
+            if rid:  # one request id across the API and SomaMemory logs
+                headers["X-Request-ID"] = rid
+            return await self._http.request(method, path, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise MemoryUnavailable(f"SomaMemory {method} {path} failed: {type(exc).__name__}") from exc
 

@@ -269,9 +269,25 @@ def test_unreadable_key_path_is_config_error(tmp_path: Path, keys: KeyPair) -> N
         load_verifier(parent / "child.pem", issuer=ISSUER, audience=AUDIENCE)
 
 
-def test_directory_is_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="is a directory"):
+def test_empty_key_directory_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"the directory holds no \*\.pem public keys"):
         load_verifier(tmp_path, issuer=ISSUER, audience=AUDIENCE)
+
+
+def test_key_directory_is_a_key_set_for_rotation(tmp_path: Path, keys: KeyPair) -> None:
+    """During a signing-key rotation both keys verify; once the old one is removed, its tokens are refused."""
+    new = generate_rsa_keys()
+    keys.write_public_pem(tmp_path / "2026-old.pem")
+    new.write_public_pem(tmp_path / "2026-new.pem")
+    both = load_verifier(tmp_path, issuer=ISSUER, audience=AUDIENCE)
+    for pair in (keys, new):
+        assert both.verify(f"Bearer {mint(pair, standard_claims())}").tenant == "acme"
+    (tmp_path / "2026-old.pem").unlink()
+    only_new = load_verifier(tmp_path, issuer=ISSUER, audience=AUDIENCE)
+    with pytest.raises(APIError) as refused:
+        only_new.verify(f"Bearer {mint(keys, standard_claims())}")
+    assert refused.value.status == 401
+    assert only_new.verify(f"Bearer {mint(new, standard_claims())}").subject == "user-1"
 
 
 def test_empty_path_is_config_error() -> None:

@@ -10,7 +10,7 @@ from quart import Quart, Response, current_app, g, jsonify
 from quart import request as quart_request
 from werkzeug.exceptions import HTTPException
 
-from brain import metrics
+from brain import logs, metrics
 from brain.errors import APIError
 from brain.web.router import Request, Router
 
@@ -59,6 +59,8 @@ def install(
     @app.before_request
     async def _start_timer() -> None:
         g.started = time.perf_counter()
+        g.request_id = logs.new_request_id(quart_request.headers.get("X-Request-ID"))
+        logs.request_id.set(g.request_id)
 
     @app.after_request
     async def _record(response: Response) -> Response:
@@ -68,6 +70,9 @@ def install(
         if started is not None:
             metrics.LATENCY.labels(app_name, method, route).observe(time.perf_counter() - started)
         metrics.REQUESTS.labels(app_name, method, route, str(response.status_code)).inc()
+        rid = getattr(g, "request_id", None)
+        if rid:
+            response.headers["X-Request-ID"] = rid
         return response
 
     @app.errorhandler(APIError)

@@ -93,3 +93,10 @@ async def test_metrics_count_requests_per_route(client: Client) -> None:
     assert 'somabrain_requests_total{app="api",method="GET",route="/healthz",status="200"}' in text
     assert 'somabrain_dependency_up{app="api",dependency="redis"} 1.0' in text
     assert "somabrain_predictor_seconds_bucket" in text
+
+
+async def test_request_id_is_echoed_or_made(client: Client, tenant: str) -> None:
+    given = await client.post("/recall", json={"query": "x"}, headers={**headers(tenant), "X-Request-ID": "abc-1"})
+    assert given.headers["X-Request-ID"] == "abc-1"
+    made = await client.get("/healthz")
+    assert len(made.headers["X-Request-ID"]) == 32
