@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.kustomize_render import render
+from conformance.loaders.kustomize import render
 
 REPO = Path(__file__).resolve().parents[2]
 Resource = dict[str, Any]

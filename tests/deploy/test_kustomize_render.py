@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.kustomize_render import KustomizeError, render
+from conformance.loaders.kustomize import KustomizeError, render
 
 
 def _normalise(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:

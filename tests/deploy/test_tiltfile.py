@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import starlark as sl
 
+from conformance.loaders.kustomize import render
 from tests.deploy.conftest import REPO, Resource
-from tests.deploy.kustomize_render import render
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 # The guide's multi-service port-forward list.

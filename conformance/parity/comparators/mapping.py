@@ -1,0 +1,50 @@
+"""Dimension `mapping`: every service exists on both sides, through the mapping table, and references resolve."""
+
+from __future__ import annotations
+
+from conformance.parity.context import ParityContext
+from conformance.parity.findings import Finding, drift, ok
+from conformance.parity.mapping import MAPPING
+
+DIM = "mapping"
+
+
+def compare(ctx: ParityContext) -> list[Finding]:
+    out: list[Finding] = []
+    for pair in ctx.pairs:
+        m = pair.mapping
+        dev = f"service {m.compose}" if pair.dev else None
+        if m.external:
+            prod = f"external: {m.external}"
+            if pair.dev is None:
+                out.append(drift(DIM, m.compose, None, prod, "in the mapping table but not in the compose file"))
+            else:
+                out.append(drift(DIM, m.compose, dev, prod, "runs in compose but is not in the cluster"))
+            continue
+        prod = f"{pair.workload.kind}/{pair.workload.name}" if pair.workload else None
+        if pair.workload and pair.container is None:
+            out.append(drift(DIM, m.compose, dev, prod, f"workload has no container {m.container!r}"))
+        elif pair.dev is None or pair.workload is None:
+            missing = "compose" if pair.dev is None else "k8s"
+            out.append(drift(DIM, m.compose, dev, prod, f"missing in {missing}"))
+        else:
+            services = [s for s in m.services if s not in ctx.k8s.services]
+            if services:
+                out.append(drift(DIM, m.compose, dev, prod, f"k8s Services {services} do not exist"))
+            else:
+                out.append(ok(DIM, m.compose, dev, f"{prod} + Service {', '.join(m.services)}"))
+    known = {m.compose for m in MAPPING}
+    for name in ctx.compose.services:
+        if name not in known:
+            out.append(drift(DIM, name, f"service {name}", None, "compose service not in the mapping table"))
+    workloads = {m.workload for m in MAPPING}
+    for name, wl in ctx.k8s.workloads.items():
+        if name not in workloads:
+            out.append(drift(DIM, f"k8s:{name}", None, f"{wl.kind}/{name}", "workload not in the mapping table"))
+    services = {s for m in MAPPING for s in m.services}
+    for name in ctx.k8s.services:
+        if name not in services:
+            out.append(drift(DIM, f"k8s:{name}", None, f"Service/{name}", "Service not in the mapping table"))
+    for problem in ctx.k8s.problems:
+        out.append(drift(DIM, f"k8s:{problem.split(':')[0]}", None, problem, "reference does not resolve"))
+    return out
