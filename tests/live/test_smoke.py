@@ -1,13 +1,12 @@
-"""Smoke test of the live compose stack: health, memory round trip, limits, metrics, Kafka's published port.
+"""Smoke test of the live compose stack: health, memory round trip, audit event in Kafka, limits, metrics.
 
 Runs only with SOMABRAIN_LIVE=1 against a stack started by `scripts/stack.sh up` (see conftest.py).
-The audit-event-in-Kafka check waits for the audit pipeline; until then the Kafka test only proves that the
-broker's published port serves a host producer and a host consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tests.live.conftest import ROOT, Stack
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
+AUDIT_TOPIC = "soma.audit"  # brain.settings default (SOMABRAIN_AUDIT_TOPIC is not set in compose)
+AUDIT_DEADLINE_S = 60
 SERVICES = ["somabrain", "somamemory", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus"]
 # Prometheus scrapes every 15s (compose/prometheus/prometheus.yml): a few intervals for a successful scrape.
 SCRAPE_VERDICT_DEADLINE_S = 90
@@ -183,3 +184,32 @@ async def test_kafka_published_port_serves_host_clients(stack: Stack) -> None:
     finally:
         await consumer.stop()
     assert message.value == payload
+
+
+async def test_remember_publishes_an_audit_event_to_kafka(stack: Stack) -> None:
+    tenant = f"smoke-audit-{uuid.uuid4().hex[:12]}"
+    status, stored = stack.http(
+        "POST", stack.url("SOMABRAIN_HOST_PORT", "/remember"), {"content": "audited smoke item"}, tenant
+    )
+    assert status == 201, stored
+    # A host consumer on the published port, reading the topic from the start until our event shows up.
+    consumer = AIOKafkaConsumer(
+        AUDIT_TOPIC, bootstrap_servers=f"127.0.0.1:{stack.port('KAFKA_HOST_PORT')}",
+        group_id=f"smoke-audit-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
+        session_timeout_ms=6000, heartbeat_interval_ms=1000,
+    )
+    await consumer.start()
+    found: dict[str, Any] | None = None
+    try:
+        deadline = time.monotonic() + AUDIT_DEADLINE_S
+        while found is None and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for message in (m for batch in batches.values() for m in batch):
+                event = json.loads(message.value)
+                if event.get("tenant") == tenant and event.get("item_id") == stored["id"]:
+                    found = event
+                    assert message.key == tenant.encode()
+    finally:
+        await consumer.stop()
+    assert found is not None, f"no audit event for item {stored['id']} in {AUDIT_TOPIC} within {AUDIT_DEADLINE_S}s"
+    assert found["action"] == "remember" and found["outcome"] == "ok"
