@@ -1,0 +1,159 @@
+"""Table-driven mutation suite: each case copies compose/ and k8s/, introduces ONE semantic drift and
+checks that the gate exits 1 and names the right dimension and subject. Plus the clean tree (exit 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.conftest import compose_service, container, edit_k8s, run_gate
+
+BASE = Path("k8s") / "base"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    dimension: str
+    subject: str
+    apply: Callable[[Path], None]
+
+
+def k8s(file: str, kind: str, name: str, change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
+    return lambda tree: edit_k8s(tree / BASE / file, kind, name, change)
+
+
+def dev(service: str, change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
+    return lambda tree: compose_service(tree, service, change)
+
+
+def _set(mapping: dict[str, Any], key: str, value: Any) -> None:
+    mapping[key] = value
+
+
+def _remove_network(svc: dict[str, Any], network: str) -> None:
+    svc["networks"] = [n for n in svc["networks"] if n != network]
+
+
+def _drop_dns_policy(tree: Path) -> None:
+    import yaml
+
+    path = tree / BASE / "networkpolicies.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d["metadata"]["name"] != "allow-dns-egress"]
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def _add_compose_service(tree: Path) -> None:
+    def change(doc: dict[str, Any]) -> None:
+        doc["services"]["sb_cache"] = {"image": "memcached:1.6-alpine", "networks": ["data"]}
+
+    from tests.conformance.conftest import edit_yaml
+
+    edit_yaml(tree / "compose" / "docker-compose.yml", change)
+
+
+def _literal_postgres_password(tree: Path) -> None:
+    def change(obj: dict[str, Any]) -> None:
+        c = container(obj)
+        c.pop("envFrom")
+        c["env"] = [
+            {"name": "POSTGRES_USER", "value": "somabrain"},
+            {"name": "POSTGRES_PASSWORD", "value": "hunter2"},
+            {"name": "POSTGRES_DB", "value": "somabrain"},
+        ]
+
+    edit_k8s(tree / BASE / "postgres.yaml", "StatefulSet", "postgres", change)
+
+
+MUTATIONS = [
+    Mutation("k8s redis image minor bump", "image", "sb_redis",
+             k8s("redis.yaml", "Deployment", "sb-redis", lambda o: _set(container(o), "image", "redis:7.4-alpine"))),
+    Mutation("compose postgres major bump", "image", "sb_postgres",
+             dev("sb_postgres", lambda s: _set(s, "image", "postgres:16-alpine"))),
+    Mutation("k8s redis containerPort", "ports", "sb_redis/container-ports",
+             k8s("redis.yaml", "Deployment", "sb-redis",
+                 lambda o: _set(container(o)["ports"][0], "containerPort", 6380))),
+    Mutation("Service targetPort names no container port", "ports", "service/sb-opa:8181",
+             k8s("opa.yaml", "Service", "sb-opa", lambda o: _set(o["spec"]["ports"][0], "targetPort", "metrics"))),
+    Mutation("Service selects no pod", "ports", "service/somamemory",
+             k8s("somamemory.yaml", "Service", "somamemory",
+                 lambda o: _set(o["spec"], "selector", {"app": "somamemory-v2"}))),
+    Mutation("strict-real switched off in prod", "env", "somabrain/SOMABRAIN_STRICT_REAL",
+             k8s("configmaps.yaml", "ConfigMap", "somabrain-env",
+                 lambda o: _set(o["data"], "SOMABRAIN_STRICT_REAL", "0"))),
+    Mutation("stub predictor in dev", "env", "somabrain/SOMABRAIN_PREDICTOR_PROVIDER",
+             dev("somabrain", lambda s: _set(s["environment"], "SOMABRAIN_PREDICTOR_PROVIDER", "stub"))),
+    Mutation("dev Redis URL on another port", "env", "somabrain/SOMABRAIN_REDIS_URL",
+             dev("somabrain", lambda s: _set(s["environment"], "SOMABRAIN_REDIS_URL", "redis://sb_redis:6380/0"))),
+    Mutation("prod OPA URL points at Redis", "env", "somabrain/SOMABRAIN_OPA_URL",
+             k8s("configmaps.yaml", "ConfigMap", "somabrain-env",
+                 lambda o: _set(o["data"], "SOMABRAIN_OPA_URL", "http://sb-redis.somabrain-prod.svc:8181"))),
+    Mutation("outbox dir unset in dev", "env", "somabrain/SOMABRAIN_OUTBOX_DIR",
+             dev("somabrain", lambda s: s["environment"].pop("SOMABRAIN_OUTBOX_DIR"))),
+    Mutation("readiness probe on /healthz", "health", "somabrain/readiness",
+             k8s("somabrain.yaml", "Deployment", "somabrain",
+                 lambda o: _set(container(o)["readinessProbe"]["httpGet"], "path", "/healthz"))),
+    Mutation("OPA healthcheck removed in compose", "health", "sb_opa/readiness",
+             dev("sb_opa", lambda s: s.pop("healthcheck"))),
+    Mutation("liveness probe removed in k8s", "health", "somamemory/liveness",
+             k8s("somamemory.yaml", "Deployment", "somamemory", lambda o: container(o).pop("livenessProbe"))),
+    Mutation("dev Redis limit above the prod limit", "resources", "sb_redis/memory",
+             dev("sb_redis", lambda s: _set(s, "mem_limit", "1g"))),
+    Mutation("dev SomaMemory CPU above the prod limit", "resources", "somamemory/cpu",
+             dev("somamemory", lambda s: _set(s, "cpus", 2.0))),
+    Mutation("Postgres data not persistent in dev", "storage", "sb_postgres:/var/lib/postgresql/data",
+             dev("sb_postgres", lambda s: s.pop("volumes"))),
+    Mutation("outbox on emptyDir in prod", "storage", "somabrain:/var/lib/somabrain/outbox",
+             k8s("somabrain.yaml", "Deployment", "somabrain",
+                 lambda o: _set(o["spec"]["template"]["spec"]["volumes"][0], "persistentVolumeClaim", None)
+                 or o["spec"]["template"]["spec"]["volumes"][0].update({"emptyDir": {}})
+                 or o["spec"]["template"]["spec"]["volumes"][0].pop("persistentVolumeClaim"))),
+    Mutation("dev starts before Redis is healthy", "dependencies", "somabrain->sb_redis",
+             dev("somabrain", lambda s: _set(s["depends_on"]["sb_redis"], "condition", "service_started"))),
+    Mutation("SomaMemory no longer waits for Postgres in dev", "dependencies", "somamemory->sb_postgres",
+             dev("somamemory", lambda s: s.pop("depends_on"))),
+    Mutation("DNS egress policy deleted", "connectivity", "somabrain->dns:53/UDP", _drop_dns_policy),
+    # (somabrain off `memory` alone is no drift: it still shares `monitoring` with SomaMemory)
+    Mutation("SomaMemory off the memory network in dev", "connectivity", "somamemory->sb_postgres:5432",
+             dev("somamemory", lambda s: _remove_network(s, "memory"))),
+    Mutation("Redis ingress admits the wrong client", "connectivity", "somabrain->sb_redis:6379",
+             k8s("networkpolicies.yaml", "NetworkPolicy", "sb-redis-ingress",
+                 lambda o: _set(o["spec"]["ingress"][0]["from"][0]["podSelector"], "matchLabels",
+                                {"app": "somamemory"}))),
+    Mutation("literal Postgres password in compose", "security", "sb_postgres/POSTGRES_PASSWORD",
+             dev("sb_postgres", lambda s: _set(s["environment"], "POSTGRES_PASSWORD", "hunter2"))),
+    Mutation("literal Postgres password in k8s", "security", "sb_postgres/POSTGRES_PASSWORD",
+             _literal_postgres_password),
+    Mutation("API runs as root in k8s", "security", "somabrain/non-root",
+             k8s("somabrain.yaml", "Deployment", "somabrain",
+                 lambda o: [o["spec"]["template"]["spec"]["securityContext"].update(runAsNonRoot=False, runAsUser=0),
+                            container(o)["securityContext"].update(runAsNonRoot=False, runAsUser=0)])),
+    Mutation("compose service missing from the mapping table", "mapping", "sb_cache", _add_compose_service),
+]
+
+
+def test_at_least_fifteen_mutations_cover_every_dimension() -> None:
+    from conformance.parity.findings import DIMENSIONS
+
+    assert len({m.id for m in MUTATIONS}) == len(MUTATIONS) >= 15
+    assert {m.dimension for m in MUTATIONS} == set(DIMENSIONS)
+
+
+def test_clean_tree_passes(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_gate(tree, capsys)
+    assert result.code == 0, result.drifts()
+    assert not result.drifts()
+    assert any(f["status"] == "accepted" for f in result.findings)  # accepted differences are shown
+    assert {f["status"] for f in result.findings} <= {"ok", "accepted"}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.id for m in MUTATIONS])
+def test_mutation_is_caught(tree: Path, capsys: pytest.CaptureFixture[str], mutation: Mutation) -> None:
+    mutation.apply(tree)
+    result = run_gate(tree, capsys)
+    assert result.code == 1, f"gate passed a tree with: {mutation.id}"
+    assert (mutation.dimension, mutation.subject) in result.drifts(), result.drifts()
