@@ -76,7 +76,7 @@ EXPOSE 9696 9595
 
 # Slim images have no curl: probe with python3's urllib. urlopen raises on connection errors and on
 # non-2xx answers, so the exit status is the health. `somabrain memory` serves /health on 9595: set
-# SOMABRAIN_HEALTHCHECK_URL=http://127.0.0.1:9595/health for it (compose does).
+# SOMABRAIN_HEALTHCHECK_URL=http://127.0.0.1:9595/healthz for it (compose does).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['SOMABRAIN_HEALTHCHECK_URL'], timeout=4)"]
 

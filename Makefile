@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps lint typecheck unit test dev bench up down clean lint-security
+.PHONY: help deps lint typecheck unit live test dev bench up down clean lint-security
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,7 +21,10 @@ typecheck: deps ## mypy --strict over brain/
 unit: deps ## pytest: unit, integration (real Redis/Postgres) and static deployment checks
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck unit ## everything CI runs
+live: up ## live smoke test against the running compose stack (brings it up first)
+	SOMABRAIN_LIVE=1 $(VENV)/bin/pytest -q tests/live/test_smoke.py
+
+test: lint typecheck unit live ## everything CI runs: static checks, unit/integration tests, the live stack
 
 dev: deps ## run the API (:9696) and SomaMemory (:9595) locally against private Redis and Postgres
 	@scripts/dev_local.sh

@@ -26,13 +26,26 @@ for svc in redis-server prometheus; do
   if command -v service >/dev/null && service "$svc" status >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done
 
+# pip, quietly: its output is shown only when it fails (minus this machine's noise about absent local indexes).
+pip_quiet() {
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/pip "$@" >"$log" 2>&1; then
+    grep -v 'is ignored: it is neither a file nor a directory' "$log" >&2
+    rm -f "$log"
+    echo "install_deps: pip $* failed" >&2
+    return 1
+  fi
+  rm -f "$log"
+}
+
 # The venv, rebuilt when pyproject.toml changes.
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "creating .venv and installing the pinned dependencies (first run: a few minutes)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip setuptools wheel
-  .venv/bin/pip install -q -e '.[dev]'
+  pip_quiet install -q --upgrade pip setuptools wheel
+  pip_quiet install -q -e '.[dev]'
   touch "$stamp"
 fi
 say "dependencies ready"
