@@ -208,9 +208,9 @@ def _check_kind(res: Resource, where: Path) -> None:
 def build_model(source: Path, resources: list[Resource]) -> Manifests:
     model = Manifests(source=source, resources=resources)
     configmaps = {
-        (r["metadata"].get("namespace", ""), r["metadata"]["name"]): r for r in model.of_kind("ConfigMap")
+        (r["metadata"].get("namespace") or "default", r["metadata"]["name"]): r for r in model.of_kind("ConfigMap")
     }
-    secrets = {(r["metadata"].get("namespace", ""), r["metadata"]["name"]): r for r in model.of_kind("Secret")}
+    secrets = {(r["metadata"].get("namespace") or "default", r["metadata"]["name"]): r for r in model.of_kind("Secret")}
     for res in resources:
         if res["kind"] in WORKLOAD_KINDS:
             wl = _workload(res, configmaps, secrets, model.problems)
