@@ -1,0 +1,166 @@
+"""The environment target: run a probe from inside a workload and read what the workload declares.
+
+One implementation per environment (`ComposeTarget`, `KubeTarget`). Workloads are named by their logical
+name from the expectation table (`somabrain`, `redis`, ...); each target maps them to a container or pod.
+Every probe returns a structured result; nothing raises for an unreachable peer. `TargetUnreachable` is
+raised only when the environment itself cannot be used (no Docker, no cluster): the plugin turns it into
+a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROBE_SCRIPT = (Path(__file__).parent / "probe_script.py").read_text(encoding="utf-8")
+
+
+class TargetUnreachable(Exception):
+    """The chosen environment cannot be reached; the message says what was tried and what to do."""
+
+
+class ProbeError(Exception):
+    """A probe could not run inside a workload (no such container, no python3, exec failed)."""
+
+
+@dataclass(frozen=True)
+class ResolveResult:
+    name: str
+    ok: bool
+    addresses: tuple[str, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TcpResult:
+    host: str
+    port: int
+    status: str  # connected | refused | timeout | unresolved | error
+    address: str = ""
+    error: str = ""
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "connected"
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    url: str
+    ok: bool
+    status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+    error: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe request, as the in-container script takes it."""
+
+    op: str  # resolve | tcp | http
+    args: Mapping[str, Any]
+
+    @classmethod
+    def resolve(cls, name: str) -> Probe:
+        return cls("resolve", {"name": name})
+
+    @classmethod
+    def tcp(cls, host: str, port: int, timeout: float = 1.0, attempts: int = 2) -> Probe:
+        return cls("tcp", {"host": host, "port": port, "timeout": timeout, "attempts": attempts})
+
+    @classmethod
+    def http(cls, url: str, method: str = "GET", headers: Mapping[str, str] | None = None,
+             timeout: float = 3.0, body: str | None = None) -> Probe:
+        return cls("http", {"url": url, "method": method, "headers": dict(headers or {}),
+                            "timeout": timeout, "body": body})
+
+    def payload(self) -> dict[str, Any]:
+        return {"op": self.op, **self.args}
+
+
+ProbeResult = ResolveResult | TcpResult | HttpResult
+
+
+def parse_result(probe: Probe, raw: Mapping[str, Any]) -> ProbeResult:
+    """Turn the script's JSON answer for `probe` into a typed result."""
+    if probe.op == "resolve":
+        return ResolveResult(probe.args["name"], bool(raw.get("ok")), tuple(raw.get("addresses") or ()),
+                             str(raw.get("error", "")))
+    if probe.op == "tcp":
+        return TcpResult(probe.args["host"], int(probe.args["port"]), str(raw.get("status", "error")),
+                         str(raw.get("address", "")), str(raw.get("error", "")), int(raw.get("attempts", 1)))
+    return HttpResult(probe.args["url"], bool(raw.get("ok")), raw.get("status"), dict(raw.get("headers") or {}),
+                      str(raw.get("body", "")), str(raw.get("error", "")))
+
+
+def decode_batch(probes: Sequence[Probe], stdout: str, where: str) -> list[ProbeResult]:
+    try:
+        raw = json.loads(stdout)
+    except ValueError as exc:
+        raise ProbeError(f"{where}: the probe printed no JSON ({exc}); output: {stdout[:300]!r}") from exc
+    if not isinstance(raw, list) or len(raw) != len(probes):
+        raise ProbeError(f"{where}: the probe answered {len(raw) if isinstance(raw, list) else raw!r} results "
+                         f"for {len(probes)} probes")
+    return [parse_result(p, r) for p, r in zip(probes, raw, strict=True)]
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What a workload declares: resources, probes/healthchecks and environment."""
+
+    name: str
+    env: Mapping[str, str]
+    memory_limit_bytes: int | None = None
+    cpu_limit: float | None = None  # cores
+    probes: Mapping[str, Any] = field(default_factory=dict)  # readiness/liveness/startup (k8s), healthcheck (compose)
+    ready: bool = False  # every replica Ready (k8s) / healthy (compose)
+    replicas: Mapping[str, bool] = field(default_factory=dict)  # pod or container name -> ready
+    detail: str = ""
+
+
+class Target(ABC):
+    """An environment in which the suite runs probes."""
+
+    env: str
+
+    @abstractmethod
+    def check_reachable(self) -> None:
+        """Raise TargetUnreachable with a one-paragraph message when the environment cannot be used."""
+
+    @abstractmethod
+    def workload_names(self) -> list[str]:
+        """The logical workloads that exist (running) in this environment."""
+
+    @abstractmethod
+    def run_probes(self, workload: str, probes: Sequence[Probe]) -> list[ProbeResult]:
+        """Run every probe from inside `workload` (one exec, concurrently). Raises ProbeError."""
+
+    @abstractmethod
+    def declared(self, workload: str) -> WorkloadSpec:
+        """The workload's declared resources, probes and environment, with its replicas' readiness."""
+
+    # -- conveniences over run_probes ----------------------------------------------------------------
+    def resolve(self, workload: str, name: str) -> ResolveResult:
+        result = self.run_probes(workload, [Probe.resolve(name)])[0]
+        assert isinstance(result, ResolveResult)
+        return result
+
+    def tcp_connect(self, workload: str, host: str, port: int, timeout: float = 1.0, attempts: int = 2) -> TcpResult:
+        result = self.run_probes(workload, [Probe.tcp(host, port, timeout, attempts)])[0]
+        assert isinstance(result, TcpResult)
+        return result
+
+    def http_request(self, workload: str, url: str, method: str = "GET",
+                     headers: Mapping[str, str] | None = None, timeout: float = 3.0) -> HttpResult:
+        result = self.run_probes(workload, [Probe.http(url, method, headers, timeout)])[0]
+        assert isinstance(result, HttpResult)
+        return result
