@@ -153,8 +153,8 @@ def _from_outside(ctx: ParityContext, policies: PolicySet) -> list[Finding]:
         pair = next((p for p in ctx.in_both if svc_name in p.mapping.services), None)
         if svc is None or pair is None or pair.container is None:
             continue
-        sp = next((s for s in svc.ports if s.port == port), None)
-        target = pair.container.port_number(sp.target) if sp else None
+        backend = next((s for s in svc.ports if s.port == port), None)
+        target = pair.container.port_number(backend.target) if backend else None
         if target is None:
             continue
         pod = ctx.prod_pod(pair)

@@ -15,11 +15,11 @@ def compare(ctx: ParityContext) -> list[Finding]:
         m = pair.mapping
         dev = f"service {m.compose}" if pair.dev else None
         if m.external:
-            prod = f"external: {m.external}"
+            ext = f"external: {m.external}"
             if pair.dev is None:
-                out.append(drift(DIM, m.compose, None, prod, "in the mapping table but not in the compose file"))
+                out.append(drift(DIM, m.compose, None, ext, "in the mapping table but not in the compose file"))
             else:
-                out.append(drift(DIM, m.compose, dev, prod, "runs in compose but is not in the cluster"))
+                out.append(drift(DIM, m.compose, dev, ext, "runs in compose but is not in the cluster"))
             continue
         prod = f"{pair.workload.kind}/{pair.workload.name}" if pair.workload else None
         if pair.workload and pair.container is None:
@@ -41,9 +41,9 @@ def compare(ctx: ParityContext) -> list[Finding]:
     for name, wl in ctx.k8s.workloads.items():
         if name not in workloads:
             out.append(drift(DIM, f"k8s:{name}", None, f"{wl.kind}/{name}", "workload not in the mapping table"))
-    services = {s for m in MAPPING for s in m.services}
+    mapped_services = {s for m in MAPPING for s in m.services}
     for name in ctx.k8s.services:
-        if name not in services:
+        if name not in mapped_services:
             out.append(drift(DIM, f"k8s:{name}", None, f"Service/{name}", "Service not in the mapping table"))
     for problem in ctx.k8s.problems:
         out.append(drift(DIM, f"k8s:{problem.split(':')[0]}", None, problem, "reference does not resolve"))

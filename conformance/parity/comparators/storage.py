@@ -41,7 +41,7 @@ def _prod(wl: Workload, container: Container, k8s: Manifests, path: str) -> tupl
         if container.security.get("readOnlyRootFilesystem"):
             return "absent", "absent (read-only root fs)", None
         return "ephemeral", "ephemeral (writable root fs)", None
-    name = mount.get("name")
+    name = str(mount.get("name"))
     if name in wl.claim_templates:
         size = (((wl.claim_templates[name].get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
             "storage", "?"
