@@ -156,3 +156,20 @@ NETPOL_PEERS: tuple[ServiceExpectation, ...] = SERVICES
 GUIDE_POLICY_FIXTURE = "tests/deploy/fixtures/guide_networkpolicy.yaml"
 INGRESS_CONTROLLER_NAMESPACE = "ingress-nginx"
 MONITORING_NAMESPACE = "monitoring"
+
+# The flows the production NetworkPolicies must allow between in-cluster workloads (k8s/base/networkpolicies.yaml
+# states the same list); every other in-cluster flow must be denied. Plus: every pod -> kube-dns 53 UDP+TCP,
+# the ingress controller -> somabrain, and the monitoring namespace -> somabrain, somamemory.
+PROD_INTENDED_FLOWS: frozenset[tuple[str, str]] = frozenset({
+    ("somabrain", "somamemory"),
+    ("somabrain", "redis"),
+    ("somabrain", "opa"),
+    ("somabrain", "postgres"),
+    ("somamemory", "postgres"),
+})
+SCRAPED_BY_MONITORING: tuple[str, ...] = ("somabrain", "somamemory")
+# Labels of the peers outside somabrain-prod (the ingress-nginx controller and a Prometheus in `monitoring`).
+INGRESS_CONTROLLER_LABELS: Mapping[str, str] = {
+    "app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
+MONITORING_LABELS: Mapping[str, str] = {"app.kubernetes.io/name": "prometheus"}
+DNS_COLUMN = "dns"  # the truth table's column for "can resolve names" (cluster DNS / Docker's resolver)
