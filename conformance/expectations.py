@@ -173,3 +173,24 @@ INGRESS_CONTROLLER_LABELS: Mapping[str, str] = {
     "app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
 MONITORING_LABELS: Mapping[str, str] = {"app.kubernetes.io/name": "prometheus"}
 DNS_COLUMN = "dns"  # the truth table's column for "can resolve names" (cluster DNS / Docker's resolver)
+
+# --- API contract -------------------------------------------------------------------------------------------
+# The routes the served /openapi.json must document (DESIGN.md "API routes"); schemathesis runs each of them.
+API_OPERATIONS: tuple[tuple[str, str], ...] = (
+    ("GET", "/health"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
+    ("POST", "/remember"), ("POST", "/recall"), ("POST", "/act"), ("DELETE", "/memory/{item_id}"),
+)
+JWT_ROLES = ("admin",)  # the conformance token's roles: admin may call every route (k8s/policy/somabrain.rego)
+JWT_TENANT = "conformance"
+
+# OpenAPI links for the stateful phase, used only when the served document declares none (schemathesis needs
+# links to chain calls). They state the contract DESIGN.md gives: an id from POST /remember deletes that item,
+# for the same tenant.
+STATEFUL_LINKS: Mapping[tuple[str, str, str], Mapping[str, Any]] = {
+    ("/remember", "post", "201"): {
+        "DeleteRemembered": {
+            "operationId": "delete_memory",
+            "parameters": {"item_id": "$response.body#/id", "header.X-Tenant-ID": "$request.header.X-Tenant-ID"},
+        },
+    },
+}
