@@ -78,9 +78,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tls-endpoint", default=None, metavar="HOST:PORT",
                     help="TLS ingress endpoint (prod default 127.0.0.1:9999, the kind ingress port; dev: the "
                          "TLS front of conformance/tls-front if you started it, else the TLS checks skip)")
-    group.addoption("--tls-ca", default=str(REPO / "infra" / "tls" / "ca.crt"), metavar="FILE",
-                    help="CA that must verify the ingress chain (default infra/tls/ca.crt from "
-                         "scripts/setup_ingress_tls.sh)")
+    group.addoption("--tls-ca", default=str(REPO / "infra" / "tls" / "somabrain.internal.crt"), metavar="FILE",
+                    help="CA (or the self-signed certificate) that must verify the ingress chain (default "
+                         "infra/tls/somabrain.internal.crt from scripts/setup_ingress_tls.sh)")
     group.addoption("--tls-min-days", type=int, default=TLS_MIN_DAYS_DEFAULT, metavar="N",
                     help=f"fail when the certificate expires within N days (default {TLS_MIN_DAYS_DEFAULT})")
     group.addoption("--jwt-private-key", default=None, metavar="PEM",

@@ -1,0 +1,111 @@
+"""TLS of the ingress endpoint for somabrain.internal: chain verifies against the generated CA, the SAN covers
+the host, the certificate is not expired nor expiring within --tls-min-days, TLS 1.0/1.1 are refused and
+TLS 1.2+ accepted; in prod, Secret somabrain-tls is kubernetes.io/tls and its key matches its certificate.
+
+prod: the endpoint is the kind ingress on 127.0.0.1:9999 (or --tls-endpoint for the LoadBalancer/port-forward).
+dev: compose terminates no TLS (the API is plain HTTP on 9696; TLS belongs to the k8s ingress), so these checks
+are skipped by name unless --tls-endpoint points at a TLS front.
+"""
+
+from __future__ import annotations
+
+import base64
+import warnings
+from typing import Any
+
+import pytest
+
+from conformance.conftest import Check, Settings
+from conformance.expectations import TLS_ACCEPTED, TLS_HOST, TLS_REFUSED, TLS_SECRET, TLS_SECRET_TYPE
+from conformance.targets.base import Target
+from conformance.targets.kube import KubeTarget
+from conformance.targets.tls import CertificateObservation, handshake, key_matches_certificate, observe_certificate
+from conformance.targets.tls import san_covers as covers
+
+pytestmark = pytest.mark.tls
+DEV_SKIP = ("dev: the compose stack terminates no TLS (plain HTTP on 9696; TLS for somabrain.internal is the k8s "
+            "ingress's job), so there is no endpoint to check; pass --tls-endpoint HOST:PORT to check a TLS front")
+
+
+@pytest.fixture(scope="session")
+def endpoint(settings: Settings) -> tuple[str, int]:
+    if settings.tls_endpoint is None:
+        pytest.skip(DEV_SKIP)
+    host, _, port = settings.tls_endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        pytest.fail(f"--tls-endpoint {settings.tls_endpoint!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+@pytest.fixture(scope="session")
+def certificate(endpoint: tuple[str, int], settings: Settings) -> CertificateObservation:
+    if not settings.tls_ca.is_file():
+        pytest.fail(f"the CA file {settings.tls_ca} does not exist: run scripts/setup_ingress_tls.sh or pass --tls-ca")
+    try:
+        return observe_certificate(*endpoint, TLS_HOST, settings.tls_ca)
+    except OSError as exc:
+        pytest.fail(f"cannot open TLS to {endpoint[0]}:{endpoint[1]} (SNI {TLS_HOST}): {exc}")
+
+
+def test_chain_verifies(certificate: CertificateObservation, settings: Settings, check: Check) -> None:
+    check.expected = {"verified_against": str(settings.tls_ca.name), "verified": True}
+    check.observed = {"verified": certificate.verified, "error": certificate.verify_error or None,
+                      "subject": certificate.subject}
+    assert certificate.verified, f"the chain does not verify against {settings.tls_ca}: {certificate.verify_error}"
+
+
+def test_san_covers_host(certificate: CertificateObservation, check: Check) -> None:
+    check.expected = {"san_covers": TLS_HOST}
+    check.observed = {"dns_names": list(certificate.dns_names), "ip_addresses": list(certificate.ip_addresses)}
+    assert covers(certificate.dns_names, TLS_HOST), f"the SAN {certificate.dns_names} does not cover {TLS_HOST}"
+
+
+def test_not_expiring(certificate: CertificateObservation, settings: Settings, check: Check) -> None:
+    days = certificate.days_left()
+    check.expected = {"min_days_left": settings.tls_min_days}
+    check.observed = {"not_after": certificate.not_after.isoformat(), "days_left": round(days, 1)}
+    assert days > 0, f"the certificate expired on {certificate.not_after:%Y-%m-%d}"
+    assert days >= settings.tls_min_days, (
+        f"the certificate expires in {days:.1f} days ({certificate.not_after:%Y-%m-%d}), within --tls-min-days "
+        f"{settings.tls_min_days}")
+
+
+@pytest.mark.parametrize("version", [*TLS_REFUSED, *TLS_ACCEPTED], ids=str)
+def test_protocol(version: str, endpoint: tuple[str, int], check: Check) -> None:
+    wanted = version in TLS_ACCEPTED
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1/1_1: we use them to test refusal
+        accepted, detail = handshake(*endpoint, TLS_HOST, version)
+    check.expected = {"accepted": wanted}
+    check.observed = {"accepted": accepted, "detail": detail}
+    if accepted is None:
+        pytest.fail(f"cannot test {version}: {detail}")
+    assert accepted == wanted, f"{version} is {'accepted' if accepted else 'refused'} ({detail}); " \
+                               f"it must be {'accepted' if wanted else 'refused'}"
+
+
+@pytest.fixture(scope="session")
+def tls_secret(target: Target) -> dict[str, Any]:
+    if not isinstance(target, KubeTarget):
+        pytest.skip("dev: there are no Kubernetes Secrets in compose (the certificate files are infra/tls/)")
+    secret = target.secret(TLS_SECRET)
+    if secret is None:
+        pytest.fail(f"Secret {TLS_SECRET} does not exist in {target.namespace}: run scripts/setup_ingress_tls.sh")
+    return secret
+
+
+def test_secret_type(tls_secret: dict[str, Any], check: Check) -> None:
+    check.expected = {"type": TLS_SECRET_TYPE}
+    check.observed = {"type": tls_secret.get("type"), "keys": sorted(tls_secret.get("data") or {})}
+    assert tls_secret.get("type") == TLS_SECRET_TYPE, f"Secret {TLS_SECRET} is of type {tls_secret.get('type')!r}"
+
+
+def test_secret_key_matches_certificate(tls_secret: dict[str, Any], check: Check) -> None:
+    data = tls_secret.get("data") or {}
+    check.expected = {"key_matches_certificate": True}
+    if "tls.crt" not in data or "tls.key" not in data:
+        check.observed = {"keys": sorted(data)}
+        pytest.fail(f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})")
+    same, detail = key_matches_certificate(base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"]))
+    check.observed = {"key_matches_certificate": same, "detail": detail}
+    assert same, f"Secret {TLS_SECRET}: {detail}"
