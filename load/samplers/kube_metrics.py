@@ -1,0 +1,153 @@
+"""Prod: sample every pod of a namespace through the Kubernetes metrics API, limits from the pod spec.
+
+Per tick: `GET /apis/metrics.k8s.io/v1beta1/namespaces/NS/pods` (PodMetrics: working-set memory and CPU
+averaged over the metric window, per container) and `GET /api/v1/namespaces/NS/pods` (limits from
+spec.containers[].resources.limits, restartCount and lastState.terminated.reason from status). A pod's sample is
+the sum over its containers; its limit is the sum of theirs (None when any container has none).
+
+The metrics server refreshes every 15-60 s (its --metric-resolution), so polling once a second sees each reading
+several times: a reading is recorded once, at its own `timestamp`. CPU throttling is not exposed by the metrics
+API; saturation (use over limit) stands in for it.
+
+Workload names are `APP/POD` where APP is the pod's `app` label (else app.kubernetes.io/name, else the pod name).
+Tested here against an HTTP fake of the API that serves the real JSON shapes (tests/load/kube_fake.py): no cluster
+can run on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from load.model import Event, Sample
+from load.quantities import parse_quantity
+from load.samplers.base import Sampler
+from load.samplers.docker_stats import parse_timestamp
+
+METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"
+PODS_PATH = "/api/v1/namespaces/{ns}/pods"
+
+
+class KubeUnavailable(RuntimeError):
+    """No cluster, or no metrics API, to sample."""
+
+
+def workload_name(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata", {})
+    labels = meta.get("labels") or {}
+    app = labels.get("app") or labels.get("app.kubernetes.io/name") or meta.get("name", "?")
+    return f"{app}/{meta.get('name', '?')}"
+
+
+def pod_limits(pod: dict[str, Any]) -> tuple[int | None, float | None]:
+    memory: float | None = 0.0
+    cpu: float | None = 0.0
+    for container in pod.get("spec", {}).get("containers", []):
+        limits = (container.get("resources") or {}).get("limits") or {}
+        memory = None if memory is None or "memory" not in limits else memory + parse_quantity(limits["memory"])
+        cpu = None if cpu is None or "cpu" not in limits else cpu + parse_quantity(limits["cpu"])
+    return (int(memory) if memory else None), (cpu or None)
+
+
+def restart_count(pod: dict[str, Any]) -> int:
+    return sum(int(s.get("restartCount", 0)) for s in pod.get("status", {}).get("containerStatuses") or [])
+
+
+def oom_terminations(pod: dict[str, Any]) -> list[tuple[str, float]]:
+    """(container, finishedAt) of every OOMKilled termination the pod status still shows."""
+    found = []
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        for key in ("state", "lastState"):
+            terminated = (status.get(key) or {}).get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                finished = terminated.get("finishedAt")
+                found.append((status.get("name", "?"), parse_timestamp(finished) if finished else time.time()))
+    return found
+
+
+def is_running(pod: dict[str, Any]) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return pod.get("status", {}).get("phase") == "Running" and all("running" in (s.get("state") or {})
+                                                                   for s in statuses)
+
+
+def sample_from_metrics(pod_metrics: dict[str, Any], pod: dict[str, Any]) -> Sample:
+    memory = sum(parse_quantity(c["usage"]["memory"]) for c in pod_metrics.get("containers", []))
+    cpu = sum(parse_quantity(c["usage"]["cpu"]) for c in pod_metrics.get("containers", []))
+    memory_limit, cpu_limit = pod_limits(pod)
+    return Sample(t=parse_timestamp(pod_metrics["timestamp"]), workload=workload_name(pod), memory_bytes=int(memory),
+                  memory_limit=memory_limit, cpu_cores=cpu, cpu_limit=cpu_limit, running=is_running(pod),
+                  restart_count=restart_count(pod))
+
+
+class KubeSampler(Sampler):
+    def __init__(self, namespace: str, context: str | None = None, kubeconfig: str | None = None) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.context = context
+        self.kubeconfig = kubeconfig
+        self._client: Any = None
+        self._seen: set[tuple[str, str]] = set()  # (pod, metrics timestamp) already recorded
+        self._restarts: dict[str, int] = {}
+        self._ooms: set[tuple[str, str, float]] = set()
+
+    def _api(self) -> Any:
+        if self._client is None:
+            from kubernetes import config
+            from kubernetes.config.config_exception import ConfigException
+
+            try:
+                self._client = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+            except (ConfigException, OSError, TypeError) as exc:
+                where = self.kubeconfig or "$KUBECONFIG or ~/.kube/config"
+                raise KubeUnavailable(f"--env prod needs a Kubernetes cluster: cannot load {where} ({exc})") from exc
+        return self._client
+
+    def get(self, path: str) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._api().call_api(path, "GET", response_type=None, auth_settings=["BearerToken"],
+                                            _preload_content=False, _request_timeout=10)
+        except ApiException as exc:
+            raise KubeUnavailable(f"GET {path}: {exc.status} {exc.reason}") from exc
+        except Exception as exc:  # urllib3 connection errors have many types
+            raise KubeUnavailable(f"GET {path}: {exc}") from exc
+        result: dict[str, Any] = json.loads(response[0].data)
+        return result
+
+    def check(self) -> None:
+        self.get(PODS_PATH.format(ns=self.namespace))
+        try:
+            self.get(METRICS_PATH.format(ns=self.namespace))
+        except KubeUnavailable as exc:
+            raise KubeUnavailable(f"{exc}: is metrics-server installed? (kind: see k8s/README.md)") from exc
+
+    def tick(self) -> None:
+        pods = {p["metadata"]["name"]: p for p in self.get(PODS_PATH.format(ns=self.namespace)).get("items", [])}
+        metrics = self.get(METRICS_PATH.format(ns=self.namespace)).get("items", [])
+        now = time.time()
+        for name, pod in pods.items():
+            workload = workload_name(pod)
+            count = restart_count(pod)
+            before = self._restarts.setdefault(name, count)
+            if count > before:
+                self.recording.events.append(Event(now, workload, "restart", f"restartCount {before} -> {count}"))
+                self._restarts[name] = count
+            for container, finished in oom_terminations(pod):
+                key = (name, container, finished)
+                if key not in self._ooms:
+                    self._ooms.add(key)
+                    if finished >= self.started_at:
+                        self.recording.events.append(Event(finished, workload, "oom", f"container {container}"))
+            if not is_running(pod):
+                memory_limit, cpu_limit = pod_limits(pod)
+                self.recording.samples.append(Sample(now, workload, None, memory_limit, None, cpu_limit,
+                                                     running=False, restart_count=count))
+        for item in metrics:
+            name = item["metadata"]["name"]
+            if name not in pods or (name, item["timestamp"]) in self._seen:
+                continue
+            self._seen.add((name, item["timestamp"]))
+            self.recording.samples.append(sample_from_metrics(item, pods[name]))
