@@ -148,7 +148,7 @@ def _status(code: int, reason: str, message: str) -> Resource:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeCluster
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _json(self, code: int, body: Any) -> None:
@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         parts = [p for p in url.path.split("/") if p]
