@@ -50,7 +50,7 @@ class ComposeTarget(Target):
     def check_reachable(self) -> None:
         if shutil.which(self.docker) is None:
             raise TargetUnreachable(
-                f"--env dev needs the docker CLI, and `{self.docker}` is not on PATH. "
+                f"it needs the docker CLI, and `{self.docker}` is not on PATH. "
                 "Install Docker (scripts/docker_engine.sh) and start the stack: make up")
         try:
             info = self._run(["info", "--format", "{{.ServerVersion}}"], timeout=15)

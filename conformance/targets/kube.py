@@ -56,7 +56,7 @@ class KubeTarget(Target):
                 where = self.kubeconfig or "$KUBECONFIG or ~/.kube/config"
                 ctx = f"context {self.context!r}" if self.context else "the current context"
                 raise TargetUnreachable(
-                    f"--env prod needs a Kubernetes cluster: cannot load {ctx} from {where} ({exc}). "
+                    f"it needs a Kubernetes cluster: cannot load {ctx} from {where} ({exc}). "
                     "Create one (kind create cluster --config k8s/kind/cluster.yaml && tilt up) "
                     "or pass --kube-context") from exc
         return self._api
@@ -101,7 +101,7 @@ class KubeTarget(Target):
         except (HTTPError, OSError, ApiException) as exc:
             host = getattr(self.api.configuration, "host", "?")
             raise TargetUnreachable(
-                f"--env prod: the Kubernetes API at {host} does not answer ({type(exc).__name__}: "
+                f"the Kubernetes API at {host} does not answer ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200]}). Is the cluster running? (kind get clusters; "
                 "kubectl --context ... cluster-info)") from exc
         try:
@@ -109,9 +109,9 @@ class KubeTarget(Target):
         except ApiException as exc:
             if exc.status == 404:
                 raise TargetUnreachable(
-                    f"--env prod: namespace {self.namespace!r} does not exist in this cluster. Deploy first: "
+                    f"namespace {self.namespace!r} does not exist in this cluster. Deploy first: "
                     "tilt up (kind) or kubectl apply -k k8s/") from exc
-            raise TargetUnreachable(f"--env prod: cannot read namespace {self.namespace!r}: {exc.reason}") from exc
+            raise TargetUnreachable(f"cannot read namespace {self.namespace!r}: {exc.reason}") from exc
 
     # -- reads ---------------------------------------------------------------------------------------
     def items(self, kind_path: str) -> list[dict[str, Any]]:
