@@ -80,7 +80,6 @@ class TruthTable:
     def render(self) -> str:
         lines = [f"NetworkPolicy truth table: {self.title}   (rows: from, columns: to; . allow, X deny, ? unknown)"]
         lines += self._matrix("Expected:", lambda f: _mark(f.expected))
-        lines += self._matrix("Expected:", lambda f: _mark(f.expected))
         lines += ["", *self._matrix("Observed:", lambda f: _mark(f.observed))]
         compared = self._matrix("Comparison (. RIGHT, X WRONG, ? not compared):",
                                 lambda f: {"RIGHT": ".", "WRONG": "X"}.get(f.verdict, "?"))
