@@ -76,8 +76,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="API base URL (dev default: 127.0.0.1 and the published port of somabrain:9696; "
                          "prod default: http://127.0.0.1:9696, the Tilt/port_forward.sh port-forward)")
     group.addoption("--tls-endpoint", default=None, metavar="HOST:PORT",
-                    help="TLS ingress endpoint (prod default 127.0.0.1:9999, the kind ingress port; dev: the "
-                         "TLS front of conformance/tls-front if you started it, else the TLS checks skip)")
+                    help="TLS ingress endpoint (prod default 127.0.0.1:9999, the kind ingress port; dev: none, "
+                         "compose terminates no TLS, so the TLS checks skip unless you name a TLS front)")
     group.addoption("--tls-ca", default=str(REPO / "infra" / "tls" / "somabrain.internal.crt"), metavar="FILE",
                     help="CA (or the self-signed certificate) that must verify the ingress chain (default "
                          "infra/tls/somabrain.internal.crt from scripts/setup_ingress_tls.sh)")
