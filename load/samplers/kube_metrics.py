@@ -107,14 +107,19 @@ class KubeSampler(Sampler):
     def get(self, path: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
+        api = self._api()
         try:
-            response = self._api().call_api(path, "GET", response_type=None, auth_settings=["BearerToken"],
-                                            _preload_content=False, _request_timeout=10)
+            request = api.param_serialize("GET", path, header_params={"Accept": "application/json"},
+                                          auth_settings=["BearerToken"])
+            response = api.call_api(*request, _request_timeout=10)
+            response.read()
         except ApiException as exc:
             raise KubeUnavailable(f"GET {path}: {exc.status} {exc.reason}") from exc
-        except Exception as exc:  # urllib3 connection errors have many types
+        except Exception as exc:  # urllib3 connection errors come in many types
             raise KubeUnavailable(f"GET {path}: {exc}") from exc
-        result: dict[str, Any] = json.loads(response[0].data)
+        if not 200 <= response.status <= 299:
+            raise KubeUnavailable(f"GET {path}: {response.status} {response.data[:200].decode('utf-8', 'replace')}")
+        result: dict[str, Any] = json.loads(response.data)
         return result
 
     def check(self) -> None:
