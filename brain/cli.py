@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
             "--graceful-timeout", type=float, default=10.0,
             help="seconds in-flight requests get to finish on SIGTERM (default 10)",
         )
+        cmd.add_argument(
+            "--reload", action="store_true",
+            help="dev only: restart the app within a second of any change to brain/*.py (one worker)",
+        )
         cmd.add_argument("--log-level", default=os.environ.get("SOMABRAIN_LOG_LEVEL", "info"),
                          choices=["debug", "info", "warning", "error"],
                          help="log level (default: $SOMABRAIN_LOG_LEVEL or info)")
@@ -88,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_bind(args.bind)
         if args.workers < 1:
             raise ConfigError(f"--workers {args.workers}: must be at least 1")
+        if args.reload and args.workers != 1:
+            raise ConfigError("--reload serves one worker; drop --workers")
         settings = Settings.from_env(app="memory" if args.command == "memory" else "api")
         if args.command == "api":
             from brain.api.state import preflight
@@ -114,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serving %s on %s with %d worker(s)", APPS[args.command][2], args.bind, args.workers
     )
     try:
+        if args.reload:
+            from pathlib import Path
+
+            from brain import devreload
+
+            return devreload.serve(config, watch=Path(__file__).resolve().parent)
         return run(config)
     except OSError as exc:
         print(f"somabrain {args.command}: cannot listen on {args.bind}: {exc.strerror}", file=sys.stderr)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# `make dev`: run SomaMemory (:9595) and the API (:9696) on this machine, against a private redis-server and
-# PostgreSQL 15 under .run/dev/ (data kept between runs). Ctrl-C stops everything this script started.
+# `make dev`: run SomaMemory (:9595) and the API (:9696, reloading on every saved change to brain/) on this
+# machine, against a private redis-server and PostgreSQL 15 under .run/dev/ (data kept between runs).
+# Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-  -h|--help) sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; echo "Environment: API_PORT (9696), MEMORY_PORT (9595), REDIS_PORT (16379), PG_PORT (25432)"; exit 0 ;;
+  -h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; echo "Environment: API_PORT (9696), MEMORY_PORT (9595), REDIS_PORT (16379), PG_PORT (25432)"; exit 0 ;;
   "") ;;
   *) echo "dev_local.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
@@ -44,7 +45,7 @@ export SOMABRAIN_STRICT_REAL=1 SOMABRAIN_REQUIRE_MEMORY=1 SOMABRAIN_DISABLE_AUTH
 
 .venv/bin/somabrain memory --bind "127.0.0.1:$MEMORY_PORT" &
 pids+=($!)
-.venv/bin/somabrain api --bind "127.0.0.1:$API_PORT" &
+.venv/bin/somabrain api --reload --bind "127.0.0.1:$API_PORT" &
 pids+=($!)
 echo "==> API http://127.0.0.1:$API_PORT/health   SomaMemory http://127.0.0.1:$MEMORY_PORT/health   (Ctrl-C stops)"
 wait -n "${pids[@]}"

