@@ -4,10 +4,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps lint typecheck unit live test dev bench up down clean lint-security
+.PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean lint-security
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 deps: ## install Debian packages and the project venv (.venv) if missing
 	@scripts/install_deps.sh
@@ -21,10 +21,21 @@ typecheck: deps ## mypy --strict over brain/
 unit: deps ## pytest: unit, integration (real Redis/Postgres) and static deployment checks
 	$(VENV)/bin/pytest -q
 
+parity: deps ## compose <-> k8s parity gate (static; exit 1 on drift, 2 on unreadable input)
+	$(PY) -m conformance parity
+
 live: up ## live smoke test against the running compose stack (brings it up first)
 	SOMABRAIN_LIVE=1 $(VENV)/bin/pytest -q tests/live/test_smoke.py
 
-test: lint typecheck unit live ## everything CI runs: static checks, unit/integration tests, the live stack
+conformance: up ## the conformance suite against the compose stack (reports in reports/)
+	$(VENV)/bin/pytest conformance/ --env dev --report-json reports/conformance-dev.json \
+		--junitxml reports/conformance-dev.xml
+
+conformance-prod: deps ## the conformance suite against the cluster in the current kube context (needs a cluster)
+	$(VENV)/bin/pytest conformance/ --env prod $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT)) \
+		--report-json reports/conformance-prod.json --junitxml reports/conformance-prod.xml
+
+test: lint typecheck unit parity live conformance ## everything CI runs: checks, tests, parity, the live stack
 
 dev: deps ## run the API (:9696) and SomaMemory (:9595) locally against private Redis and Postgres
 	@scripts/dev_local.sh

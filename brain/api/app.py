@@ -92,6 +92,10 @@ async def _commit(st: ApiState, event: AuditEvent, index: str | None, queued: bo
 @router.route(
     "POST", "/remember", summary="Store an item in SomaMemory and working memory", body=RememberRequest,
     response=RememberResponse, status=201, also=(202,), tenant=True, tags=("memory",),
+    links={"DeleteRemembered": {
+        "operationId": "delete_memory",
+        "parameters": {"item_id": "$response.body#/id", "header.X-Tenant-ID": "$request.header.X-Tenant-ID"},
+    }},
 )
 async def remember(req: Request, body: RememberRequest) -> Response:
     """201 once SomaMemory, working memory and the audit outbox all have it; 202 when queued in the journal."""

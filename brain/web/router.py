@@ -61,6 +61,8 @@ class Route:
     tags: tuple[str, ...] = ()
     #: Other statuses answered with the same response model (e.g. /readyz: 503 with the readiness body).
     also: tuple[int, ...] = ()
+    #: OpenAPI links from the success response to follow-up operations (schemathesis' stateful phase uses them).
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def quart_rule(self) -> str:
@@ -109,10 +111,12 @@ class Router:
         media_type: str = "application/json",
         tags: tuple[str, ...] = (),
         also: tuple[int, ...] = (),
+        links: dict[str, dict[str, Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
-                Route(method, path, handler, summary, body, response, status, tenant, errors, media_type, tags, also)
+                Route(method, path, handler, summary, body, response, status, tenant, errors, media_type, tags, also,
+                      links or {})
             )
             return handler
 
@@ -174,6 +178,8 @@ class Router:
                 ok["content"] = {route.media_type: {"schema": _ref(route.response, components, "serialization")}}
             elif route.media_type != "application/json":
                 ok["content"] = {route.media_type: {"schema": {"type": "string"}}}
+            if route.links:
+                ok["links"] = route.links
             op["responses"][str(route.status)] = ok
             for status in route.also:
                 op["responses"][str(status)] = {**ok, "description": _ERROR_TEXT.get(status, "See the body")}
