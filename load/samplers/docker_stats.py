@@ -153,10 +153,15 @@ class DockerSampler(Sampler):
                 self.recording.events.append(Event(until, workload, "missing", "container removed during the run"))
                 continue
             workload = now.get("Config", {}).get("Labels", {}).get(SERVICE_LABEL, container_id[:12])
+            # A restart policy restarts a container without a `restart` event (only `die` then `start`), so the
+            # RestartCount delta is the count; one event per restart the events API did not already name.
             restarts = int(now.get("RestartCount", 0)) - int(initial.get("RestartCount", 0))
-            if restarts > 0 and not any(e.workload == workload and e.kind == "restart"
-                                        for e in self.recording.events):
-                self.recording.events.append(Event(until, workload, "restart", f"RestartCount +{restarts}"))
+            named = sum(1 for e in self.recording.events if e.workload == workload and e.kind == "restart")
+            starts = sorted(e.t for e in self.recording.events if e.workload == workload and e.kind == "start")
+            for number in range(named, restarts):
+                at = starts[number] if number < len(starts) else until  # placed at the matching `start`
+                self.recording.events.append(Event(at, workload, "restart",
+                                                   f"RestartCount +{number + 1} (restart policy)"))
             state = now.get("State", {})
             if state.get("OOMKilled") and not any(e.workload == workload and e.kind == "oom"
                                                   for e in self.recording.events):

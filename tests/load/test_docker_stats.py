@@ -102,9 +102,10 @@ def project() -> Iterator[str]:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
 
-def start(project: str, service: str, image: str, *command: str, memory: str = "64m", cpus: str = "0.2") -> str:
+def start(project: str, service: str, image: str, *command: str, memory: str = "64m", cpus: str = "0.2",
+          extra: tuple[str, ...] = ()) -> str:
     done = subprocess.run(
-        ["docker", "run", "-d", "--label", f"com.docker.compose.project={project}",
+        ["docker", "run", "-d", *extra, "--label", f"com.docker.compose.project={project}",
          "--label", f"com.docker.compose.service={service}", "--memory", memory, "--memory-swap", memory,
          "--cpus", cpus, "--network", "none", image, *command], capture_output=True, text=True, check=True)
     return done.stdout.strip()
@@ -139,6 +140,28 @@ def test_live_oom_kill_is_detected(project: str, base_image: str) -> None:
     kinds = {e.kind for e in sampler.recording.events if e.workload == "hog"}
     assert "oom" in kinds
     assert any(not s.running for s in sampler.recording.samples)
+
+
+def test_live_restarts_by_restart_policy_are_counted(project: str, base_image: str) -> None:
+    """A restart policy restarts without a `restart` event: the RestartCount delta still counts every restart."""
+    sampler = DockerSampler(project)
+    sampler.started_at = time.time() - 1
+    container = start(project, "crasher", base_image, "python3", "-c",
+                      "import time; time.sleep(1.5); raise SystemExit(3)", extra=("--restart", "on-failure:2"))
+    sampler.tick()  # records the initial RestartCount (0)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        state = subprocess.run(["docker", "inspect", "-f", "{{.RestartCount}} {{.State.Running}}", container],
+                               capture_output=True, text=True, check=True).stdout.split()
+        if state == ["2", "false"]:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the container did not restart twice and stop: {state}")
+    sampler.finish()
+    restarts = [e for e in sampler.recording.events if e.workload == "crasher" and e.kind == "restart"]
+    assert len(restarts) == 2
+    assert sum(1 for e in sampler.recording.events if e.workload == "crasher" and e.kind == "die") == 3
 
 
 def test_unknown_project_is_a_clear_error(base_image: str) -> None:
