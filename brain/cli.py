@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
 
 from brain import __version__, logs
 from brain.errors import ConfigError
@@ -30,11 +31,32 @@ APPS = {
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _tools() -> dict[str, EntryPoint]:
+    """Operator commands other packages register under the `somabrain.commands` entry-point group.
+
+    brain/ stays free of harness code: `somabrain doctor`, `migrate`, `rollout` live in the `ops` package, which
+    this CLI finds by entry point and never imports by name.
+    """
+    return {ep.name: ep for ep in entry_points(group="somabrain.commands") if ep.name not in APPS}
+
+
+def _run_tool(ep: EntryPoint, argv: Sequence[str]) -> int:
+    try:
+        command = ep.load()
+    except ImportError as exc:
+        print(f"somabrain {ep.name}: not available in this installation ({exc}); install the full project "
+              "(pip install -e .) to get the operator tools", file=sys.stderr)
+        return EXIT_CONFIG
+    return int(command(list(argv)))
+
+
+def _parser(tools: Sequence[str] = ()) -> argparse.ArgumentParser:
+    epilog = f"operator tools: {', '.join(sorted(tools))} (somabrain TOOL --help)" if tools else None
     parser = argparse.ArgumentParser(
         prog="somabrain",
         description="SomaBrain cognitive-memory service. Configuration comes from SOMABRAIN_* environment "
         "variables; see the README for the list.",
+        epilog=epilog,
     )
     parser.add_argument("--version", action="version", version=f"somabrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{api,memory}")
@@ -86,7 +108,11 @@ def _multiproc_dir(workers: int) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tools = _tools()
+    if argv and argv[0] in tools:
+        return _run_tool(tools[argv[0]], argv[1:])
+    args = _parser(list(tools)).parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:
         _check_bind(args.bind)
