@@ -7,13 +7,12 @@ reason recorded; nothing is ever reported up because a probe failed to run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from brain import metrics
+from brain import metrics, tasks
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,8 @@ class HealthMonitor:
             self._task = asyncio.create_task(self._loop(), name=f"{self._app}-health")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

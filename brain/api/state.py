@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
+from brain import tasks
 from brain.api.gate import Gate
 from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
@@ -84,10 +84,7 @@ class ApiState:
             self._replayer = asyncio.create_task(self._replay_loop(), name="journal-replay")
 
     async def stop(self) -> None:
-        if self._replayer is not None:
-            self._replayer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replayer
+        await tasks.cancel(self._replayer)
         await self.monitor.stop()
         if self.publisher is not None:
             await self.publisher.stop()

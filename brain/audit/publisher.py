@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from brain import metrics
+from brain import metrics, tasks
 from brain.audit.store import SCHEMA
 from brain.db import DB_ERRORS, Database
 
@@ -58,11 +58,8 @@ class OutboxPublisher:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
         await self._close_producer()
 
     async def backlog(self) -> int:

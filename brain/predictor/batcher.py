@@ -9,12 +9,12 @@ per-vector cost falls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 import numpy as np
 
+from brain import tasks
 from brain.predictor.numerics import F32
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,8 @@ class MicroBatcher:
             self._task = asyncio.create_task(self._run(), name="predictor-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
         pending, self._pending = self._pending, []
         for *_, fut in pending:
             if not fut.done():
