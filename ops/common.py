@@ -1,0 +1,123 @@
+"""What every operator tool shares: exit codes, report lines, and choosing the environment target."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from conformance.expectations import NAMESPACE
+from conformance.targets.base import Target, TargetUnreachable
+from conformance.targets.compose import ComposeTarget
+from conformance.targets.kube import KubeTarget
+
+REPO = Path(__file__).resolve().parent.parent
+
+EXIT_OK = 0
+EXIT_DEGRADED = 1  # doctor: only warnings; other tools: the operation failed (and was undone where possible)
+EXIT_BROKEN = 2
+EXIT_USAGE = 3  # unusable arguments or an unreachable environment
+
+
+class OpsError(Exception):
+    """An operation cannot go on; the message says why and what to do. Exit code attached."""
+
+    def __init__(self, message: str, code: int = EXIT_BROKEN) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse that exits EXIT_USAGE (3) on bad arguments instead of argparse's 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a dotenv file (comments and blanks skipped, quotes stripped)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def compose_project(explicit: str | None, env_file: Path = REPO / ".env.local") -> str:
+    """--compose-project, else $COMPOSE_PROJECT_NAME, else COMPOSE_PROJECT_NAME of .env.local, else somabrain."""
+    if explicit:
+        return explicit
+    if os.environ.get("COMPOSE_PROJECT_NAME"):
+        return os.environ["COMPOSE_PROJECT_NAME"]
+    if env_file.is_file():
+        name = read_env_file(env_file).get("COMPOSE_PROJECT_NAME")
+        if name:
+            return name
+    return "somabrain"
+
+
+def add_target_arguments(parser: argparse.ArgumentParser, envs: Sequence[str] = ("dev", "prod")) -> None:
+    parser.add_argument("--compose-project", metavar="P", default=None,
+                        help="dev: compose project (default: COMPOSE_PROJECT_NAME from the environment or "
+                             ".env.local, else somabrain)")
+    parser.add_argument("--kube-context", metavar="C", default=None,
+                        help="prod: kubeconfig context (default: the current context)")
+    parser.add_argument("--kubeconfig", metavar="FILE", default=None,
+                        help="prod: kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--namespace", default=NAMESPACE, help=f"prod: namespace (default {NAMESPACE})")
+
+
+def build_target(env: str, args: argparse.Namespace) -> Target:
+    if env == "dev":
+        return ComposeTarget(compose_project(args.compose_project))
+    return KubeTarget(context=args.kube_context, namespace=args.namespace, kubeconfig=args.kubeconfig)
+
+
+def describe(target: Target) -> str:
+    if isinstance(target, ComposeTarget):
+        return f"compose project {target.project}"
+    if isinstance(target, KubeTarget):
+        return f"kube context {target.context or '(current)'}, namespace {target.namespace}"
+    return type(target).__name__
+
+
+def reachable(target: Target) -> None:
+    """Raise OpsError(EXIT_USAGE) when the environment itself cannot be used."""
+    try:
+        target.check_reachable()
+    except TargetUnreachable as exc:
+        raise OpsError(f"{target.env}: {exc}", EXIT_USAGE) from None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One diagnosis or step: OK, WARN or FAIL, what was seen, and the next command a human would run."""
+
+    status: str  # OK | WARN | FAIL
+    check: str
+    message: str
+    next: str = ""
+
+    def render(self) -> str:
+        text = f"{self.status:<4} {self.check:<10} {self.message}"
+        if self.next and self.status != "OK":
+            text += "\n" + "\n".join(f"     next: {cmd}" for cmd in self.next.splitlines())
+        return text
+
+
+def emit(line: Line, out: TextIO = sys.stdout) -> Line:
+    print(line.render(), file=out, flush=True)
+    return line
+
+
+def fail(prog: str, exc: OpsError) -> int:
+    print(f"{prog}: {exc}", file=sys.stderr)
+    return exc.code
