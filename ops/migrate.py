@@ -18,12 +18,16 @@ resumes where it stopped, and a finished import is a no-op. A non-empty target t
 goes into a fresh environment (start it first, so its services create the schema).
 """
 
+# ruff: noqa: S608  SQL text is built only from identifiers that pass ops.pg.identifier() and checksums that
+# match ops.migrate.CHECKSUM (a bundle's manifest is checked before any of it reaches SQL).
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -52,6 +56,7 @@ PROG = "somabrain migrate"
 FORMAT = "somabrain-migration/1"
 MARK = "\\SBMIG"  # COPY text never starts a line with backslash + 'S', so these lines cannot be data
 API = "somabrain"
+CHECKSUM = re.compile(r"^[0-9]+:[0-9]+$")
 
 JOURNAL_READ = r"""
 import base64, json, os, sys
@@ -130,10 +135,11 @@ def say(message: str) -> None:
 def export_script(tables: list[pg.Table]) -> str:
     parts = [pg.SESSION, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"]
     for t in tables:
-        cols = ", ".join(f'"{c}"' for c in t.columns)
-        order = ", ".join(f'"{c}"' for c in t.key)
+        cols = ", ".join(f'"{pg.identifier(c)}"' for c in t.columns)
+        order = ", ".join(f'"{pg.identifier(c)}"' for c in t.key)
         parts.append(f"SELECT '{MARK} begin {t.label}';")
-        parts.append(f"COPY (SELECT {cols} FROM {pg.qualified(t.schema, t.name)} ORDER BY {order}) TO STDOUT;")
+        source = pg.qualified(t.schema, t.name)
+        parts.append(f"COPY (SELECT {cols} FROM {source} ORDER BY {order}) TO STDOUT;")
         parts.append(f"SELECT '{MARK} end {t.label} ' || ({pg.checksum_sql(t.schema, t.name)});")
     parts += ["COMMIT;", "\\q", ""]
     return "\n".join(parts)
@@ -245,7 +251,17 @@ def load_manifest(bundle: Path) -> dict[str, Any]:
 
 def verify_bundle(bundle: Path, manifest: dict[str, Any]) -> list[TableEntry]:
     """Every file exists and has the manifest's sha256 (and the tables their row counts); else refuse."""
-    entries = [TableEntry(**t) for t in manifest["postgres"]["tables"]]
+    try:
+        entries = [TableEntry(**t) for t in manifest["postgres"]["tables"]]
+        for e in entries:
+            for name in (e.schema, e.table, *e.columns, *e.key):
+                pg.identifier(name)
+            if not CHECKSUM.match(e.checksum):
+                raise ValueError(f"{e.label}: malformed checksum {e.checksum!r}")
+            if Path(e.file).name != e.file.removeprefix("postgres/") or not e.file.startswith("postgres/"):
+                raise ValueError(f"{e.label}: file {e.file!r} is outside the bundle's postgres/")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise OpsError(f"the manifest is malformed, refusing to import: {exc}") from None
     problems = []
     for item in [*(asdict(e) for e in entries), *manifest.get("journal", [])]:
         path = bundle / item["file"]
@@ -267,7 +283,7 @@ def verify_bundle(bundle: Path, manifest: dict[str, Any]) -> list[TableEntry]:
 
 def import_script(entry: TableEntry, data: bytes) -> bytes:
     t = pg.qualified(entry.schema, entry.table)
-    cols = ", ".join(f'"{c}"' for c in entry.columns)
+    cols = ", ".join(f'"{pg.identifier(c)}"' for c in entry.columns)
     setval = (
         "DO $$ DECLARE r record; BEGIN FOR r IN SELECT a.attname, "
         f"pg_get_serial_sequence('{t}', a.attname) AS seq FROM pg_attribute a WHERE a.attrelid = '{t}'::regclass "
@@ -275,8 +291,10 @@ def import_script(entry: TableEntry, data: bytes) -> bytes:
         f"EXECUTE format('SELECT setval(%L, GREATEST((SELECT max(%I) FROM {t}), 1))', r.seq, r.attname); "
         "END IF; END LOOP; END $$;"
     )
+    if not CHECKSUM.match(entry.checksum):
+        raise OpsError(f"{entry.label}: malformed checksum {entry.checksum!r} in the manifest")
     check = (
-        f"DO $$ DECLARE got text; BEGIN {pg.checksum_sql(entry.schema, entry.table).replace('SELECT ', 'SELECT ', 1)}"
+        f"DO $$ DECLARE got text; BEGIN {pg.checksum_sql(entry.schema, entry.table)}"
         f" INTO got; IF got IS DISTINCT FROM '{entry.checksum}' THEN RAISE EXCEPTION "
         f"'SBMIG {entry.label}: target checksum % after import, the export says {entry.checksum}', got; "
         "END IF; END $$;"

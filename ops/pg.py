@@ -5,8 +5,12 @@ psql runs in the workload's own container/pod as the image's POSTGRES_USER over 
 image trusts local connections), so no password leaves the environment.
 """
 
+# ruff: noqa: S608  SQL text is built only from identifiers that pass ops.pg.identifier() and checksums that
+# match ops.migrate.CHECKSUM (a bundle's manifest is checked before any of it reaches SQL).
+
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -25,8 +29,19 @@ SESSION = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle 
            "SET bytea_output = 'hex'; SET extra_float_digits = 1; SET client_encoding = 'UTF8';")
 
 
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def identifier(name: str) -> str:
+    """`name` when it is a plain lower-case SQL identifier (all of SomaBrain's are); else ValueError. Every name
+    that goes into SQL text passes here first, including those read from a migration bundle."""
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
 def qualified(schema: str, table: str) -> str:
-    return f'"{schema}"."{table}"'
+    return f'"{identifier(schema)}"."{identifier(table)}"'
 
 
 def checksum_sql(schema: str, table: str) -> str:
@@ -60,7 +75,7 @@ class Table:
         return f"{self.schema}.{self.name}"
 
 
-TABLES_SQL = f"""
+TABLES_SQL = """
 SELECT n.nspname, c.relname,
   (SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_attribute a
     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
@@ -68,7 +83,7 @@ SELECT n.nspname, c.relname,
     FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
     WHERE i.indrelid = c.oid AND i.indisprimary), '')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname IN ({", ".join(f"'{s}'" for s in SCHEMAS)}) AND c.relname <> '{BOOKKEEPING}'
+WHERE c.relkind = 'r' AND n.nspname IN ('somabrain', 'somamemory') AND c.relname <> 'schema_migrations'
 ORDER BY 1, 2
 """
 
@@ -83,8 +98,8 @@ def tables(target: Target) -> list[Table]:
 
 def schema_versions(target: Target) -> dict[str, int]:
     """Highest applied migration per schema (0 when the schema has none yet)."""
-    present = {row[0] for row in query(target, "SELECT table_schema FROM information_schema.tables "
-                                       f"WHERE table_name = '{BOOKKEEPING}'")}
+    sql = f"SELECT table_schema FROM information_schema.tables WHERE table_name = '{BOOKKEEPING}'"
+    present = {row[0] for row in query(target, sql)}
     versions = {}
     for schema in SCHEMAS:
         if schema in present:
