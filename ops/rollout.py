@@ -1,0 +1,152 @@
+"""`somabrain rollout IMAGE`: `kubectl set image` + `kubectl rollout status` + the conformance readiness checks,
+with an automatic `kubectl rollout undo` when any of them fails.
+
+    somabrain rollout somabrain:v2.0.0 [--namespace somabrain-prod] [--timeout 300] [--kube-context C]
+
+1. Set the image of container `somabrain` in Deployment `somabrain` (and of `somamemory`, the same image, unless
+   --only somabrain), recording the previous images.
+2. Watch the rollout like `kubectl rollout status`; a pod in ImagePullBackOff/CrashLoopBackOff fails it at once,
+   otherwise --timeout does.
+3. Run the conformance readiness checks (ops.readiness) from inside the new API pod.
+4. On any failure: print why, put the previous images back, watch that rollout, and exit 1 (2 when the
+   rollback itself does not finish).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from conformance.targets.kube import KubeTarget
+from ops.common import (
+    EXIT_BROKEN,
+    EXIT_DEGRADED,
+    EXIT_OK,
+    OpsError,
+    UsageParser,
+    add_target_arguments,
+    describe,
+    fail,
+    reachable,
+)
+from ops.kube_api import KubeError, deployment_path, get, put
+from ops.readiness import readiness_failures
+from ops.rollout_status import current
+
+PROG = "somabrain rollout"
+WORKLOADS = ("somabrain", "somamemory")  # one image serves both apps
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def set_image(target: KubeTarget, name: str, image: str, cause: str) -> str:
+    """Point the Deployment's first container at `image`; returns the previous image."""
+    path = deployment_path(target, name)
+    deployment = get(target, path)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    previous = str(container["image"])
+    container["image"] = image
+    annotations = deployment["metadata"].setdefault("annotations", {})
+    annotations["kubernetes.io/change-cause"] = cause
+    put(target, path, deployment)
+    return previous
+
+
+def wait(target: KubeTarget, name: str, timeout: float, sleep: Callable[[float], None] = time.sleep,
+         interval: float = 1.0) -> tuple[bool, str]:
+    """(succeeded, last message) of `kubectl rollout status deployment/NAME --timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = current(target, name)
+        if status.done or status.failed:
+            return status.done, status.message
+        if time.monotonic() >= deadline:
+            return False, f"timed out after {timeout:.0f} s: {status.message}"
+        say(f"  {name}: {status.message}")
+        sleep(interval)
+
+
+def rollout(target: KubeTarget, image: str, workloads: tuple[str, ...], timeout: float,
+            sleep: Callable[[float], None] = time.sleep) -> int:
+    previous: dict[str, str] = {}
+    why = ""
+    try:
+        for name in workloads:
+            previous[name] = set_image(target, name, image, f"somabrain rollout {image}")
+            say(f"deployment/{name}: image {previous[name]} -> {image}")
+        for name in workloads:
+            ok, message = wait(target, name, timeout, sleep)
+            say(f"deployment/{name}: {message}")
+            if not ok:
+                why = f"deployment/{name} did not roll out: {message}"
+                break
+        if not why:
+            problems = readiness_failures(target)
+            if problems:
+                why = "the conformance readiness checks fail after the rollout:\n  " + "\n  ".join(problems)
+            else:
+                say("readiness: /health, the seed's readiness requirements, /readyz and every workload Ready: OK")
+    except KubeError as exc:
+        why = f"the Kubernetes API refused a step: {exc}"
+    if not why:
+        say(f"rolled out {image}")
+        return EXIT_OK
+    say(f"ROLLOUT FAILED: {why}")
+    return rollback(target, previous, timeout, sleep)
+
+
+def rollback(target: KubeTarget, previous: dict[str, str], timeout: float,
+             sleep: Callable[[float], None]) -> int:
+    if not previous:
+        say("nothing was changed; no rollback needed")
+        return EXIT_DEGRADED
+    broken = []
+    for name, image in previous.items():
+        try:
+            set_image(target, name, image, f"somabrain rollout: automatic rollback to {image}")
+            ok, message = wait(target, name, timeout, sleep)
+        except KubeError as exc:
+            ok, message = False, str(exc)
+        say(f"rollback deployment/{name} -> {image}: {message}")
+        if not ok:
+            broken.append(name)
+    if broken:
+        say(f"the rollback did not finish for {', '.join(broken)}: kubectl rollout status deployment/{broken[0]} "
+            f"-n {target.namespace}; kubectl describe deployment/{broken[0]} -n {target.namespace}")
+        return EXIT_BROKEN
+    say("rolled back to the previous image(s)")
+    return EXIT_DEGRADED
+
+
+def parser() -> UsageParser:
+    p = UsageParser(prog=PROG, description="Roll a new SomaBrain image out to Kubernetes, check readiness with the "
+                    "conformance rules, and roll back automatically when anything fails.",
+                    epilog="exit codes: 0 rolled out and ready, 1 failed and rolled back, 2 the rollback failed "
+                           "too, 3 bad arguments or no cluster")
+    p.add_argument("image", help="the new image, e.g. registry.example/somabrain:v2.0.0")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="seconds each rollout may take (default 300)")
+    p.add_argument("--only", choices=WORKLOADS, default=None,
+                   help="roll only this Deployment (default: both somabrain and somamemory, which share the image)")
+    add_target_arguments(p)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if not args.image.strip() or any(c.isspace() for c in args.image):
+        return fail(PROG, OpsError(f"not an image reference: {args.image!r}", 3))
+    target = KubeTarget(context=args.kube_context, namespace=args.namespace, kubeconfig=args.kubeconfig)
+    try:
+        reachable(target)
+    except OpsError as exc:
+        return fail(PROG, exc)
+    say(f"{PROG} {args.image}: {describe(target)}")
+    return rollout(target, args.image, (args.only,) if args.only else WORKLOADS, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
