@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean lint-security
+.PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean \
+	lint-security load load-baseline load-oom
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -18,14 +19,14 @@ lint: deps ## ruff (lint) over the whole tree
 typecheck: deps ## mypy --strict over brain/
 	$(VENV)/bin/mypy
 
-unit: deps ## pytest: unit, integration (real Redis/Postgres) and static deployment checks
-	$(VENV)/bin/pytest -q
+unit: deps ## pytest: unit, integration (real Redis/Postgres/Kafka/Rego) and static deployment checks
+	$(VENV)/bin/pytest -q --ignore=tests/live --ignore=tests/load
 
 parity: deps ## compose <-> k8s parity gate (static; exit 1 on drift, 2 on unreadable input)
 	$(PY) -m conformance parity
 
-live: up ## live smoke test against the running compose stack (brings it up first)
-	SOMABRAIN_LIVE=1 $(VENV)/bin/pytest -q tests/live/test_smoke.py
+live: up ## tests that need Docker and the running stack: live smoke, load sampler and a ~30 s smoke profile
+	SOMABRAIN_LIVE=1 $(VENV)/bin/pytest -q tests/live tests/load
 
 conformance: up ## the conformance suite against the compose stack (reports in reports/)
 	$(VENV)/bin/pytest conformance/ --env dev --report-json reports/conformance-dev.json \
@@ -51,6 +52,15 @@ down: ## stop the stack (volumes kept) and the Docker engine if `make up` starte
 
 clean: ## like down, and remove the volumes
 	@scripts/stack.sh clean
+
+load: up ## steady load profile against the stack: verdict, plots and locust reports under reports/
+	$(PY) -m load run --env dev --profile steady
+
+load-baseline: up ## somabrain throughput as a ratio to a bare Quart hello-world, measured in the same run
+	$(PY) -m load baseline
+
+load-oom: up ## demo: a memory limit below the working set is caught (separate compose project, ~2 min)
+	$(PY) -m tests.load.oom_demo
 
 lint-security: ## checkov over k8s/ and the Dockerfile (in its own venv under .run/)
 	@scripts/lint_security.sh

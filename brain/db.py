@@ -27,6 +27,8 @@ DB_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     asyncpg.InterfaceError,
     asyncpg.PostgresError,
+    # A connection broken mid-operation (e.g. Postgres stopped) can surface as this instead of an OSError.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -26,7 +26,6 @@ from brain.api.schemas import (
     health_document,
 )
 from brain.api.state import APP_NAME, ApiState, build_state
-from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
 from brain.audit.journal import JournalError
 from brain.db import DB_ERRORS
@@ -77,18 +76,6 @@ def _db_down(exc: Exception) -> APIError:
                     "nothing was written")
 
 
-async def _commit(st: ApiState, event: AuditEvent, index: str | None, queued: bool = False) -> None:
-    """Record the change in the API's index and its audit event in one transaction."""
-    if st.db is None:
-        return
-    async with st.db.pool.acquire() as conn, conn.transaction():
-        if index == "remember" and event.item_id:
-            await audit_store.index_remember(conn, event.tenant, event.item_id, queued)
-        elif index == "delete" and event.item_id:
-            await audit_store.index_delete(conn, event.tenant, event.item_id)
-        await st.audit(event, conn)
-
-
 @router.route(
     "POST", "/remember", summary="Store an item in SomaMemory and working memory", body=RememberRequest,
     response=RememberResponse, status=201, also=(202,), tenant=True, tags=("memory",),
@@ -123,7 +110,7 @@ async def remember(req: Request, body: RememberRequest) -> Response:
         undo.append("wm")
         event = AuditEvent(tenant=tenant, subject=_subject(), action="remember",
                            outcome="queued" if queued else "ok", item_id=item_id)
-        await _commit(st, event, "remember", queued)
+        await st.audit(event, "remember", queued)
     except _WRITE_ERRORS as exc:
         await _undo_remember(st, tenant, item_id, undo, queued)
         raise (_wm_down(exc) if isinstance(exc, RedisError) else _db_down(exc)) from exc
@@ -185,7 +172,7 @@ async def act(req: Request, body: ActRequest) -> ActResponse:
     except RedisError as exc:
         raise APIError(503, "predictor_unavailable", "Redis is unavailable; statistics were not updated") from exc
     try:
-        await _commit(st, AuditEvent(tenant=tenant, subject=_subject(), action="act", outcome="ok"), None)
+        await st.audit(AuditEvent(tenant=tenant, subject=_subject(), action="act", outcome="ok"))
     except DB_ERRORS as exc:
         raise _db_down(exc) from exc
     best = float(np.max(cosine_scores(vec, np.stack([i.vec for i in items])))) if items else 0.0
@@ -219,8 +206,8 @@ async def delete_memory(req: Request) -> DeleteResponse:
     if not found:
         raise APIError(404, "not_found", f"no item {item_id} for this tenant")
     try:
-        await _commit(st, AuditEvent(tenant=tenant, subject=_subject(), action="delete", outcome="ok",
-                                     item_id=item_id), "delete")
+        await st.audit(AuditEvent(tenant=tenant, subject=_subject(), action="delete", outcome="ok",
+                                  item_id=item_id), "delete")
     except DB_ERRORS as exc:
         raise _db_down(exc) from exc
     return DeleteResponse(id=item_id, deleted=True)

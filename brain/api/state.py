@@ -15,6 +15,7 @@ from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
 from brain.audit.journal import JournalError, MemoryJournal
 from brain.audit.publisher import OutboxPublisher
+from brain.audit.writer import AuditWriter
 from brain.auth import JWTVerifier, load_verifier
 from brain.db import Database
 from brain.embeddings import HashingEmbedder
@@ -44,6 +45,7 @@ class ApiState:
     policy: PolicyClient | None = None
     publisher: OutboxPublisher | None = None
     journal: MemoryJournal | None = None
+    audit_writer: AuditWriter | None = None
     monitor: HealthMonitor = field(init=False)
     _replayer: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -60,17 +62,25 @@ class ApiState:
             names.append("kafka")
         return names
 
-    async def audit(self, event: AuditEvent, conn: Any | None = None) -> None:
-        """Write `event` to the outbox: inside `conn`'s transaction when given, else in a transaction of its own."""
+    async def audit(self, event: AuditEvent, index: audit_store.Index | None = None, queued: bool = False) -> None:
+        """Commit `event` (with the API's record of the change, for `index`) atomically; no-op without Postgres.
+
+        Events with no index row (e.g. /act) go through the group-commit writer: one statement per batch.
+        """
         if self.db is None:
             return
-        if conn is not None:
-            await audit_store.record(conn, event, self.settings.audit_topic)
+        if index is None and self.audit_writer is not None:
+            await self.audit_writer.write(event)
         else:
-            async with self.db.pool.acquire() as own, own.transaction():
-                await audit_store.record(own, event, self.settings.audit_topic)
+            async with self.db.pool.acquire() as conn:
+                await audit_store.commit(conn, event, topic=self.audit_topic, index=index, queued=queued)
         if self.publisher is not None:
             self.publisher.notify()
+
+    @property
+    def audit_topic(self) -> str | None:
+        """The Kafka topic events are queued for, or None when no publisher drains an outbox."""
+        return self.settings.audit_topic if self.publisher is not None else None
 
     async def start(self) -> None:
         await self.predictor.start()
@@ -78,6 +88,8 @@ class ApiState:
             self.journal.ensure()
         await self.monitor.refresh()
         self.monitor.start()
+        if self.audit_writer is not None:
+            self.audit_writer.start()
         if self.publisher is not None:
             self.publisher.start()
         if self.journal is not None and self.memory is not None:
@@ -86,6 +98,8 @@ class ApiState:
     async def stop(self) -> None:
         await tasks.cancel(self._replayer)
         await self.monitor.stop()
+        if self.audit_writer is not None:
+            await self.audit_writer.stop()
         if self.publisher is not None:
             await self.publisher.stop()
         await self.predictor.stop()
@@ -184,6 +198,8 @@ def build_state(settings: Settings) -> ApiState:
         await st.audit(AuditEvent(tenant=tenant, subject=subject, action=action, outcome=outcome))
 
     st.gate.on_refusal = audit_refusal
+    if db is not None:
+        st.audit_writer = AuditWriter(db, st.audit_topic)
     st.monitor = HealthMonitor(APP_NAME, _checks(st), settings.health_interval_s, timeout, required=st.required())
     return st
 

@@ -1,13 +1,13 @@
 """The API's own Postgres tables (schema `somabrain`) and writing audit events inside a transaction.
 
 `memory_index` is the API's record of what it stored in SomaMemory; every change to it, and every other state
-change the API acknowledges, writes its audit event to `audit_events` and `outbox` in the same transaction, so an
-acknowledged change always has its event and a rolled-back one never does.
+change the API acknowledges, writes its audit event to `audit_events` and `outbox` in one atomic statement, so an
+acknowledged change always has its event and a failed one never does.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from brain.audit.events import AuditEvent
 
@@ -46,30 +46,56 @@ MIGRATIONS = [
 ]
 
 
-async def record(conn: Any, event: AuditEvent, topic: str) -> None:
-    """Insert the event and its outbox row; call inside the transaction of the change it records."""
-    await conn.execute(
+Index = Literal["remember", "delete"]
+
+
+class _Params:
+    """Numbered query parameters, each value bound once however often the statement uses it."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self._slots: dict[str, str] = {}
+
+    def __call__(self, name: str, value: Any, cast: str = "") -> str:
+        if name not in self._slots:
+            self.values.append(value)
+            self._slots[name] = f"${len(self.values)}"
+        return self._slots[name] + cast
+
+
+async def commit(
+    conn: Any, event: AuditEvent, *, topic: str | None, index: Index | None = None, queued: bool = False
+) -> None:
+    """Record `event` (and, with `index`, the API's record of the change) in one atomic statement.
+
+    One statement of data-modifying CTEs: atomic without BEGIN/COMMIT, and one round trip. With `topic`, the event
+    also goes to the outbox for the Kafka publisher; without one (no Kafka configured) only `audit_events` keeps it,
+    so no outbox row waits for a publisher that does not exist.
+    """
+    p = _Params()
+    parts = [
         f'INSERT INTO "{SCHEMA}".audit_events (id, ts, tenant, subject, action, outcome, item_id, schema_version) '
-        "VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6, $7, $8)",
-        event.id, event.ts, event.tenant, event.subject, event.action, event.outcome, event.item_id,
-        event.schema_version,
-    )
-    await conn.execute(
-        f'INSERT INTO "{SCHEMA}".outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)',
-        event.id, topic, event.tenant, event.to_json(),
-    )
-
-
-async def index_remember(conn: Any, tenant: str, item_id: str, queued: bool) -> None:
-    await conn.execute(
-        f'INSERT INTO "{SCHEMA}".memory_index (tenant, id, queued) VALUES ($1, $2, $3) '
-        "ON CONFLICT (tenant, id) DO UPDATE SET deleted_at = NULL, queued = EXCLUDED.queued",
-        tenant, item_id, queued,
-    )
-
-
-async def index_delete(conn: Any, tenant: str, item_id: str) -> None:
-    await conn.execute(
-        f'UPDATE "{SCHEMA}".memory_index SET deleted_at = now() WHERE tenant = $1 AND id = $2',
-        tenant, item_id,
-    )
+        f"VALUES ({p('id', event.id)}, {p('ts', event.ts, '::text::timestamptz')}, {p('tenant', event.tenant)}, "
+        f"{p('subject', event.subject)}, {p('action', event.action)}, {p('outcome', event.outcome)}, "
+        f"{p('item', event.item_id)}, {p('version', event.schema_version)})"
+    ]
+    if index == "remember":
+        parts.append(
+            f'INSERT INTO "{SCHEMA}".memory_index (tenant, id, queued) '
+            f"VALUES ({p('tenant', event.tenant)}, {p('item', event.item_id)}, {p('queued', queued)}) "
+            "ON CONFLICT (tenant, id) DO UPDATE SET deleted_at = NULL, queued = EXCLUDED.queued"
+        )
+    elif index == "delete":
+        parts.append(
+            f'UPDATE "{SCHEMA}".memory_index SET deleted_at = now() '
+            f"WHERE tenant = {p('tenant', event.tenant)} AND id = {p('item', event.item_id)}"
+        )
+    if topic is not None:
+        parts.append(
+            f'INSERT INTO "{SCHEMA}".outbox (event_id, topic, key, payload) '
+            f"VALUES ({p('id', event.id)}, {p('topic', topic)}, {p('tenant', event.tenant)}, "
+            f"{p('payload', event.to_json())})"
+        )
+    *ctes, last = parts
+    sql = ("WITH " + ", ".join(f"w{i} AS ({cte})" for i, cte in enumerate(ctes)) + " " if ctes else "") + last
+    await conn.execute(sql, *p.values)

@@ -126,7 +126,7 @@ def main() -> int:
     api = AppServer("api", {
         "SOMABRAIN_STRICT_REAL": "1", "SOMABRAIN_REQUIRE_MEMORY": "1", "SOMABRAIN_REDIS_URL": redis.url,
         "SOMABRAIN_POSTGRES_DSN": pg.dsn, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": memory.url,
-        "SOMABRAIN_LOG_LEVEL": "warning"}, run)
+        "SOMABRAIN_LOG_LEVEL": "warning", "SOMABRAIN_RATE_LIMIT_RPS": "0"}, run)  # one tenant: no 429s
     api.start()
     port = free_port()
     hello = Process("hello", [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
