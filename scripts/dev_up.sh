@@ -26,6 +26,10 @@ Options:
   --quiet           print nothing on success
   --help            show this help
 
+Environment:
+  COMPOSE_PROJECT_NAME  the compose project to write on a first run (default somabrain), e.g. to run a second
+                        stack beside the first; a later run keeps the one in the file
+
 Exit status: 0 written; 1 port 9696 is taken (and no --any-port); 2 bad usage or missing tool.
 USAGE
 }
@@ -137,7 +141,7 @@ finally:
 
 password = previous.get("POSTGRES_PASSWORD") or secrets.token_hex(16)  # hex: safe inside a DSN
 values = {
-    "COMPOSE_PROJECT_NAME": previous.get("COMPOSE_PROJECT_NAME") or "somabrain",
+    "COMPOSE_PROJECT_NAME": previous.get("COMPOSE_PROJECT_NAME") or os.environ.get("COMPOSE_PROJECT_NAME") or "somabrain",
     **{name: str(port) for name, port in chosen.items()},
     "POSTGRES_USER": previous.get("POSTGRES_USER") or "somabrain",
     "POSTGRES_PASSWORD": password,
