@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conformance.targets.compose import ComposeTarget
-from ops import doctor, migrate, pg
+from ops import doctor, migrate, pg, rotate
 from ops.common import REPO, compose_project, read_env_file
 
 pytestmark = [
@@ -47,13 +47,18 @@ def live_project() -> str:
 
 
 @pytest.fixture(scope="module")
-def target_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def target_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sbmig") / "target.env"
+
+
+@pytest.fixture(scope="module")
+def target_project(target_env_file: Path) -> Iterator[str]:
     """A fresh compose project from the same images, other host ports; only this project is ever taken down."""
     env = read_env_file(REPO / ".env.local")
     env = {k: (str(free_port()) if k.endswith("_HOST_PORT") else v) for k, v in env.items()}
     env["COMPOSE_PROJECT_NAME"] = TARGET_PROJECT
     env["POSTGRES_PASSWORD"] = uuid.uuid4().hex
-    env_file = tmp_path_factory.mktemp("sbmig") / "target.env"
+    env_file = target_env_file
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
     files = ["--env-file", str(env_file), "-f", str(REPO / "compose/docker-compose.yml"),
              "-f", str(REPO / "compose/docker-compose.airgap.yml")]
@@ -131,6 +136,30 @@ def test_migration_round_trip(live_project: str, target_project: str, tmp_path: 
     data.write_bytes(data.read_bytes().replace(b"checksums", b"checksumz", 1))
     assert migrate.main(["import", "--to", "dev", "--compose-project", target_project, "--from", str(bundle)]) == 2
     assert "sha256 differs from the manifest" in capsys.readouterr().err
+
+
+def login(project: str, user: str, password: str) -> bool:
+    """A password login over the compose network (the container trusts its socket and loopback, not this)."""
+    proc = subprocess.run(["docker", "exec", "-e", f"PGPASSWORD={password}", f"{project}-sb_postgres-1",
+                           "psql", "-h", "sb_postgres", "-U", user, "-d", "somabrain", "-c", "SELECT 1"],
+                          capture_output=True, timeout=30, check=False)
+    return proc.returncode == 0
+
+
+def test_rotate_postgres_password_dev(target_project: str, target_env_file: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    before = read_env_file(target_env_file)
+    user, old = before["POSTGRES_USER"], before["POSTGRES_PASSWORD"]
+    assert login(target_project, user, old)
+    code = rotate.main(["postgres-password", "--env", "dev", "--compose-project", target_project,
+                        "--env-file", str(target_env_file), "--timeout", "240"])
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 0, out
+    new = read_env_file(target_env_file)["POSTGRES_PASSWORD"]
+    assert new != old and len(new) >= 32
+    assert login(target_project, user, new) and not login(target_project, user, old)
+    assert doctor.main(["--env", "dev", "--compose-project", target_project]) == 0, capsys.readouterr().out
 
 
 def test_doctor_names_a_stopped_memory_service(target_project: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,53 @@
+"""`somabrain rotate jwt-key` against the writable Kubernetes API fake: --add keeps the old key and adds the new
+one, projects the whole Secret into /secrets and points SOMABRAIN_JWT_PUBLIC_KEY_PATH at it, and rolls the API;
+--retire keeps only the newest key."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ops import rotate
+from tests.ops.conftest import Cluster
+
+
+def public_pem(path: Path) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def test_add_then_retire(cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = public_pem(tmp_path / "old.pem").read_bytes()
+    secret = cluster.fake.find("Secret", "somabrain-prod", "somabrain-secrets")
+    secret.pop("stringData", None)
+    secret["data"] = {"jwt_pub.pem": base64.b64encode(old).decode()}
+    new = public_pem(tmp_path / "new.pem")
+
+    assert rotate.main(["jwt-key", "--env", "prod", "--add", str(new), *cluster.args()]) == 0, capsys.readouterr()
+    data = cluster.fake.find("Secret", "somabrain-prod", "somabrain-secrets")["data"]
+    assert len(data) == 2 and base64.b64decode(data["jwt_pub.pem"]) == old
+    assert new.read_bytes() in [base64.b64decode(v) for v in data.values()]
+    deployment = cluster.fake.find("Deployment", "somabrain-prod", "somabrain")
+    spec = deployment["spec"]["template"]["spec"]
+    assert "items" not in next(v for v in spec["volumes"] if v["name"] == "jwt")["secret"]
+    assert {"name": "SOMABRAIN_JWT_PUBLIC_KEY_PATH", "value": "/secrets"} in spec["containers"][0]["env"]
+    assert deployment["metadata"]["generation"] == 2  # rolled
+
+    assert rotate.main(["jwt-key", "--env", "prod", "--retire", *cluster.args()]) == 0
+    data = cluster.fake.find("Secret", "somabrain-prod", "somabrain-secrets")["data"]
+    assert [base64.b64decode(v) for v in data.values()] == [new.read_bytes()]
+
+
+def test_bad_key_and_nothing_to_retire(cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    assert rotate.main(["jwt-key", "--env", "prod", "--add", str(junk), *cluster.args()]) == 3
+    assert "not a PEM public key" in capsys.readouterr().err
+    assert rotate.main(["jwt-key", "--env", "prod", "--retire", *cluster.args()]) == 3
+    assert cluster.fake.puts == []
