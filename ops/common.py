@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -64,10 +63,11 @@ def compose_project(explicit: str | None, env_file: Path = REPO / ".env.local") 
     return "somabrain"
 
 
-def add_target_arguments(parser: argparse.ArgumentParser, envs: Sequence[str] = ("dev", "prod")) -> None:
-    parser.add_argument("--compose-project", metavar="P", default=None,
-                        help="dev: compose project (default: COMPOSE_PROJECT_NAME from the environment or "
-                             ".env.local, else somabrain)")
+def add_target_arguments(parser: argparse.ArgumentParser, compose: bool = True) -> None:
+    if compose:
+        parser.add_argument("--compose-project", metavar="P", default=None,
+                            help="dev: compose project (default: COMPOSE_PROJECT_NAME from the environment or "
+                                 ".env.local, else somabrain)")
     parser.add_argument("--kube-context", metavar="C", default=None,
                         help="prod: kubeconfig context (default: the current context)")
     parser.add_argument("--kubeconfig", metavar="FILE", default=None,

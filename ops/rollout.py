@@ -131,7 +131,7 @@ def parser() -> UsageParser:
                    help="seconds each rollout may take (default 300)")
     p.add_argument("--only", choices=WORKLOADS, default=None,
                    help="roll only this Deployment (default: both somabrain and somamemory, which share the image)")
-    add_target_arguments(p)
+    add_target_arguments(p, compose=False)
     return p
 
 
