@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean \
-	lint-security load load-baseline load-oom
+	lint-security load load-baseline load-oom doctor
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -20,13 +20,13 @@ typecheck: deps ## mypy --strict over brain/
 	$(VENV)/bin/mypy
 
 unit: deps ## pytest: unit, integration (real Redis/Postgres/Kafka/Rego) and static deployment checks
-	$(VENV)/bin/pytest -q --ignore=tests/live --ignore=tests/load
+	$(VENV)/bin/pytest -q --ignore=tests/live --ignore=tests/load --deselect tests/ops/test_live.py
 
 parity: deps ## compose <-> k8s parity gate (static; exit 1 on drift, 2 on unreadable input)
 	$(PY) -m conformance parity
 
-live: up ## tests that need Docker and the running stack: live smoke, load sampler and a ~30 s smoke profile
-	SOMABRAIN_LIVE=1 $(VENV)/bin/pytest -q tests/live tests/load
+live: up ## tests that need Docker and the running stack: smoke, load sampler + ~30 s profile, doctor, migration
+	SOMABRAIN_LIVE=1 $(VENV)/bin/pytest -q tests/live tests/load tests/ops/test_live.py
 
 conformance: up ## the conformance suite against the compose stack (reports in reports/)
 	$(VENV)/bin/pytest conformance/ --env dev --report-json reports/conformance-dev.json \
@@ -52,6 +52,9 @@ down: ## stop the stack (volumes kept) and the Docker engine if `make up` starte
 
 clean: ## like down, and remove the volumes
 	@scripts/stack.sh clean
+
+doctor: deps ## diagnose the dev stack (exit 0 healthy, 1 degraded, 2 broken, 3 unreachable)
+	$(VENV)/bin/somabrain doctor --env dev
 
 load: up ## steady load profile against the stack: verdict, plots and locust reports under reports/
 	$(PY) -m load run --env dev --profile steady

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -65,6 +66,8 @@ def tool(name: str, *candidates: Path) -> str | None:
 
 
 def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a script under test; by default in this environment minus what would change its defaults."""
+    kwargs.setdefault("env", {k: v for k, v in os.environ.items() if k != "COMPOSE_PROJECT_NAME"})
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, **kwargs)
 
 
