@@ -67,7 +67,7 @@ def read_stats(path: Path) -> tuple[list[RouteStats], RouteStats | None]:
 
 def read_history(path: Path) -> list[RpsPoint]:
     """Aggregated requests/s over time from a locust `*_stats_history.csv`."""
-    points = []
+    points: list[RpsPoint] = []
     if not path.exists():
         return points
     with path.open(newline="") as handle:

@@ -40,5 +40,7 @@ class ProfileShape(LoadTestShape):
     """Plays the profile chosen by --load-profile."""
 
     def tick(self) -> tuple[int, float] | None:
+        if self.runner is None:  # locust sets it before the first tick
+            return None
         profile = resolved(self.runner.environment.parsed_options)
-        return stage(profile.name, self.get_run_time(), profile.users, profile.duration)
+        return stage(profile.name, self.get_run_time(), profile.users, profile.duration)  # type: ignore[no-untyped-call]

@@ -112,7 +112,8 @@ def judge_workload(name: str, samples: Sequence[Sample], events: Sequence[Event]
     }
     breaches = []
     memory_max = resources.get("memory_max")
-    if memory_max is not None and stats["memory_peak_share"] is not None and stats["memory_peak_share"] > memory_max:
+    share = stats["memory_peak_share"]
+    if memory_max is not None and share is not None and peak is not None and memory_limit and share > memory_max:
         breaches.append(f"{name}: memory peak {peak / MIB:.0f} MiB is {stats['memory_peak_share']:.0%} of its "
                         f"{memory_limit / MIB:.0f} MiB limit (max {memory_max:.0%})")
     if memory and not memory_limit:
@@ -192,7 +193,9 @@ def render(verdict: dict[str, Any]) -> str:
              f"{'workload':<28} {'mem peak':>9} {'p95':>8} {'limit':>8} {'peak%':>6} {'cpu p95':>8} {'peak':>6} "
              f"{'limit':>6} {'thrott':>7} {'oom':>4} {'rst':>4}"]
     for name, w in verdict["workloads"].items():
-        mib = lambda b: _fmt(b / MIB if b is not None else None, ".0f")  # noqa: E731
+        def mib(b: float | None) -> str:
+            return _fmt(b / MIB if b is not None else None, ".0f")
+
         lines.append(
             f"{name[:28]:<28} {mib(w['memory_peak_bytes']):>9} {mib(w['memory_p95_bytes']):>8} "
             f"{mib(w['memory_limit_bytes']):>8} {_fmt(w['memory_peak_share'], '.0%'):>6} "

@@ -66,7 +66,7 @@ class CpuMeter:
         self._last[key] = (read, int(usage))
         if previous is None or read <= previous[0] or usage < previous[1]:
             return None  # first reading, or the counter restarted with the container
-        return (usage - previous[1]) / 1e9 / (read - previous[0])
+        return float((usage - previous[1]) / 1e9 / (read - previous[0]))
 
 
 def sample_from_stats(workload: str, stats: dict[str, Any], inspect: dict[str, Any], cpu: float | None,
