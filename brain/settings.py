@@ -247,6 +247,11 @@ class Settings:
             raise ConfigError(f"{PREFIX}POSTGRES_DSN is not set (SomaMemory persists memories in Postgres)")
 
     @property
+    def journal_enabled(self) -> bool:
+        """Queue /remember in the journal while SomaMemory is down: only for a configured, optional SomaMemory."""
+        return self.memory_queue and self.memory_http_endpoint is not None
+
+    @property
     def postgres_required(self) -> bool:
         return self.force_full_stack or self.postgres_dsn is not None
 

@@ -82,3 +82,13 @@ def test_memory_service_needs_only_postgres() -> None:
     assert s.postgres_dsn is not None
     with pytest.raises(ConfigError, match="SOMABRAIN_POSTGRES_DSN is not set"):
         Settings.from_env({}, app="memory")
+
+
+def test_journal_only_for_a_configured_optional_somamemory() -> None:
+    base = {"SOMABRAIN_REDIS_URL": "redis://localhost"}
+    assert not Settings.from_env(base).journal_enabled  # no SomaMemory configured: nothing to queue for
+    optional = {**base, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": "http://m:9595"}
+    assert Settings.from_env(optional).journal_enabled
+    assert not Settings.from_env({**optional, "SOMABRAIN_REQUIRE_MEMORY": "1"}).journal_enabled
+    with pytest.raises(ConfigError, match="contradicts"):
+        Settings.from_env({**optional, "SOMABRAIN_REQUIRE_MEMORY": "1", "SOMABRAIN_MEMORY_QUEUE": "1"})

@@ -146,7 +146,7 @@ def load_jwt_verifier(settings: Settings) -> JWTVerifier | None:
 def preflight(settings: Settings) -> None:
     """What the CLI checks before any worker starts, beyond Settings: the JWT key and the journal directory."""
     load_jwt_verifier(settings)
-    if settings.memory_queue:
+    if settings.journal_enabled:
         try:
             MemoryJournal(settings.outbox_dir).ensure()
         except JournalError as exc:
@@ -191,7 +191,7 @@ def build_state(settings: Settings) -> ApiState:
             OutboxPublisher(db, kafka_bootstrap(settings.kafka_url), settings.audit_topic)
             if db is not None and settings.kafka_url else None
         ),
-        journal=MemoryJournal(settings.outbox_dir) if settings.memory_queue else None,
+        journal=MemoryJournal(settings.outbox_dir) if settings.journal_enabled else None,
     )
 
     async def audit_refusal(tenant: str, subject: str, action: str, outcome: str) -> None:
