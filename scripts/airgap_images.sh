@@ -10,6 +10,7 @@
 #   kafka       stand-in for apache/kafka:3.9.0: the Tansu broker      (compose/airgap/kafka/)
 #   opa         STAND-IN for openpolicyagent/opa:0.48.0 on regorus    (compose/airgap/opa/)
 #   prometheus  stand-in for prom/prometheus:v2.49.0                   (compose/airgap/prometheus/)
+#   nginx       stand-in for nginx:1.27-alpine (the TLS front)         (compose/airgap/nginx/)
 #   somabrain   the project's own Dockerfile with BASE_IMAGE=PREFIX/base:local
 #
 # Caching: every image is named after a content hash of its recipe (base: compose/airgap/base/ and the mirror;
@@ -38,7 +39,7 @@ WORK="$ROOT/.run/airgap"
 LOGS="$WORK/logs"
 PREFIX="${AIRGAP_IMAGE_PREFIX:-somabrain-airgap}"
 RECIPE_VERSION="airgap-recipe-v1" # bump to invalidate every cached image
-STANDINS=(redis postgres kafka opa prometheus)
+STANDINS=(redis postgres kafka opa prometheus nginx)
 ALL_IMAGES=(base "${STANDINS[@]}" somabrain)
 DEFAULT_CA=/etc/ssl/certs/ca-certificates.crt
 

@@ -14,6 +14,7 @@ with generated dev credentials, to .env.local (gitignored). Then start the stack
 Ports (variable, preferred default):
   SOMABRAIN_HOST_PORT 9696   REDIS_HOST_PORT 6379     KAFKA_HOST_PORT 9092   PROMETHEUS_HOST_PORT 9090
   POSTGRES_HOST_PORT 15432   OPA_HOST_PORT 8181       SOMAMEMORY_HOST_PORT 9595
+  INGRESS_HOST_PORT 9999 (the TLS front, https://somabrain.internal)
 A port chosen by an earlier run is kept while it is free; otherwise the default; otherwise any free
 port. All ports are reserved (bound on 127.0.0.1) at the same time before any is released, so two
 services never get the same port.
@@ -76,6 +77,7 @@ PORTS = [  # (variable, default): the API first, so it gets first pick of its de
     ("POSTGRES_HOST_PORT", 15432),
     ("OPA_HOST_PORT", 8181),
     ("SOMAMEMORY_HOST_PORT", 9595),
+    ("INGRESS_HOST_PORT", 9999),
 ]
 MANAGED = ["COMPOSE_PROJECT_NAME", *(name for name, _ in PORTS), "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"]
 

@@ -5,8 +5,10 @@
 #
 #   up         make sure a Docker engine answers (scripts/docker_engine.sh), choose air-gapped or registry
 #              mode, build the images (air-gapped: scripts/airgap_images.sh), write .env.local
-#              (scripts/dev_up.sh, skipped while the stack already runs), `compose up -d`, then wait as below
-#              and print the endpoints. Re-running it on a running stack only waits.
+#              (scripts/dev_up.sh, skipped while the stack already runs), create the TLS front's certificate
+#              when missing (scripts/setup_ingress_tls.sh --no-kubectl: infra/tls/, never committed),
+#              `compose up -d` (which recreates only changed services), then wait as below and print the
+#              endpoints.
 #   wait       poll http://127.0.0.1:$SOMABRAIN_HOST_PORT/health until it says "ready": true, printing the
 #              state of every service; on timeout, or as soon as a container exits, name the services that are
 #              not healthy and print their last log lines (exit 1)
@@ -214,8 +216,9 @@ choose_mode() {
 
 # --- commands --------------------------------------------------------------------------------------------------
 print_endpoints() {
-  local api mem prom pg redis kafka opa
+  local api mem prom pg redis kafka opa tls
   api="$(env_value SOMABRAIN_HOST_PORT 9696)"; mem="$(env_value SOMAMEMORY_HOST_PORT 9595)"
+  tls="$(env_value INGRESS_HOST_PORT 9999)"
   prom="$(env_value PROMETHEUS_HOST_PORT 9090)"; pg="$(env_value POSTGRES_HOST_PORT 15432)"
   redis="$(env_value REDIS_HOST_PORT 6379)"; kafka="$(env_value KAFKA_HOST_PORT 9092)"
   opa="$(env_value OPA_HOST_PORT 8181)"
@@ -223,6 +226,7 @@ print_endpoints() {
 SomaBrain stack is up ($(cat "$MODE_FILE" 2>/dev/null || echo registry) mode, project $(project)):
   API         http://127.0.0.1:$api   (/health, /openapi.json, /metrics)
   SomaMemory  http://127.0.0.1:$mem/health
+  TLS front   https://somabrain.internal:$tls   (curl --cacert infra/tls/somabrain.internal.crt --resolve somabrain.internal:$tls:127.0.0.1 ...)
   Prometheus  http://127.0.0.1:$prom/targets
   OPA         http://127.0.0.1:$opa/v1/data/somabrain/allow$( [ "$(cat "$MODE_FILE" 2>/dev/null)" = airgap ] && echo "   (regorus STAND-IN)")
   Postgres    127.0.0.1:$pg   (credentials in .env.local)
@@ -257,6 +261,10 @@ cmd_up() {
     rm -f "$DEV_FILE"
   fi
   say "mode: $mode"
+  # The TLS front (sb_ingress) mounts infra/tls/: the certificate must exist before compose starts it.
+  "$ROOT/scripts/setup_ingress_tls.sh" --no-kubectl | grep -v '^  kubectl\|no reachable cluster' >&2 || true
+  [ -s "$ROOT/infra/tls/somabrain.internal.crt" ] && [ -s "$ROOT/infra/tls/somabrain.internal.key" ] \
+    || die "no TLS certificate in infra/tls/ (scripts/setup_ingress_tls.sh failed; is openssl installed?)"
 
   t="$(date +%s)"
   if [ "$mode" = airgap ]; then

@@ -17,6 +17,7 @@ DIMENSIONS = (
     "dependencies",
     "connectivity",
     "security",
+    "ingress",
 )
 
 

@@ -9,6 +9,9 @@ need to know about naming comes from here:
   An external service is a difference in itself (the `mapping` dimension reports it, and the
   exceptions file must accept it); its other dimensions are not compared.
 - `peer`: how an external service appears to the NetworkPolicy evaluator (a pod in another namespace).
+- `ingress`: the compose service is the dev TLS front that mirrors this k8s Ingress (served in prod by the
+  ingress-nginx controller, external to the workloads here); the `ingress` dimension compares its nginx
+  configuration with the Ingress: TLS host, certificate source, protocols, body size, backend.
 A compose service, workload or Service missing from this table is drift (dimension `mapping`).
 """
 
@@ -27,6 +30,7 @@ class ServiceMapping:
     services: tuple[str, ...] = ()
     external: str | None = None
     peer: Pod | None = None
+    ingress: str | None = None
 
 
 MAPPING: tuple[ServiceMapping, ...] = (
@@ -48,6 +52,14 @@ MAPPING: tuple[ServiceMapping, ...] = (
             {"app.kubernetes.io/name": "prometheus"},
             ports=(Port(9090, name="web"),),
         ),
+    ),
+    ServiceMapping(
+        "sb_ingress",
+        # No peer: the controller's own flows (to anything outside somabrain-prod) are not ours to compare; the
+        # one flow that matters, controller -> Ingress backend, is checked by `connectivity` (ingress-nginx->...)
+        # and, for dev, by `ingress` (the front shares a network with the backend).
+        external="the ingress-nginx controller (cluster add-on, namespace ingress-nginx) serving Ingress somabrain",
+        ingress="somabrain",
     ),
 )
 

@@ -69,6 +69,22 @@ def _literal_postgres_password(tree: Path) -> None:
     edit_k8s(tree / BASE / "postgres.yaml", "StatefulSet", "postgres", change)
 
 
+def _nginx(old: str, new: str) -> Callable[[Path], None]:
+    """Edit the dev TLS front's nginx configuration (compose/nginx/nginx.conf) in the copied tree."""
+
+    def apply(tree: Path) -> None:
+        path = tree / "compose" / "nginx" / "nginx.conf"
+        text = path.read_text()
+        assert old in text, f"{old!r} is not in nginx.conf any more: update this mutation"
+        path.write_text(text.replace(old, new))
+
+    return apply
+
+
+def _ingress(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
+    return k8s("somabrain.yaml", "Ingress", "somabrain", change)
+
+
 MUTATIONS = [
     Mutation(
         "k8s redis image minor bump",
@@ -255,6 +271,48 @@ MUTATIONS = [
         ),
     ),
     Mutation("compose service missing from the mapping table", "mapping", "sb_cache", _add_compose_service),
+    Mutation(
+        "dev TLS front keeps nginx's 1m body limit",
+        "ingress",
+        "sb_ingress/body-size",
+        _nginx("client_max_body_size 32m;", "client_max_body_size 1m;"),
+    ),
+    Mutation(
+        "Ingress body size annotation lowered",
+        "ingress",
+        "sb_ingress/body-size",
+        _ingress(lambda o: _set(o["metadata"]["annotations"], "nginx.ingress.kubernetes.io/proxy-body-size", "8m")),
+    ),
+    Mutation(
+        "dev TLS front accepts TLS 1.1",
+        "ingress",
+        "sb_ingress/tls-protocols",
+        _nginx("ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1.1 TLSv1.2 TLSv1.3;"),
+    ),
+    Mutation(
+        "dev TLS front serves another host",
+        "ingress",
+        "sb_ingress/tls-host",
+        _nginx("server_name somabrain.internal;", "server_name brain.internal;"),
+    ),
+    Mutation(
+        "Ingress TLS from another Secret",
+        "ingress",
+        "sb_ingress/certificate",
+        _ingress(lambda o: _set(o["spec"]["tls"][0], "secretName", "somabrain-tls-manual")),
+    ),
+    Mutation(
+        "dev TLS front proxies to SomaMemory",
+        "ingress",
+        "sb_ingress/backend/",
+        _nginx("set $backend http://somabrain:9696;", "set $backend http://somamemory:9595;"),
+    ),
+    Mutation(
+        "API left off the front's network",
+        "ingress",
+        "sb_ingress/backend/",
+        dev("somabrain", lambda s: _remove_network(s, "ingress")),
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from tests.deploy.conftest import REPO, run
 
 COMPOSE = REPO / "compose" / "docker-compose.yml"
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose_spec.json").read_text())
-SERVICES = {"somabrain", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus", "somamemory"}
+SERVICES = {"somabrain", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus", "somamemory", "sb_ingress"}
 TEST_ENV = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "test-only", "POSTGRES_DB": "d"}
 
 
@@ -101,7 +101,7 @@ def test_every_service_has_a_healthcheck_and_somabrain_waits_for_healthy(compose
     for name, svc in compose["services"].items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     deps = compose["services"]["somabrain"]["depends_on"]
-    assert set(deps) == SERVICES - {"somabrain", "prometheus"}
+    assert set(deps) == SERVICES - {"somabrain", "prometheus", "sb_ingress"}
     assert all(d["condition"] == "service_healthy" for d in deps.values())
     assert compose["services"]["somamemory"]["depends_on"]["sb_postgres"]["condition"] == "service_healthy"
 
@@ -187,6 +187,7 @@ MUST_REACH = {("somabrain", s) for s in ("sb_redis", "kafka", "sb_opa", "sb_post
     ("somamemory", "sb_postgres"),
     ("prometheus", "somabrain"),
     ("prometheus", "somamemory"),
+    ("sb_ingress", "somabrain"),
 }
 
 
@@ -204,3 +205,17 @@ def test_networks_allow_exactly_the_intended_flows(compose: dict[str, Any]) -> N
     assert extra <= allowed_extra, sorted(extra - allowed_extra)
     assert ("prometheus", "sb_postgres") not in reachable
     assert ("somamemory", "sb_redis") not in reachable
+    assert {b for a, b in reachable if a == "sb_ingress"} == {"somabrain"}, "the TLS front reaches the API only"
+
+
+def test_tls_front_mirrors_the_ingress(compose: dict[str, Any]) -> None:
+    front = compose["services"]["sb_ingress"]
+    assert front["image"] == "nginx:1.27-alpine"
+    assert front["ports"] == ["127.0.0.1:${INGRESS_HOST_PORT:-9999}:8443"]
+    assert set(front["volumes"]) == {"./nginx/nginx.conf:/etc/nginx/nginx.conf:ro", "../infra/tls:/etc/nginx/tls:ro"}
+    assert front["networks"] == ["ingress"]
+    assert front["depends_on"] == {"somabrain": {"condition": "service_healthy"}}
+    assert front["read_only"] is True and front["cap_drop"] == ["ALL"]
+    assert set(front["cap_add"]) == {"CHOWN", "SETUID", "SETGID"}
+    assert "no-new-privileges:true" in front["security_opt"]
+    assert (front["mem_limit"], front["cpus"]) == ("64m", 0.25)

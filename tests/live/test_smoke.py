@@ -22,7 +22,7 @@ from tests.live.conftest import ROOT, Stack
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 AUDIT_TOPIC = "soma.audit"  # brain.settings default (SOMABRAIN_AUDIT_TOPIC is not set in compose)
 AUDIT_DEADLINE_S = 60
-SERVICES = ["somabrain", "somamemory", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus"]
+SERVICES = ["somabrain", "somamemory", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus", "sb_ingress"]
 # Prometheus scrapes every 15s (compose/prometheus/prometheus.yml): a few intervals for a successful scrape.
 SCRAPE_VERDICT_DEADLINE_S = 90
 

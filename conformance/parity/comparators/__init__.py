@@ -10,6 +10,7 @@ from conformance.parity.comparators import (
     env,
     health,
     image,
+    ingress,
     mapping,
     ports,
     resources,
@@ -32,6 +33,7 @@ COMPARATORS: dict[str, Comparator] = {
     "dependencies": dependencies.compare,
     "connectivity": connectivity.compare,
     "security": security.compare,
+    "ingress": ingress.compare,
 }
 
 __all__ = ["COMPARATORS", "Comparator"]
