@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from conformance.expectations import API, NAMESPACE, TLS_MIN_DAYS_DEFAULT
+from conformance.expectations import API, NAMESPACE, TLS_DEV_PORT, TLS_DEV_SERVICE, TLS_MIN_DAYS_DEFAULT
 from conformance.report import DIMENSIONS, CheckEntry, Report
-from conformance.targets.base import Target, TargetUnreachable
+from conformance.targets.base import ProbeError, Target, TargetUnreachable
 from conformance.targets.compose import ComposeTarget
 from conformance.targets.kube import KubeTarget
 
@@ -154,6 +154,8 @@ def build_settings(config: pytest.Config, target: Target) -> Settings:
     tls_endpoint = config.getoption("--tls-endpoint")
     if tls_endpoint is None and env == "prod":
         tls_endpoint = "127.0.0.1:9999"
+    if tls_endpoint is None and isinstance(target, ComposeTarget) and not config.option.collectonly:
+        tls_endpoint = dev_tls_endpoint(target, notes)
     key = config.getoption("--jwt-private-key")
     default_key = REPO / ".run" / "jwt" / "jwt_priv.pem"
     policy = config.getoption("--netpol-policy")
@@ -170,6 +172,18 @@ def build_settings(config: pytest.Config, target: Target) -> Settings:
         api_examples=config.getoption("--api-examples"),
         notes=notes,
     )
+
+
+def dev_tls_endpoint(target: ComposeTarget, notes: list[str]) -> str | None:
+    """127.0.0.1:<published port> of the compose TLS front, or None when it does not run (or is not published)."""
+    try:
+        port = target.published_port(TLS_DEV_SERVICE, TLS_DEV_PORT)
+    except ProbeError:
+        return None
+    if port is None:
+        notes.append(f"{TLS_DEV_SERVICE}:{TLS_DEV_PORT} runs but is not published on 127.0.0.1; no TLS endpoint")
+        return None
+    return f"127.0.0.1:{port}"
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------

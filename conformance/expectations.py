@@ -148,6 +148,10 @@ TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - a Secret type
 TLS_REFUSED = ("TLSv1", "TLSv1_1")
 TLS_ACCEPTED = ("TLSv1_2", "TLSv1_3")
 TLS_MIN_DAYS_DEFAULT = 14
+# dev: the compose TLS front that mirrors the Ingress (compose/nginx/nginx.conf), and its container port; the
+# endpoint is 127.0.0.1 and the port compose publishes it on (INGRESS_HOST_PORT, default 9999 as in kind).
+TLS_DEV_SERVICE = "sb_ingress"
+TLS_DEV_PORT = 8443
 
 # --- NetworkPolicy ------------------------------------------------------------------------------------------
 # Sources from which connectivity is probed live, and the destinations (with their ports) of the truth table.

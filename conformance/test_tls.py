@@ -3,28 +3,39 @@ the host, the certificate is not expired nor expiring within --tls-min-days, TLS
 TLS 1.2+ accepted; in prod, Secret somabrain-tls is kubernetes.io/tls and its key matches its certificate.
 
 prod: the endpoint is the kind ingress on 127.0.0.1:9999 (or --tls-endpoint for the LoadBalancer/port-forward).
-dev: compose terminates no TLS (the API is plain HTTP on 9696; TLS belongs to the k8s ingress), so these checks
-are skipped by name unless --tls-endpoint points at a TLS front.
+dev: the compose TLS front sb_ingress (nginx, compose/nginx/nginx.conf, the mirror of the Ingress) on 127.0.0.1 and
+its published port (INGRESS_HOST_PORT); when it does not run, these checks are skipped by name unless
+--tls-endpoint points at another TLS front.
 """
 
 from __future__ import annotations
 
 import base64
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conformance.conftest import Check, Settings
-from conformance.expectations import TLS_ACCEPTED, TLS_HOST, TLS_REFUSED, TLS_SECRET, TLS_SECRET_TYPE
-from conformance.targets.base import Target
+from conformance.expectations import (
+    TLS_ACCEPTED,
+    TLS_DEV_SERVICE,
+    TLS_HOST,
+    TLS_REFUSED,
+    TLS_SECRET,
+    TLS_SECRET_TYPE,
+)
+from conformance.targets.base import ProbeError, Target
 from conformance.targets.kube import KubeTarget
 from conformance.targets.tls import CertificateObservation, handshake, key_matches_certificate, observe_certificate
 from conformance.targets.tls import san_covers as covers
 
 pytestmark = pytest.mark.tls
-DEV_SKIP = ("dev: the compose stack terminates no TLS (plain HTTP on 9696; TLS for somabrain.internal is the k8s "
-            "ingress's job), so there is no endpoint to check; pass --tls-endpoint HOST:PORT to check a TLS front")
+DEV_SKIP = (f"dev: no TLS front in dev: the compose service {TLS_DEV_SERVICE} (the mirror of the Ingress) is not "
+            "running in this project, so there is no endpoint to check; start it with scripts/stack.sh up, or pass "
+            "--tls-endpoint HOST:PORT to check another TLS front")
+DEV_TLS_DIR = "/etc/nginx/tls"  # where sb_ingress mounts infra/tls/
 
 
 @pytest.fixture(scope="session")
@@ -85,13 +96,10 @@ def test_protocol(version: str, endpoint: tuple[str, int], check: Check) -> None
 
 
 @pytest.fixture(scope="session")
-def tls_secret(target: Target) -> dict[str, Any]:
-    if not isinstance(target, KubeTarget):
+def tls_secret(target: Target, tls_secret_or_none: dict[str, Any] | None) -> dict[str, Any]:
+    if tls_secret_or_none is None:
         pytest.skip("dev: there are no Kubernetes Secrets in compose (the certificate files are infra/tls/)")
-    secret = target.secret(TLS_SECRET)
-    if secret is None:
-        pytest.fail(f"Secret {TLS_SECRET} does not exist in {target.namespace}: run scripts/setup_ingress_tls.sh")
-    return secret
+    return tls_secret_or_none
 
 
 def test_secret_type(tls_secret: dict[str, Any], check: Check) -> None:
@@ -100,12 +108,43 @@ def test_secret_type(tls_secret: dict[str, Any], check: Check) -> None:
     assert tls_secret.get("type") == TLS_SECRET_TYPE, f"Secret {TLS_SECRET} is of type {tls_secret.get('type')!r}"
 
 
-def test_secret_key_matches_certificate(tls_secret: dict[str, Any], check: Check) -> None:
-    data = tls_secret.get("data") or {}
+@pytest.fixture(scope="session")
+def tls_key_pair(target: Target, tls_secret_or_none: dict[str, Any] | None) -> tuple[str, bytes | None, bytes | None]:
+    """(where, certificate PEM, key PEM): prod from Secret somabrain-tls; dev from the files the TLS front mounts
+    (compose service sb_ingress, /etc/nginx/tls <- infra/tls/)."""
+    if isinstance(target, KubeTarget):
+        data = (tls_secret_or_none or {}).get("data") or {}
+        if "tls.crt" not in data or "tls.key" not in data:
+            pytest.fail(f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})")
+        return f"Secret {TLS_SECRET}", base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
+    try:
+        mounts = target.container(TLS_DEV_SERVICE).get("Mounts") or []
+    except ProbeError:
+        pytest.skip(DEV_SKIP)
+    source = next((m.get("Source") for m in mounts if m.get("Destination") == DEV_TLS_DIR), None)
+    if not source:
+        pytest.fail(f"{TLS_DEV_SERVICE} mounts nothing at {DEV_TLS_DIR} (compose/docker-compose.yml: ../infra/tls)")
+    crt, key = Path(source) / f"{TLS_HOST}.crt", Path(source) / f"{TLS_HOST}.key"
+    return (f"{TLS_DEV_SERVICE}:{DEV_TLS_DIR} ({source})", crt.read_bytes() if crt.is_file() else None,
+            key.read_bytes() if key.is_file() else None)
+
+
+@pytest.fixture(scope="session")
+def tls_secret_or_none(target: Target) -> dict[str, Any] | None:
+    if not isinstance(target, KubeTarget):
+        return None
+    secret = target.secret(TLS_SECRET)
+    if secret is None:
+        pytest.fail(f"Secret {TLS_SECRET} does not exist in {target.namespace}: run scripts/setup_ingress_tls.sh")
+    return secret
+
+
+def test_secret_key_matches_certificate(tls_key_pair: tuple[str, bytes | None, bytes | None], check: Check) -> None:
+    where, crt, key = tls_key_pair
     check.expected = {"key_matches_certificate": True}
-    if "tls.crt" not in data or "tls.key" not in data:
-        check.observed = {"keys": sorted(data)}
-        pytest.fail(f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})")
-    same, detail = key_matches_certificate(base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"]))
-    check.observed = {"key_matches_certificate": same, "detail": detail}
-    assert same, f"Secret {TLS_SECRET}: {detail}"
+    if crt is None or key is None:
+        check.observed = {"where": where, "certificate": crt is not None, "key": key is not None}
+        pytest.fail(f"{where}: the certificate or the key is missing: run scripts/setup_ingress_tls.sh")
+    same, detail = key_matches_certificate(crt, key)
+    check.observed = {"where": where, "key_matches_certificate": same, "detail": detail}
+    assert same, f"{where}: {detail}"

@@ -1,0 +1,71 @@
+"""The dev TLS endpoint the conformance suite derives from a compose project: 127.0.0.1 and the port published for
+sb_ingress:8443 when the front runs, else none (the TLS checks then skip by name). Real containers, labelled as a
+compose project of this test's own (an nginx image from the local store, idling on its default config)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from conformance.conftest import dev_tls_endpoint
+from conformance.targets.compose import ComposeTarget
+
+IMAGES = ("nginx:1.27-alpine", "somabrain-airgap/nginx:local")
+
+
+def _docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def image() -> str:
+    if shutil.which("docker") is None or _docker("info").returncode != 0:
+        pytest.skip("no Docker engine answers: start one with scripts/docker_engine.sh ensure")
+    for name in IMAGES:
+        if _docker("image", "inspect", name).returncode == 0:
+            return name
+    pytest.skip(f"none of {IMAGES} exists locally: run scripts/airgap_images.sh --only nginx")
+
+
+@pytest.fixture
+def project(image: str) -> Iterator[tuple[str, str]]:
+    name = f"sbtlsep-{uuid.uuid4().hex[:8]}"
+    yield name, image
+    ids = _docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
+    if ids:
+        _docker("rm", "-f", *ids)
+
+
+def _run(project: str, service: str, image: str, *extra: str) -> None:
+    result = _docker("run", "-d", "--label", f"com.docker.compose.project={project}",
+                     "--label", f"com.docker.compose.service={service}", *extra,
+                     "--entrypoint", "nginx", image, "-g", "daemon off;")
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_front_means_no_endpoint(project: tuple[str, str]) -> None:
+    name, image = project
+    _run(name, "somabrain", image)
+    notes: list[str] = []
+    assert dev_tls_endpoint(ComposeTarget(name), notes) is None
+    assert notes == []
+
+
+def test_the_published_port_of_the_front(project: tuple[str, str]) -> None:
+    name, image = project
+    _run(name, "sb_ingress", image, "-p", "127.0.0.1::8443")
+    port = int(_docker("port", _docker("ps", "-q", "--filter", f"label=com.docker.compose.project={name}")
+                       .stdout.split()[0], "8443/tcp").stdout.strip().rsplit(":", 1)[1])
+    assert dev_tls_endpoint(ComposeTarget(name), []) == f"127.0.0.1:{port}"
+
+
+def test_an_unpublished_front_is_noted(project: tuple[str, str]) -> None:
+    name, image = project
+    _run(name, "sb_ingress", image)
+    notes: list[str] = []
+    assert dev_tls_endpoint(ComposeTarget(name), notes) is None
+    assert notes and "not published" in notes[0]
