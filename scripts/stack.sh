@@ -52,7 +52,7 @@ env_value() { # env_value KEY [DEFAULT]: a value from .env.local
   fi
   echo "${value:-${2:-}}"
 }
-project() { env_value COMPOSE_PROJECT_NAME somabrain; }
+project() { env_value COMPOSE_PROJECT_NAME "${COMPOSE_PROJECT_NAME:-somabrain}"; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
@@ -291,25 +291,20 @@ cmd_down() {
       "$ROOT/scripts/docker_engine.sh" start
     else
       say "no Docker engine answers: nothing to stop"
-      rm -f "$MODE_FILE"
+      rm -f "$MODE_FILE" "$DEV_FILE"
       return 0
     fi
   fi
-  find_compose
-  if [ -f "$ENV_FILE" ]; then
+  if [ ! -f "$ENV_FILE" ]; then
+    # No .env.local: this checkout never started a stack (`up` writes it first). Removing containers by a
+    # guessed project name here once took down another checkout's stack, so leave every container alone.
+    say "no .env.local: this checkout has not started a stack, so there is nothing of its own to stop"
+  else
+    find_compose
     if [ "$remove_volumes" = 1 ]; then
       compose down --volumes --remove-orphans
     else
       compose down --remove-orphans
-    fi
-  else
-    # Without .env.local compose cannot read the file (required variables): remove by project label.
-    local ids=()
-    mapfile -t ids < <(docker ps -a -q --filter "label=com.docker.compose.project=$(project)")
-    [ "${#ids[@]}" -eq 0 ] || docker rm -f "${ids[@]}" >/dev/null
-    if [ "$remove_volumes" = 1 ]; then
-      mapfile -t ids < <(docker volume ls -q --filter "label=com.docker.compose.project=$(project)")
-      [ "${#ids[@]}" -eq 0 ] || docker volume rm "${ids[@]}" >/dev/null
     fi
   fi
   rm -f "$MODE_FILE" "$DEV_FILE"
