@@ -16,7 +16,7 @@ deps: ## install Debian packages and the project venv (.venv) if missing
 lint: deps ## ruff (lint) over the whole tree
 	$(VENV)/bin/ruff check .
 
-typecheck: deps ## mypy --strict over brain/
+typecheck: deps ## mypy --strict over brain/, conformance/, load/ and ops/
 	$(VENV)/bin/mypy
 
 unit: deps ## pytest: unit, integration (real Redis/Postgres/Kafka/Rego) and static deployment checks

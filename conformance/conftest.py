@@ -9,7 +9,7 @@ turns every test into one check of the JSON report (`--report-json FILE`; JUnit 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,7 @@ class Check:
 
 @pytest.fixture
 def check(request: pytest.FixtureRequest) -> Check:
-    item = request.node
+    item: pytest.Item = request.node
     found = item.stash.get(CHECK_KEY, None)
     assert found is not None, "conformance tests must carry one dimension mark"
     return found
@@ -248,8 +248,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     found = item.stash.get(CHECK_KEY, None)
     run_report = item.config.stash.get(REPORT_KEY, None)
     if found is None or run_report is None:

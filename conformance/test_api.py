@@ -106,7 +106,7 @@ def test_operation(method: str, path: str, api_schema: Any, auth_headers: dict[s
     @given(case=_strategy(operation))
     @hsettings(max_examples=settings.api_examples, deadline=None, suppress_health_check=list(HealthCheck),
                database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink], derandomize=True)
-    def run(case: schemathesis.Case) -> None:
+    def run(case: schemathesis.Case[Any]) -> None:
         response = case.call(base_url=settings.base_url, headers=auth_headers or None, timeout=15)
         calls[response.status_code] = calls.get(response.status_code, 0) + 1
         case.validate_response(response, checks=checks, headers=auth_headers or None)
@@ -133,10 +133,10 @@ def test_stateful(api_schema: Any, auth_headers: dict[str, str], settings: Setti
     base = api_schema.as_state_machine()
 
     class Workflow(base):  # type: ignore[misc, valid-type]
-        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+        def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
             return {"base_url": settings.base_url, "headers": dict(auth_headers), "timeout": 15}
 
-        def validate_response(self, response: Any, case: schemathesis.Case, **kwargs: Any) -> None:
+        def validate_response(self, response: Any, case: schemathesis.Case[Any], **kwargs: Any) -> None:
             calls.append(f"{case.method} {case.path} -> {response.status_code}")
             case.validate_response(response, checks=checks, headers=auth_headers or None)
 

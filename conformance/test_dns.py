@@ -32,8 +32,8 @@ def _skip_outside(service: ServiceExpectation, env: str) -> str:
 def dns_probes(target: Target, env: str, settings: Any) -> dict[str, tuple[ResolveResult, TcpResult]]:
     """Resolve every name and connect to every port from the API workload, in one exec."""
     namespace = getattr(target, "namespace", None)
-    wanted = [(s, s.host(env, namespace) if namespace else s.host(env)) for s in CHECKED]
-    wanted = [(s, h) for s, h in wanted if h is not None]
+    hosts = [(s, s.host(env, namespace) if namespace else s.host(env)) for s in CHECKED]
+    wanted = [(s, h) for s, h in hosts if h is not None]
     probes = [p for s, h in wanted for p in (Probe.resolve(h), Probe.tcp(h, s.port, timeout=2.0, attempts=2))]
     results = target.run_probes(API.key, probes)
     out = {}

@@ -117,9 +117,8 @@ def _dev_table(target: ComposeTarget, settings: Settings) -> TruthTable:
         results = observed.get(src.key)
         if results is None or isinstance(results, ProbeError):
             why = str(results) if results is not None else f"{src.dev_name} is not running"
-            for dst in [*NETPOL_PEERS, None]:
-                if dst is not src:
-                    table.set(src.key, dst.key if dst else DNS_COLUMN, detail=f"not probed: {why}")
+            for column in [peer.key for peer in NETPOL_PEERS if peer is not src] + [DNS_COLUMN]:
+                table.set(src.key, column, detail=f"not probed: {why}")
             continue
         dns, rest = results[0], results[1:]
         assert isinstance(dns, ResolveResult)

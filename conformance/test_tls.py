@@ -27,6 +27,7 @@ from conformance.expectations import (
     TLS_SECRET_TYPE,
 )
 from conformance.targets.base import ProbeError, Target
+from conformance.targets.compose import ComposeTarget
 from conformance.targets.kube import KubeTarget
 from conformance.targets.tls import CertificateObservation, handshake, key_matches_certificate, observe_certificate
 from conformance.targets.tls import san_covers as covers
@@ -117,6 +118,8 @@ def tls_key_pair(target: Target, tls_secret_or_none: dict[str, Any] | None) -> t
         if "tls.crt" not in data or "tls.key" not in data:
             pytest.fail(f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})")
         return f"Secret {TLS_SECRET}", base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
+    if not isinstance(target, ComposeTarget):
+        pytest.skip(DEV_SKIP)
     try:
         mounts = target.container(TLS_DEV_SERVICE).get("Mounts") or []
     except ProbeError:

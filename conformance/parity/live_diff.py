@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 
 from conformance.loaders.errors import InputError
 from conformance.parity.exceptions import apply_exceptions, load_exceptions

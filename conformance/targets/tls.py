@@ -102,7 +102,8 @@ def handshake(host: str, port: int, servername: str, version: str, timeout: floa
         return None, f"this client cannot offer {version}: {exc}"
     try:
         with _connect(host, port, timeout) as raw, context.wrap_socket(raw, server_hostname=servername) as tls:
-            return True, f"negotiated {tls.version()} {tls.cipher()[0] if tls.cipher() else ''}".strip()
+            cipher = tls.cipher()
+            return True, f"negotiated {tls.version()} {cipher[0] if cipher else ''}".strip()
     except ssl.SSLError as exc:
         if "NO_PROTOCOLS_AVAILABLE" in str(exc) or "no protocols available" in str(exc):
             return None, f"this client cannot offer {version}: {exc}"
