@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import socket
@@ -17,7 +16,6 @@ import struct
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.kafka import round_trip
 from tests.live.conftest import ROOT
 
 MAIN = ROOT / "compose" / "docker-compose.yml"
@@ -150,26 +149,7 @@ def standin_broker(tmp_path: Path) -> Iterator[int]:
 
 
 async def test_kafka_host_listener_serves_produce_and_consume(standin_broker: int) -> None:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    bootstrap = f"127.0.0.1:{standin_broker}"
-    topic, payload = f"t-{uuid.uuid4().hex[:8]}", uuid.uuid4().bytes
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, payload)
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"{topic}-g", auto_offset_reset="earliest",
-        session_timeout_ms=6000, heartbeat_interval_ms=1000,
-    )
-    await consumer.start()
-    try:
-        message = await asyncio.wait_for(consumer.getone(), timeout=60)
-    finally:
-        await consumer.stop()
-    assert message.value == payload
+    await round_trip(f"127.0.0.1:{standin_broker}")
 
 
 def test_opa_shim_accepts_the_main_files_command() -> None:

@@ -5,7 +5,6 @@ Runs only with SOMABRAIN_LIVE=1 against a stack started by `scripts/stack.sh up`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -15,8 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
+from tests.helpers.kafka import round_trip
 from tests.live.conftest import ROOT, Stack
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
@@ -164,26 +164,7 @@ def test_prometheus_scrapes_somabrain(stack: Stack) -> None:
 
 
 async def test_kafka_published_port_serves_host_clients(stack: Stack) -> None:
-    bootstrap = f"127.0.0.1:{stack.port('KAFKA_HOST_PORT')}"
-    topic = f"smoke-{uuid.uuid4().hex[:12]}"
-    payload = uuid.uuid4().bytes
-    # Tansu (the air-gapped stand-in) rejects the idempotent producer; acks=all works on both brokers.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, payload)
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"{topic}-group", auto_offset_reset="earliest",
-        session_timeout_ms=6000, heartbeat_interval_ms=1000,
-    )
-    await consumer.start()
-    try:
-        message = await asyncio.wait_for(consumer.getone(), timeout=60)
-    finally:
-        await consumer.stop()
-    assert message.value == payload
+    await round_trip(f"127.0.0.1:{stack.port('KAFKA_HOST_PORT')}", "smoke")
 
 
 async def test_remember_publishes_an_audit_event_to_kafka(stack: Stack) -> None:
