@@ -236,6 +236,33 @@ Stop with: scripts/stack.sh down   (volumes kept; scripts/stack.sh clean removes
 EOF
 }
 
+# A postgres_data volume keeps the password it was initialised with, while a new .env.local (a fresh clone, or
+# a deleted one) brings a new one, and every client would then be refused. Start Postgres alone first and set the
+# role's password to the one in .env.local, over the container's local socket (trusted, as in the official image).
+sync_postgres_password() {
+  local user password db cid health i
+  user="$(env_value POSTGRES_USER somabrain)"
+  password="$(env_value POSTGRES_PASSWORD)"
+  db="$(env_value POSTGRES_DB somabrain)"
+  [ -n "$password" ] || return 0
+  compose up -d sb_postgres >/dev/null 2>&1 || die "sb_postgres did not start: ${COMPOSE_CMD[*]} -p $(project) logs sb_postgres"
+  cid="$(compose ps -q sb_postgres)"
+  for i in $(seq 1 60); do
+    health="$(docker inspect -f '{{.State.Health.Status}}' "$cid" 2>/dev/null || echo gone)"
+    [ "$health" = healthy ] && break
+    [ "$health" = gone ] && die "sb_postgres exited while starting: docker logs $cid"
+    sleep 1
+  done
+  [ "$health" = healthy ] || die "sb_postgres is not healthy after 60 s: docker logs $cid"
+  # The password is hex (dev_up.sh), so it needs no quoting inside the SQL literal.
+  if compose exec -T sb_postgres psql -v ON_ERROR_STOP=1 -q -U "$user" -d "$db" \
+      -c "ALTER ROLE \"$user\" PASSWORD '$password'" >/dev/null 2>&1; then
+    say "postgres: role $user uses the password in .env.local"
+  else
+    say "WARNING: could not set role $user's password in sb_postgres; if clients are refused, \`make clean\` resets the volume"
+  fi
+}
+
 cmd_up() {
   local t mode
   t="$(date +%s)"
@@ -271,8 +298,10 @@ cmd_up() {
     "$ROOT/scripts/airgap_images.sh"
     say "phase images: $(($(date +%s) - t))s"
     t="$(date +%s)"
+    sync_postgres_password
     compose up -d
   else
+    sync_postgres_password
     compose up -d --build
   fi
   say "phase compose-up: $(($(date +%s) - t))s"
