@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ async def remember(req: Request, body: RememberRequest) -> Response:
     st, tenant = state(), req.tenant
     assert tenant is not None
     item_id = uuid.uuid4().hex
-    queued = False
+    journal_file: Path | None = None  # set when the write waits in the journal instead of SomaMemory
     if st.memory is not None:
         try:
             await st.memory.remember(tenant, item_id, body.content, body.metadata, body.importance)
@@ -97,35 +98,37 @@ async def remember(req: Request, body: RememberRequest) -> Response:
             if st.journal is None:
                 raise _memory_down(exc) from exc
             try:  # SomaMemory is optional here: keep the write durably until it is back
-                st.journal.append([{"tenant": tenant, "id": item_id, "content": body.content,
-                                    "metadata": body.metadata, "importance": body.importance}])
+                journal_file = st.journal.append([{"tenant": tenant, "id": item_id, "content": body.content,
+                                                   "metadata": body.metadata, "importance": body.importance}])
             except (OSError, JournalError) as journal_exc:
                 raise _memory_down(exc) from journal_exc
             metrics.JOURNAL_QUEUED.inc()
-            queued = True
-    undo: list[str] = []
+    queued = journal_file is not None
+    wm_written = False
     try:
         count = await st.wm.add(tenant, item_id, body.content, body.metadata, body.importance,
                                 st.embedder.embed(body.content))
-        undo.append("wm")
+        wm_written = True
         event = AuditEvent(tenant=tenant, subject=_subject(), action="remember",
                            outcome="queued" if queued else "ok", item_id=item_id)
         await st.audit(event, "remember", queued)
     except _WRITE_ERRORS as exc:
-        await _undo_remember(st, tenant, item_id, undo, queued)
+        await _undo_remember(st, tenant, item_id, wm_written, journal_file)
         raise (_wm_down(exc) if isinstance(exc, RedisError) else _db_down(exc)) from exc
     body_out = RememberResponse(id=item_id, wm_items=count, queued=queued)
     return Response(body_out.model_dump_json(), status=202 if queued else 201, content_type="application/json")
 
 
-async def _undo_remember(st: ApiState, tenant: str, item_id: str, undo: list[str], queued: bool) -> None:
-    """Best-effort compensation, so that a 503 really means nothing stayed written."""
+async def _undo_remember(st: ApiState, tenant: str, item_id: str, wm_written: bool, journal_file: Path | None) -> None:
+    """Best-effort compensation, so that a 503 really means nothing stayed written (nor will be replayed)."""
     try:
-        if "wm" in undo:
+        if wm_written:
             await st.wm.delete(tenant, item_id)
-        if st.memory is not None and not queued:
+        if journal_file is not None and st.journal is not None:
+            st.journal.discard(journal_file)
+        elif st.memory is not None:
             await st.memory.delete(tenant, item_id)
-    except (RedisError, MemoryUnavailable) as exc:
+    except (RedisError, MemoryUnavailable, OSError) as exc:
         log.error("could not undo %s for tenant %s: %s", item_id, tenant, exc)
 
 

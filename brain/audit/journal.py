@@ -58,6 +58,10 @@ class MemoryJournal:
             os.close(dir_fd)
         return final
 
+    def discard(self, path: Path) -> None:
+        """Drop a batch that was written but never acknowledged (the request failed after journalling it)."""
+        path.unlink(missing_ok=True)
+
     def pending(self) -> list[Path]:
         if not self.dir.exists():
             return []

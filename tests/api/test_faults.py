@@ -230,3 +230,15 @@ def test_rate_limit_429(stack: Stack, tenant: str) -> None:
     assert answers[-1].json()["error"] == "rate_limited"
     other = httpx.post(stack.url + "/recall", json={"query": "x"}, headers={"X-Tenant-ID": tenant + "-2"})
     assert other.status_code == 200  # buckets are per tenant
+
+
+def test_a_failed_queued_write_leaves_no_journal_file(stack: Stack, tenant: str, tmp_path: Path) -> None:
+    """SomaMemory down (journalled) and then Postgres down (cannot audit): 503, and nothing is left to replay."""
+    stack.up(SOMABRAIN_REQUIRE_MEMORY="0", SOMABRAIN_MEMORY_QUEUE="1", SOMABRAIN_OUTBOX_DIR=str(tmp_path))
+    assert stack.memory is not None and stack.pg is not None
+    stack.memory.stop()
+    stack.pg.stop()
+    response = stack.remember(tenant, "journalled, then refused")
+    assert response.status_code == 503
+    assert response.json()["error"] == "audit_unavailable"
+    assert not list((tmp_path / "memory-journal").glob("*.json"))
