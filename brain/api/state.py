@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from brain import tasks
+from brain import metrics, tasks
 from brain.api.gate import Gate
 from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
@@ -112,8 +112,6 @@ class ApiState:
 
     async def _replay_loop(self) -> None:
         """Replay journalled /remember writes into SomaMemory whenever it answers again."""
-        from brain import metrics
-
         assert self.journal is not None and self.memory is not None
         memory = self.memory
 
