@@ -110,7 +110,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"conformance --env {env}: {exc}") from None
     config.stash[TARGET_KEY] = target
     config.stash[SETTINGS_KEY] = build_settings(config, target)
-    config.stash[REPORT_KEY] = Report(environment=env, target=describe(target))
+    config.stash[REPORT_KEY] = Report(environment=env, target=target.describe())
 
 
 def compose_project(config: pytest.Config) -> str:
@@ -131,14 +131,6 @@ def build_target(config: pytest.Config) -> Target:
         return ComposeTarget(compose_project(config))
     return KubeTarget(context=config.getoption("--kube-context"), namespace=config.getoption("--namespace"),
                       kubeconfig=config.getoption("--kubeconfig"))
-
-
-def describe(target: Target) -> str:
-    if isinstance(target, ComposeTarget):
-        return f"compose project {target.project}"
-    if isinstance(target, KubeTarget):
-        return f"kube context {target.context or '(current)'}, namespace {target.namespace}"
-    return type(target).__name__
 
 
 def build_settings(config: pytest.Config, target: Target) -> Settings:

@@ -81,14 +81,6 @@ def build_target(env: str, args: argparse.Namespace) -> Target:
     return KubeTarget(context=args.kube_context, namespace=args.namespace, kubeconfig=args.kubeconfig)
 
 
-def describe(target: Target) -> str:
-    if isinstance(target, ComposeTarget):
-        return f"compose project {target.project}"
-    if isinstance(target, KubeTarget):
-        return f"kube context {target.context or '(current)'}, namespace {target.namespace}"
-    return type(target).__name__
-
-
 def reachable(target: Target) -> None:
     """Raise OpsError(EXIT_USAGE) when the environment itself cannot be used."""
     try:

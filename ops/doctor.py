@@ -44,7 +44,6 @@ from ops.common import (
     UsageParser,
     add_target_arguments,
     build_target,
-    describe,
     emit,
     fail,
     reachable,
@@ -462,7 +461,7 @@ def main(argv: list[str]) -> int:
         return fail(PROG, exc)
     text = args.format == "text"
     if text:
-        print(f"{PROG} --env {args.env}: {describe(target)}")
+        print(f"{PROG} --env {args.env}: {target.describe()}")
     lines = diagnose(target, sys.stdout if text else io.StringIO(), args.tls_dir)
     code = verdict(lines)
     elapsed = time.monotonic() - started
@@ -472,7 +471,7 @@ def main(argv: list[str]) -> int:
         print(f"{state}: {counts['OK']} OK, {counts['WARN']} WARN, {counts['FAIL']} FAIL in {elapsed:.1f} s "
               f"(exit {code})")
     else:
-        print(json.dumps({"env": args.env, "target": describe(target), "state": state, "exit": code,
+        print(json.dumps({"env": args.env, "target": target.describe(), "state": state, "exit": code,
                           "seconds": round(elapsed, 2),
                           "lines": [line.__dict__ for line in lines]}, indent=2))
     return code

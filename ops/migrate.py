@@ -46,7 +46,6 @@ from ops.common import (
     UsageParser,
     add_target_arguments,
     build_target,
-    describe,
     fail,
     reachable,
 )
@@ -189,10 +188,10 @@ def export(target: Target, out: Path) -> dict[str, Any]:
     manifest_path = out / "manifest.json"
     tables = pg.tables(target)
     if not tables:
-        raise OpsError(f"{describe(target)}: no tables in schemas {', '.join(pg.SCHEMAS)}; is this SomaBrain's "
+        raise OpsError(f"{target.describe()}: no tables in schemas {', '.join(pg.SCHEMAS)}; is this SomaBrain's "
                        "database, and have its services started once?")
     versions = pg.schema_versions(target)
-    say(f"export from {describe(target)}: {len(tables)} tables, schema versions {versions}")
+    say(f"export from {target.describe()}: {len(tables)} tables, schema versions {versions}")
     with tempfile.NamedTemporaryFile(dir=out, prefix=".stream-", delete=False) as raw:
         stream = Path(raw.name)
         try:
@@ -210,7 +209,7 @@ def export(target: Target, out: Path) -> dict[str, Any]:
     manifest = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": {"env": target.env, "target": describe(target)},
+        "source": {"env": target.env, "target": target.describe()},
         "postgres": {"schema_versions": versions, "tables": [asdict(e) for e in entries]},
         "journal": journal,
     }
@@ -312,19 +311,19 @@ def import_bundle(target: Target, bundle: Path) -> dict[str, str]:
     wanted = manifest["postgres"]["schema_versions"]
     have = pg.schema_versions(target)
     if have != wanted:
-        raise OpsError(f"{describe(target)} has schema versions {have}, the export {wanted}: start the target's "
+        raise OpsError(f"{target.describe()} has schema versions {have}, the export {wanted}: start the target's "
                        "services (same release as the source) so they create the schema, then import")
     present = {t.label for t in pg.tables(target)}
     missing = [e.label for e in entries if e.label not in present]
     if missing:
-        raise OpsError(f"{describe(target)} has no table {', '.join(missing)}")
+        raise OpsError(f"{target.describe()} has no table {', '.join(missing)}")
     before = pg.checksums(target, [e.as_table() for e in entries])
     outcome: dict[str, str] = {}
     for e in entries:
         if before[e.label] == e.checksum:
             outcome[e.label] = "already imported"
         elif not before[e.label].startswith("0:"):
-            raise OpsError(f"{e.label} in {describe(target)} already holds {before[e.label].split(':')[0]} rows "
+            raise OpsError(f"{e.label} in {target.describe()} already holds {before[e.label].split(':')[0]} rows "
                            "that differ from the export: import only into a fresh environment")
         else:
             script = import_script(e, (bundle / e.file).read_bytes())

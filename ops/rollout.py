@@ -26,7 +26,6 @@ from ops.common import (
     OpsError,
     UsageParser,
     add_target_arguments,
-    describe,
     fail,
     reachable,
 )
@@ -144,7 +143,7 @@ def main(argv: list[str]) -> int:
         reachable(target)
     except OpsError as exc:
         return fail(PROG, exc)
-    say(f"{PROG} {args.image}: {describe(target)}")
+    say(f"{PROG} {args.image}: {target.describe()}")
     return rollout(target, args.image, (args.only,) if args.only else WORKLOADS, args.timeout)
 
 

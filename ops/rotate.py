@@ -44,7 +44,6 @@ from ops.common import (
     UsageParser,
     add_target_arguments,
     build_target,
-    describe,
     fail,
     reachable,
     read_env_file,
@@ -226,7 +225,7 @@ def main(argv: list[str]) -> int:
     target = build_target(args.env, args)
     try:
         reachable(target)
-        say(f"{PROG} {args.what}: {describe(target)}")
+        say(f"{PROG} {args.what}: {target.describe()}")
         started = time.monotonic()
         if args.what == "postgres-password":
             code = rotate_postgres(target, args.env_file, args.timeout)

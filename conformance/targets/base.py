@@ -132,6 +132,10 @@ class Target(ABC):
 
     env: str
 
+    def describe(self) -> str:
+        """Which environment this is, for reports and tool output."""
+        return type(self).__name__
+
     @abstractmethod
     def check_reachable(self) -> None:
         """Raise TargetUnreachable with a one-paragraph message when the environment cannot be used."""

@@ -36,6 +36,9 @@ NO_EXECUTABLE = ("executable file not found", "no such file or directory")
 class ComposeTarget(Target):
     env = "dev"
 
+    def describe(self) -> str:
+        return f"compose project {self.project}"
+
     def __init__(self, project: str, docker: str = "docker", exec_timeout: float = 30.0) -> None:
         self.project = project
         self.docker = docker

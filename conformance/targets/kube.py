@@ -35,6 +35,9 @@ REQUEST_TIMEOUT = 10
 class KubeTarget(Target):
     env = "prod"
 
+    def describe(self) -> str:
+        return f"kube context {self.context or '(current)'}, namespace {self.namespace}"
+
     def __init__(self, context: str | None = None, namespace: str = NAMESPACE, kubeconfig: str | None = None,
                  exec_timeout: float = 30.0) -> None:
         self.context = context
