@@ -22,6 +22,7 @@ Ready throughout.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import socket
 import ssl
@@ -109,9 +110,9 @@ class Canary:
     def __init__(self, api: Any, image: str, tls_dir: Path, ingress: tuple[str, int], timeout: float) -> None:
         from kubernetes import client
 
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.net = client.NetworkingV1Api(api)
+        # Typed as Any: the client takes the API's own JSON (dicts) as bodies, which its annotations do not say.
+        self.core: Any = client.CoreV1Api(api)
+        self.net: Any = client.NetworkingV1Api(api)
         self.image = image
         self.tls_dir = tls_dir
         self.ingress = ingress
@@ -196,7 +197,7 @@ class Canary:
     # -- the checks -----------------------------------------------------------------------------------------
     def check_registry_image(self) -> str:
         for name in ("echo", "client"):
-            _poll(f"pod {name} Ready (image {self.image})", self.timeout, lambda n=name: self._ready(n))
+            _poll(f"pod {name} Ready (image {self.image})", self.timeout, functools.partial(self._ready, name))
         pod = self.core.read_namespaced_pod("echo", NAMESPACE)
         image_id = pod.status.container_statuses[0].image_id
         registry = self.image.split("/", 1)[0]
@@ -208,7 +209,7 @@ class Canary:
         svc = self.core.read_namespaced_service("echo", NAMESPACE).spec.cluster_ip
         for name in (f"echo.{NAMESPACE}.svc.cluster.local", "echo", "kubernetes.default"):
             answer = _poll(f"{name} resolves in pod client", 60,
-                           lambda n=name: self.probe({"op": "resolve", "host": n}))
+                           functools.partial(self.probe, {"op": "resolve", "host": name}))
             if "error" in answer:
                 raise CanaryFailed(f"{name} {answer['error']}")
             if name != "kubernetes.default" and answer["addrs"] != [svc]:
