@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean \
-	lint-security load load-baseline load-oom doctor
+	lint-security load load-baseline load-oom doctor cluster cluster-down cluster-status cluster-toolchain cluster-test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ typecheck: deps ## mypy --strict over brain/, conformance/, load/ and ops/
 	$(VENV)/bin/mypy
 
 unit: deps ## pytest: unit, integration (real Redis/Postgres/Kafka/Rego) and static deployment checks
-	$(VENV)/bin/pytest -q --ignore=tests/live --ignore=tests/load --ignore=tests/ops/test_live.py \
+	$(VENV)/bin/pytest -q --ignore=tests/live --ignore=tests/load --ignore=tests/ops/test_live.py --ignore=tests/cluster \
 		--ignore=tests/deploy/test_nginx_front.py --ignore=tests/conformance/test_dev_tls_endpoint.py
 
 parity: deps ## compose <-> k8s parity gate (static; exit 1 on drift, 2 on unreadable input)
@@ -69,3 +69,18 @@ load-oom: up ## demo: a memory limit below the working set is caught (separate c
 
 lint-security: ## checkov over k8s/ and the Dockerfile (in its own venv under .run/)
 	@scripts/lint_security.sh
+
+cluster: deps ## a real local Kubernetes (context somabrain-local), ready: DNS, registry :5000, ingress :9999, canary
+	@scripts/cluster/cluster.sh up
+
+cluster-down: ## stop the local cluster and remove what it put on the machine (--purge: CLUSTER_DOWN_ARGS=--purge)
+	@scripts/cluster/cluster.sh down $(CLUSTER_DOWN_ARGS)
+
+cluster-test: deps ## tests on the running local cluster: the canary, and that its NetworkPolicy check can fail
+	SOMABRAIN_CLUSTER=1 $(VENV)/bin/pytest -q tests/cluster
+
+cluster-status: ## what runs in the local cluster
+	@scripts/cluster/cluster.sh status
+
+cluster-toolchain: ## build (or check) the cluster's pinned toolchain only: Kubernetes, CoreDNS, Traefik, Tilt, ...
+	@scripts/cluster/toolchain.sh build

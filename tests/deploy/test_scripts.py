@@ -161,7 +161,9 @@ def test_kind_cluster_config() -> None:
     cfg = yaml.safe_load((REPO / "k8s" / "kind" / "cluster.yaml").read_text())
     assert cfg["kind"] == "Cluster" and cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     (node,) = cfg["nodes"]
-    mappings = {(m["containerPort"], m["hostPort"]) for m in node["extraPortMappings"]}
-    assert {(80, 80), (443, 443), (443, 9999)} <= mappings
+    mappings = {(m["containerPort"], m["hostPort"], m["listenAddress"]) for m in node["extraPortMappings"]}
+    # Traefik's TLS hostPort 9999, as in the cluster built from Go modules; only on the host's loopback.
+    assert mappings == {(9999, 9999, "127.0.0.1")}
+    assert any('config_path = "/etc/containerd/certs.d"' in p for p in cfg["containerdConfigPatches"])
     assert any("ingress-ready=true" in patch for patch in node["kubeadmConfigPatches"])
     assert "inotify" in (REPO / "k8s" / "kind" / "cluster.yaml").read_text()
