@@ -3,6 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
 PY := $(VENV)/bin/python
+# The cluster toolchain (tilt, kubectl of the cluster's version, ...) comes first on PATH for every target.
+export PATH := $(shell scripts/cluster/toolchain.sh bindir):$(PATH)
+export TILT_DISABLE_ANALYTICS := 1
 
 .PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean \
 	lint-security load load-baseline load-oom doctor cluster cluster-down cluster-status cluster-toolchain cluster-test

@@ -4,6 +4,7 @@
 namespace (somabrain-canary) and exits 0 only when every one passed; `make cluster` runs it last.
 
 1. an image from the local registry runs as pods (a server `echo` behind a Service, and a `client`);
+   a PersistentVolumeClaim of the default StorageClass binds, and a pod writes to it;
 2. the client resolves the Service's name through the cluster DNS, to the Service's ClusterIP;
 3. the client reaches the server through the Service;
 4. `https://somabrain.internal:9999` answers through the ingress controller (IngressClass nginx), with the
@@ -205,16 +206,53 @@ class Canary:
             raise CanaryFailed(f"pod echo runs {image_id}, not an image pulled from {registry}")
         return f"pods echo and client run {self.image} ({image_id.rsplit('@', 1)[-1][:19]})"
 
+    def check_storage(self) -> str:
+        self.core.create_namespaced_persistent_volume_claim(NAMESPACE, {
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}})
+        write = "open('/data/canary', 'w').write('ok'); print(open('/data/canary').read())"
+        writer = self._container("writer", ["python3", "-c", write])
+        writer["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+        self.core.create_namespaced_pod(NAMESPACE, {
+            "metadata": {"name": "writer"},
+            "spec": {"containers": [writer], "restartPolicy": "Never",
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}})
+        try:
+            _poll("pod writer Succeeded on the claim", self.timeout, self._writer_done)
+        except CanaryFailed as exc:
+            raise CanaryFailed(f"{exc}; claim data: {self._last_warning('data')}") from exc
+        pvc = self.core.read_namespaced_persistent_volume_claim("data", NAMESPACE)
+        return f"claim data bound to {pvc.spec.volume_name} (class {pvc.spec.storage_class_name}); pod writer wrote it"
+
+    def _last_warning(self, name: str) -> str:
+        events = self.core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
+        warnings = [e for e in events if e.type == "Warning"]
+        return warnings[-1].message if warnings else "no warning events"
+
+    def _writer_done(self) -> bool:
+        phase = self.core.read_namespaced_pod("writer", NAMESPACE).status.phase
+        if phase == "Failed":
+            log = self.core.read_namespaced_pod_log("writer", NAMESPACE)
+            raise CanaryFailed(f"pod writer failed on the claim: {log.strip()[-300:]}")
+        return bool(phase == "Succeeded")
+
     def check_dns(self) -> str:
-        svc = self.core.read_namespaced_service("echo", NAMESPACE).spec.cluster_ip
+        svc = self.service_ip()
         for name in (f"echo.{NAMESPACE}.svc.cluster.local", "echo", "kubernetes.default"):
-            answer = _poll(f"{name} resolves in pod client", 60,
-                           functools.partial(self.probe, {"op": "resolve", "host": name}))
-            if "error" in answer:
-                raise CanaryFailed(f"{name} {answer['error']}")
-            if name != "kubernetes.default" and answer["addrs"] != [svc]:
-                raise CanaryFailed(f"{name} resolves to {answer['addrs']}, but the Service's ClusterIP is {svc}")
+            # Polled: CoreDNS caches answers for 30 s, so a name of an earlier run's Service may still resolve
+            # to that Service's address for a while. It must converge on this run's ClusterIP.
+            want = None if name == "kubernetes.default" else [svc]
+            _poll(f"{name} resolving in pod client{f' to {svc}' if want else ''}", 60,
+                  functools.partial(self._resolves, name, want))
         return f"echo.{NAMESPACE}.svc.cluster.local, echo and kubernetes.default resolve; echo -> {svc}"
+
+    def _resolves(self, name: str, want: list[str] | None) -> dict[str, Any] | Exception | None:
+        answer = self.probe({"op": "resolve", "host": name})
+        if "error" in answer:
+            return CanaryFailed(f"{name} {answer['error']}")
+        if want is not None and answer["addrs"] != want:
+            return CanaryFailed(f"{name} resolves to {answer['addrs']}")
+        return answer
 
     def service_ip(self) -> str:
         return str(self.core.read_namespaced_service("echo", NAMESPACE).spec.cluster_ip)
@@ -301,6 +339,7 @@ class Canary:
 def run(canary: Canary, keep: bool) -> int:
     checks: list[tuple[str, Callable[[], str]]] = [
         ("registry image", canary.check_registry_image),
+        ("storage", canary.check_storage),
         ("cluster DNS", canary.check_dns),
         ("Service", canary.check_service),
         ("TLS ingress", canary.check_ingress),

@@ -16,7 +16,7 @@
 #                   (its own instance and socket, beside any Docker), kubelet, kube-proxy (iptables), kube-router
 #                   (NetworkPolicy enforcement only), the image registry (127.0.0.1:5000)
 #   pods            CoreDNS (kube-system, no upstream forward), Traefik (namespace ingress-nginx, the `nginx`
-#                   IngressClass, TLS on 127.0.0.1:9999)
+#                   IngressClass, TLS on 127.0.0.1:9999), local-path-provisioner (default StorageClass `standard`)
 #   objects         KEP-1755 ConfigMap kube-public/local-registry-hosting, Gateway API CRDs (standard channel)
 #   kubeconfig      context somabrain-local merged into ${KUBECONFIG:-~/.kube/config} (other contexts untouched)
 #
@@ -259,6 +259,17 @@ EOF
 EOF
 }
 
+link_tools() {
+  # tilt and a kubectl of the cluster's version into the project venv (on PATH once it is activated), and Tilt's
+  # analytics off for this user.
+  local bin tool
+  bin="$("$HERE/toolchain.sh" bindir)"
+  if [ -d "$ROOT/.venv/bin" ]; then
+    for tool in tilt kubectl; do ln -sf "$bin/$tool" "$ROOT/.venv/bin/$tool"; done
+  fi
+  TILT_DISABLE_ANALYTICS=1 tilt analytics opt out >/dev/null 2>&1 || say "could not record Tilt's analytics opt-out"
+}
+
 cgroups_up() {
   # kubelet wants its cgroupRoot to exist in every v1 hierarchy; cpuset children need cpus and mems set.
   local c
@@ -325,12 +336,25 @@ push_system_image() {
 }
 
 push_system_images() {
-  local bin
+  local bin id
   bin="$("$HERE/toolchain.sh" bindir)"
   "$ROOT/scripts/docker_engine.sh" ensure
   push_system_image pause "$KUBERNETES_VERSION" "$bin/pause"
   push_system_image coredns "$COREDNS_VERSION" "$bin/coredns"
   push_system_image traefik "$TRAEFIK_VERSION" "$bin/traefik"
+  push_system_image local-path-provisioner "$LOCAL_PATH_VERSION" "$bin/local-path-provisioner"
+  # The project's Debian base (python3, a shell): local-path's helper pods and the canary run it.
+  "$ROOT/scripts/airgap_images.sh" --only base
+  id="$(docker image inspect -f '{{.Id}}' somabrain-airgap/base:local)"
+  BASE_IMAGE="$SYSTEM_IMAGES/base:$(cut -c8-19 <<<"$id")"
+  docker tag somabrain-airgap/base:local "$BASE_IMAGE"
+  docker push -q "$BASE_IMAGE" >/dev/null
+}
+
+# The base image's name in the registry (set by push_system_images; read back when only the canary runs).
+base_image() {
+  [ -n "${BASE_IMAGE:-}" ] || BASE_IMAGE="$SYSTEM_IMAGES/base:$(docker image inspect -f '{{.Id}}' somabrain-airgap/base:local | cut -c8-19)"
+  echo "$BASE_IMAGE"
 }
 
 start_node() {
@@ -362,7 +386,9 @@ cmd_policy_controller() {
   case "${1:-}" in
     stop)
       stop_daemon kube-router
-      kube-router --cleanup-config >>"$LOGS/kube-router.log" 2>&1
+      # (kube-router --cleanup-config panics in v2.1.0, in its service-proxy cleanup: remove its rules here.)
+      remove_iptables "$POLICY_RULES"
+      remove_ipsets
       say "NetworkPolicy controller stopped and its rules removed: policies are NOT enforced now"
       ;;
     start) start_policy_controller; say "NetworkPolicy controller running" ;;
@@ -373,6 +399,8 @@ cmd_policy_controller() {
 render_system() {
   sed -e "s#@@COREDNS_IMAGE@@#$SYSTEM_IMAGES/coredns:$COREDNS_VERSION#" \
     -e "s#@@TRAEFIK_IMAGE@@#$SYSTEM_IMAGES/traefik:$TRAEFIK_VERSION#" \
+    -e "s#@@LOCAL_PATH_IMAGE@@#$SYSTEM_IMAGES/local-path-provisioner:$LOCAL_PATH_VERSION#" \
+    -e "s#@@BASE_IMAGE@@#$(base_image)#" -e "s#@@STORAGE_DIR@@#$STATE/storage#" \
     -e "s#@@CLUSTER_DNS_IP@@#$CLUSTER_DNS_IP#" "$ROOT/k8s/local-cluster/system.yaml"
 }
 
@@ -385,6 +413,7 @@ apply_addons() {
 wait_addons() {
   wait_for "CoreDNS available" kubelet kc -n kube-system rollout status deployment/coredns --timeout=5s
   wait_for "Traefik available" kubelet kc -n ingress-nginx rollout status deployment/traefik --timeout=5s
+  wait_for "local-path-provisioner available" kubelet kc -n local-path-storage rollout status deployment/local-path-provisioner --timeout=5s
 }
 
 merge_kubeconfig() {
@@ -426,16 +455,11 @@ unmerge_kubeconfig() {
 }
 
 run_canary() {
-  # The canary's pods run the project's Debian base image (python3), pushed to the local registry.
-  local py="$ROOT/.venv/bin/python" ref id
+  # The canary's pods run the project's Debian base image (python3), from the local registry.
+  local py="$ROOT/.venv/bin/python"
   [ -x "$py" ] || die "the canary needs the project venv: run make deps"
-  "$ROOT/scripts/airgap_images.sh" --only base
-  id="$(docker image inspect -f '{{.Id}}' somabrain-airgap/base:local)"
-  ref="$SYSTEM_IMAGES/canary:$(cut -c8-19 <<<"$id")"
-  docker tag somabrain-airgap/base:local "$ref"
-  docker push -q "$ref" >/dev/null
   "$ROOT/scripts/setup_ingress_tls.sh" --no-kubectl >/dev/null
-  (cd "$ROOT" && "$py" -m ops.cluster_canary --kubeconfig "$ADMIN_KUBECONFIG" --image "$ref")
+  (cd "$ROOT" && "$py" -m ops.cluster_canary --kubeconfig "$ADMIN_KUBECONFIG" --image "$(base_image)")
 }
 
 memory_report() {
@@ -469,8 +493,9 @@ cmd_up() {
   step "Debian packages"
   need_packages
   step_done
-  step "toolchain (pinned in scripts/cluster/versions.env; cold build ~40 min, warm: a check)"
+  step "toolchain (pinned in scripts/cluster/versions.env; cold build ~25 min, warm: a check)"
   "$HERE/toolchain.sh" build
+  link_tools
   step_done
   mkdir -p "$STATE" "$RUN" "$LOGS"
   step "host networking, certificates, cgroups"
@@ -539,17 +564,26 @@ remove_cgroups() {
   return 0
 }
 
+# remove_iptables PATTERN: every rule and chain whose line matches PATTERN (an ERE), in every table; everything
+# else (Docker's chains among it) is restored as it was.
 remove_iptables() {
-  # Rules and chains of kube-proxy (KUBE-*), kube-router (KUBE-ROUTER-*, KUBE-NWPLCY-*, KUBE-POD-FW-*, KUBE-SRC-*)
-  # and the CNI plugins (CNI-*), in every table; everything else (Docker's chains among it) is restored as it was.
-  local table saved
+  local pattern="$1" table saved
   for table in filter nat mangle raw; do
     saved="$(iptables-save -t "$table" 2>/dev/null)" || continue
-    grep -qE 'KUBE-|CNI-' <<<"$saved" || continue
-    grep -vE 'KUBE-|CNI-' <<<"$saved" | iptables-restore -w -T "$table"
+    grep -qE -- "$pattern" <<<"$saved" || continue
+    grep -vE -- "$pattern" <<<"$saved" | iptables-restore -w -T "$table"
   done
-  ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router)' | while read -r set; do ipset destroy "$set" 2>/dev/null || true; done
-  return 0
+}
+
+# Rules and chains of kube-proxy (KUBE-*), kube-router (KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*, KUBE-SRC-*)
+# and the CNI plugins (CNI-*), and kube-router's ipsets.
+ALL_CLUSTER_RULES='KUBE-|CNI-'
+POLICY_RULES='KUBE-ROUTER-|KUBE-POD-FW-|KUBE-NWPLCY-|KUBE-SRC-|KUBE-DST-'
+remove_ipsets() {
+  local set
+  for set in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router)' || true); do
+    ipset destroy "$set" 2>/dev/null || true
+  done
 }
 
 cmd_down() {
@@ -574,10 +608,11 @@ cmd_down() {
   kill_cluster_processes
   unmount_all
   remove_cgroups
-  remove_iptables
+  remove_iptables "$ALL_CLUSTER_RULES"
+  remove_ipsets
   "$HERE/net.sh" down
   command -v kubectl >/dev/null && unmerge_kubeconfig
-  rm -rf "$STATE/etcd" "$STATE/containerd/root" "$STATE/kubelet" "$RUN"
+  rm -rf "$STATE/etcd" "$STATE/containerd/root" "$STATE/kubelet" "$STATE/storage" "$RUN"
   if [ "$purge" = 1 ]; then
     rm -rf "$STATE"
     say "    purged $STATE (registry images, certificates)"

@@ -42,18 +42,19 @@ up() {
     docker exec "$node" mkdir -p /etc/containerd/certs.d/127.0.0.1:5000
     printf '[host."http://%s:5000"]\n' "$REGISTRY_CONTAINER" | docker exec -i "$node" cp /dev/stdin /etc/containerd/certs.d/127.0.0.1:5000/hosts.toml
   done
-  # The same system objects as the built cluster, minus CoreDNS (kind has its own) and with Traefik's public image;
-  # in a kind node, hostPort traffic arrives on the node's own address, so Traefik's hostPort binds no hostIP.
-  sed -e "s#@@TRAEFIK_IMAGE@@#docker.io/library/traefik:$TRAEFIK_VERSION#" \
-    -e "s#@@COREDNS_IMAGE@@#unused#" -e "s#@@CLUSTER_DNS_IP@@#unused#" "$ROOT/k8s/local-cluster/system.yaml" \
-    | python3 -c '
+  # From the built cluster's system objects, the ones kind lacks: the KEP-1755 ConfigMap, the `nginx` IngressClass
+  # and Traefik (public image). kind brings its own CoreDNS, NetworkPolicy enforcement and `standard` StorageClass.
+  # In a kind node, hostPort traffic arrives on the node's own address, so Traefik's hostPort binds no hostIP.
+  sed -e "s#@@TRAEFIK_IMAGE@@#docker.io/library/traefik:$TRAEFIK_VERSION#" -e "s#@@[A-Z_]*@@#unused#g" \
+    "$ROOT/k8s/local-cluster/system.yaml" | "$ROOT/.venv/bin/python" -c '
 import sys, yaml
-docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
-keep = [d for d in docs if not (d["metadata"]["name"] in ("coredns", "kube-dns", "system:coredns")
-                                or d["kind"] == "ClusterRole" and "kube-router" in d["metadata"]["name"]
-                                or d["kind"] == "ClusterRoleBinding" and "kube-router" in d["metadata"]["name"])]
+def wanted(d):
+    meta = d["metadata"]
+    return (meta.get("namespace") in ("ingress-nginx", "kube-public") or d["kind"] == "IngressClass"
+            or meta["name"] in ("ingress-nginx", "somabrain-local:traefik"))
+keep = [d for d in yaml.safe_load_all(sys.stdin) if d and wanted(d)]
 for d in keep:
-    if d["kind"] == "Deployment" and d["metadata"]["name"] == "traefik":
+    if d["kind"] == "Deployment":
         for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]:
             p.pop("hostIP", None)
 print(yaml.safe_dump_all(keep))' | kc apply -f -

@@ -19,6 +19,9 @@
 #     NetworkPolicy controller (kube-router) REJECTs a denied connection with exactly that ICMP; dropping it makes
 #     a denial look as it does under kindnet, Calico or Cilium: the connection times out. A closed port still
 #     answers with a TCP reset, so "refused" keeps meaning "nothing listens" and never "a policy said no".
+#   - iptables chain SOMABRAIN-CLUSTER-FWD, appended to FORWARD (so after the NetworkPolicy controller's chain,
+#     which kube-router keeps first): pod-to-pod traffic routed through the bridge is accepted. Without it, the
+#     DROP policy that Docker sets on FORWARD would make pods depend on the policy controller to talk at all.
 #   - iptables chain SOMABRAIN-CLUSTER-IN (from INPUT): the control plane's ports answer only on lo and the pod
 #     bridge, never on the machine's real interfaces.
 #   - sysctls: ip_forward (the bridge routes for its pods) and bridge-nf-call-iptables (bridged pod-to-pod traffic
@@ -31,16 +34,18 @@ source "$ROOT/scripts/cluster/versions.env"
 BRIDGE=sbk0
 TABLE=245
 IN=SOMABRAIN-CLUSTER-IN
+FWD=SOMABRAIN-CLUSTER-FWD
 OUT=SOMABRAIN-CLUSTER-OUT
 CONTROL_PORTS=2379,2380,5000,6443,10248,10249,10250,10256,10257,10259,20244
 
 say() { printf '[cluster-net] %s\n' "$*" >&2; }
 
-# chain_up CHAIN PARENT [TABLE]: an empty CHAIN, jumped to first from PARENT.
+# chain_up CHAIN PARENT [TABLE] [last]: an empty CHAIN, jumped to first (or, with `last`, last) from PARENT.
 chain_up() {
-  local chain="$1" parent="$2" t="${3:-filter}"
+  local chain="$1" parent="$2" t="${3:-filter}" where=(-I "$2" 1)
+  [ "${4:-}" = last ] && where=(-A "$2")
   iptables -w -t "$t" -N "$chain" 2>/dev/null || iptables -w -t "$t" -F "$chain"
-  iptables -w -t "$t" -C "$parent" -j "$chain" 2>/dev/null || iptables -w -t "$t" -I "$parent" 1 -j "$chain"
+  iptables -w -t "$t" -C "$parent" -j "$chain" 2>/dev/null || iptables -w -t "$t" "${where[@]}" -j "$chain"
 }
 
 chain_down() {
@@ -65,6 +70,8 @@ up() {
   ip rule show | grep -q "iif $BRIDGE lookup $TABLE" || ip rule add iif "$BRIDGE" lookup "$TABLE" priority 245
   chain_up "$OUT" OUTPUT raw
   iptables -w -t raw -A "$OUT" -o "$BRIDGE" -p icmp --icmp-type port-unreachable -j DROP
+  chain_up "$FWD" FORWARD filter last
+  iptables -w -A "$FWD" -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
   chain_up "$IN" INPUT
   iptables -w -A "$IN" -i lo -j RETURN
   iptables -w -A "$IN" -i "$BRIDGE" -j RETURN
@@ -77,6 +84,7 @@ down() {
   ip route flush table "$TABLE" 2>/dev/null || true
   chain_down "$IN" INPUT
   chain_down "$OUT" OUTPUT raw
+  chain_down "$FWD" FORWARD
   ip route del blackhole "$CLUSTER_POD_CIDR" 2>/dev/null || true
   ip route del blackhole "$CLUSTER_SERVICE_CIDR" 2>/dev/null || true
   ip addr del "$CLUSTER_NODE_IP/32" dev lo 2>/dev/null || true

@@ -7,7 +7,7 @@
 #        scripts/cluster/toolchain.sh dir NAME          print the directory of one built component
 #        scripts/cluster/toolchain.sh prune             delete cached builds of versions no longer pinned
 #
-# Components: kubernetes pause etcd kube-router coredns registry traefik gateway-api tilt
+# Components: kubernetes pause etcd kube-router coredns registry traefik local-path gateway-api tilt
 #
 # Every component is built once per version into $SOMABRAIN_CLUSTER_CACHE/<name>-<version>/ (default
 # ~/.cache/somabrain/cluster), outside the checkout; a directory counts only once its .complete stamp exists, so an
@@ -24,7 +24,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/cluster/versions.env"
 CACHE="${SOMABRAIN_CLUSTER_CACHE:-$HOME/.cache/somabrain/cluster}"
 BINDIR="$CACHE/current/bin"
-ALL=(kubernetes pause etcd kube-router coredns registry traefik gateway-api tilt)
+ALL=(kubernetes pause etcd kube-router coredns registry traefik local-path gateway-api tilt)
 export GOFLAGS="-buildvcs=false" GOWORK=off GOTOOLCHAIN=local
 
 say() { printf '[toolchain] %s\n' "$*" >&2; }
@@ -41,6 +41,7 @@ version_of() {
     registry) echo "$DISTRIBUTION_VERSION" ;;
     tilt) echo "$TILT_VERSION" ;;
     gateway-api) echo "$GATEWAY_API_VERSION" ;;
+    local-path) echo "$LOCAL_PATH_VERSION" ;;
     *) die "unknown component '$1' (known: ${ALL[*]})" ;;
   esac
 }
@@ -122,6 +123,11 @@ build_registry() {
     "-X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION"
 }
 
+build_local_path() {
+  go_install "$1" "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION" \
+    "-X main.VERSION=$LOCAL_PATH_VERSION"
+}
+
 build_traefik() {
   local out="$1" v="$TRAEFIK_VERSION" src
   src="$CACHE/src/traefik-$v"
@@ -146,7 +152,8 @@ build_tilt() {
 <!doctype html><title>Tilt</title><p>This Tilt was built without its web UI. Use <code>tilt get</code>,
 <code>tilt logs</code> and <code>tilt up --stream</code>.</p>
 HTML
-  (cd "$src" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -o "$out/tilt" \
+  # CGO: Tilt parses Tiltfiles with tree-sitter (C).
+  (cd "$src" && CGO_ENABLED=1 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -o "$out/tilt" \
     -ldflags "-s -w -X main.version=${v#v} -X main.date=$(date -u +%F)" ./cmd/tilt)
 }
 

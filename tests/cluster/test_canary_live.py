@@ -1,6 +1,7 @@
 """The cluster canary and teardown, on the real local cluster (SOMABRAIN_CLUSTER=1; `make cluster-test` sets it).
 
-- the canary passes on the running cluster: registry image, DNS, Service, TLS ingress, NetworkPolicy deny/allow;
+- the canary passes on the running cluster: registry image, storage, DNS, Service, TLS ingress, NetworkPolicy
+  deny/allow;
 - the canary's deny step really depends on the policy: with the NetworkPolicy controller stopped and its rules
   flushed, the same run fails at "NetworkPolicy deny" (so the check can fail, and enforcement is not an accident of
   the network set-up).
@@ -30,8 +31,8 @@ def canary() -> subprocess.CompletedProcess[str]:
 def test_canary_passes() -> None:
     run = canary()
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "6 passed, 0 failed" in run.stdout
-    for check in ("registry image", "cluster DNS", "Service", "TLS ingress", "NetworkPolicy deny",
+    assert "7 passed, 0 failed" in run.stdout
+    for check in ("registry image", "storage", "cluster DNS", "Service", "TLS ingress", "NetworkPolicy deny",
                   "NetworkPolicy allow"):
         assert f"ok   {check}" in run.stdout
 
@@ -44,4 +45,4 @@ def test_canary_fails_without_policy_enforcement() -> None:
         subprocess.run([str(CLUSTER), "policy-controller", "start"], check=True, timeout=120)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "FAIL NetworkPolicy deny" in run.stdout
-    assert "4 passed, 1 failed" in run.stdout
+    assert "5 passed, 1 failed" in run.stdout
