@@ -252,7 +252,8 @@ EOF
   "name": "somabrain",
   "plugins": [
     {"type": "bridge", "bridge": "sbk0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$CLUSTER_NODE_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$CLUSTER_NODE_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}],
+              "dataDir": "$RUN/ipam"}},
     {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
   ]
 }
@@ -554,6 +555,18 @@ unmount_all() {
   done
 }
 
+remove_cni_cache() {
+  # libcni caches each attachment's result in /var/lib/cni/results (ours: network somabrain, and containerd's
+  # loopback for the same sandboxes); pods killed with the cluster never get a CNI DEL to clear them.
+  local f id
+  for f in /var/lib/cni/results/somabrain-*; do
+    [ -e "$f" ] || continue
+    id="${f#/var/lib/cni/results/somabrain-}"
+    id="${id%%-*}"
+    rm -f "$f" /var/lib/cni/results/cni-loopback-"$id"-*
+  done
+}
+
 remove_cgroups() {
   local c
   for c in /sys/fs/cgroup/*/"$CGROUP_ROOT"; do
@@ -608,6 +621,7 @@ cmd_down() {
   kill_cluster_processes
   unmount_all
   remove_cgroups
+  remove_cni_cache
   remove_iptables "$ALL_CLUSTER_RULES"
   remove_ipsets
   "$HERE/net.sh" down
@@ -631,6 +645,7 @@ cmd_check_clean() {
   [ -n "$pids" ] && left+=("processes: $pids($(ps -o comm= -p "${pids// /,}" | sort -u | tr '\n' ' '))")
   findmnt -rn -o TARGET | grep -qE "^($STATE|$RUN)" && left+=("mounts under $STATE or $RUN")
   ls /run/netns/cni-* >/dev/null 2>&1 && left+=("pod network namespaces /run/netns/cni-*")
+  compgen -G "/var/lib/cni/results/somabrain-*" >/dev/null && left+=("CNI results /var/lib/cni/results/somabrain-*")
   compgen -G "/sys/fs/cgroup/*/$CGROUP_ROOT" >/dev/null && left+=("cgroups /sys/fs/cgroup/*/$CGROUP_ROOT")
   local table
   for table in filter nat mangle raw; do
