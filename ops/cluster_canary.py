@@ -7,8 +7,9 @@ namespace (somabrain-canary) and exits 0 only when every one passed; `make clust
    a PersistentVolumeClaim of the default StorageClass binds, and a pod writes to it;
 2. the client resolves the Service's name through the cluster DNS, to the Service's ClusterIP;
 3. the client reaches the server through the Service;
-4. `https://somabrain.internal:9999` answers through the ingress controller (IngressClass nginx), with the
-   certificate from scripts/setup_ingress_tls.sh, from 127.0.0.1;
+4. `https://somabrain.internal:9999/somabrain-canary/` answers through the ingress controller (IngressClass
+   nginx), with the certificate from scripts/setup_ingress_tls.sh, from 127.0.0.1 (a path of its own, so the
+   canary and a deployed SomaBrain, whose Ingress has `/` of the same host, can share the ingress);
 5. after a default-deny NetworkPolicy the same connection fails, while the server is still Ready;
 6. once a policy allows the client, the connection works again.
 
@@ -35,6 +36,7 @@ from typing import Any
 
 NAMESPACE = "somabrain-canary"
 HOST = "somabrain.internal"
+INGRESS_PATH = "/somabrain-canary/"
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TLS_DIR = REPO / "infra" / "tls"
 
@@ -283,19 +285,20 @@ class Canary:
             "metadata": {"name": "canary"},
             "spec": {"ingressClassName": "nginx", "tls": [{"hosts": [HOST], "secretName": "somabrain-tls"}],
                      "rules": [{"host": HOST, "http": {"paths": [{
-                         "path": "/", "pathType": "Prefix",
+                         "path": INGRESS_PATH, "pathType": "Prefix",
                          "backend": {"service": {"name": "echo", "port": {"number": 80}}}}]}}]}})
         expected = ssl.PEM_cert_to_DER_cert(crt.read_text())
         status, _response = _poll(f"https://{HOST}:{self.ingress[1]} through the ingress", self.timeout,
                                   lambda: self._https_get(crt, expected))
-        return f"https://{HOST}:{self.ingress[1]} (127.0.0.1, SNI {HOST}) -> {status}, certificate from {crt.name}"
+        return (f"https://{HOST}:{self.ingress[1]}{INGRESS_PATH} (127.0.0.1, SNI {HOST}) -> {status}, "
+                f"certificate from {crt.name}")
 
     def _https_get(self, ca: Path, expected_der: bytes) -> tuple[str, str] | None:
         ctx = ssl.create_default_context(cafile=str(ca))
         with socket.create_connection(self.ingress, timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=HOST) as s:
             if s.getpeercert(binary_form=True) != expected_der:
                 raise CanaryFailed("the ingress serves a different certificate than scripts/setup_ingress_tls.sh made")
-            s.sendall(f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+            s.sendall(f"GET {INGRESS_PATH} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(4096):
                 data += chunk

@@ -1,0 +1,69 @@
+"""The dev loop on the real local cluster (SOMABRAIN_CLUSTER=1; `make cluster-test` sets it).
+
+`tilt ci` deploys the Tiltfile to context somabrain-local: the stand-in images and somabrain are built here and
+pushed to the cluster's registry, every workload becomes healthy, and the API answers ready through the ingress
+(https://somabrain.internal:9999, Traefik, NetworkPolicies enforced). `tilt down` removes it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CONTEXT = "somabrain-local"
+HOST = "somabrain.internal"
+
+pytestmark = pytest.mark.skipif(os.environ.get("SOMABRAIN_CLUSTER") != "1",
+                                reason="needs the local cluster: run `make cluster-test`")
+
+
+def tilt(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """The pinned Tilt of the cluster toolchain (what `make cluster` built), with analytics off."""
+    bindir = subprocess.run([str(REPO / "scripts" / "cluster" / "toolchain.sh"), "bindir"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    env = {**os.environ, "TILT_DISABLE_ANALYTICS": "1", "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
+    return subprocess.run([f"{bindir}/tilt", *args, "--context", CONTEXT], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[subprocess.CompletedProcess[str]]:
+    subprocess.run([str(REPO / "scripts" / "setup_ingress_tls.sh")], check=True, timeout=120, capture_output=True)
+    run = tilt("ci", "--timeout", "20m", timeout=1500)
+    try:
+        yield run
+    finally:
+        tilt("down", timeout=300)
+
+
+def https_health() -> dict[str, object]:
+    ctx = ssl.create_default_context(cafile=str(REPO / "infra" / "tls" / f"{HOST}.crt"))
+    with socket.create_connection(("127.0.0.1", 9999), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=HOST) as s:
+        s.sendall(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return dict(json.loads(body))
+
+
+def test_tilt_ci_brings_every_workload_up(deployed: subprocess.CompletedProcess[str]) -> None:
+    assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-2000:]
+    assert "SUCCESS. All workloads are healthy." in deployed.stdout + deployed.stderr
+
+
+def test_the_api_is_ready_through_the_ingress(deployed: subprocess.CompletedProcess[str]) -> None:
+    assert deployed.returncode == 0
+    health = https_health()
+    assert health["ready"] is True, health
+    assert health["predictor_provider"] == "mahal" and health["strict_real"] is True
