@@ -225,7 +225,8 @@ def test_truth_table(connectivity: TruthTable, check: Check) -> None:
     """The whole table at once: fails with the three matrices when any flow is WRONG."""
     check.expected = {"wrong": 0}
     check.observed = {"wrong": [f"{f.src}->{f.dst}:{f.port}" for f in connectivity.wrong],
-                      "right": sum(1 for f in connectivity.flows.values() if f.verdict == "RIGHT")}
+                      "right": sum(1 for f in connectivity.flows.values() if f.verdict == "RIGHT"),
+                      "table": connectivity.render()}
     assert not connectivity.wrong, "\n" + connectivity.render()
 
 

@@ -121,7 +121,10 @@ class KubeTarget(Target):
         """List a namespaced collection, e.g. `api/v1/services`, `apis/networking.k8s.io/v1/ingresses`."""
         group, _, plural = kind_path.rpartition("/")
         doc = self._get(f"/{group}/namespaces/{self.namespace}/{plural}")
-        return list(doc.get("items") or [])
+        # A real list carries kind and apiVersion once (NetworkPolicyList), not on its items; put them back on each
+        # item, as kubectl does, so they read like the manifests (the NetworkPolicy evaluator keys on kind).
+        kind = str(doc.get("kind", "")).removesuffix("List")
+        return [{"apiVersion": doc.get("apiVersion"), "kind": kind, **item} for item in doc.get("items") or []]
 
     def services(self) -> list[dict[str, Any]]:
         return self.items("api/v1/services")

@@ -188,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._exec(namespace, rest[3], query.get("command") or [])
         if len(rest) == 3:
             items = fake.find(kind, namespace, selector=(query.get("labelSelector") or [None])[0])
+            # As the real API: a list names its kind once, its items carry no kind or apiVersion.
+            items = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in items]
             return self._json(200, {"apiVersion": group, "kind": f"{kind}List", "metadata": {}, "items": items})
         found = fake.find(kind, namespace, rest[3])
         if found is None:
