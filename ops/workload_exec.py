@@ -71,11 +71,16 @@ def running_pod(target: KubeTarget, workload: str) -> tuple[str, str]:
 
 def _kube_exec(target: KubeTarget, workload: str, argv: Sequence[str], stdin: bytes | None,
                sink: IO[bytes] | None, timeout: float) -> ExecResult:
-    from kubernetes import client
+    pod, container = running_pod(target, workload)
+    with target.exec_core() as core:
+        return _stream_exec(core, target.namespace, pod, container, argv, stdin, sink, timeout)
+
+
+def _stream_exec(core: Any, namespace: str, pod: str, container: str, argv: Sequence[str], stdin: bytes | None,
+                 sink: IO[bytes] | None, timeout: float) -> ExecResult:
     from kubernetes.stream import stream
 
-    pod, container = running_pod(target, workload)
-    ws = stream(client.CoreV1Api(target.api).connect_get_namespaced_pod_exec, pod, target.namespace,
+    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace,
                 command=list(argv), container=container, stderr=True, stdin=stdin is not None, stdout=True,
                 tty=False, _preload_content=False, binary=True)
     out: list[bytes] = []

@@ -13,7 +13,8 @@ the API (tests/conformance/k8s_fake/), exec included.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from conformance.expectations import BY_KEY, NAMESPACE
@@ -187,10 +188,20 @@ class KubeTarget(Target):
         return [s.key for s in BY_KEY.values() if s.prod_workload and self.workload_object(s.key) is not None]
 
     # -- probes --------------------------------------------------------------------------------------
-    def run_probes(self, workload: str, probes: Sequence[Probe]) -> list[ProbeResult]:
-        from kubernetes import client
-        from kubernetes.stream import stream
+    @contextmanager
+    def exec_core(self) -> Iterator[Any]:
+        """A CoreV1Api on a private ApiClient, for one pod exec.
 
+        kubernetes.stream swaps the client's call_api for its websocket one while an exec runs; two threads
+        streaming on a shared client (the NetworkPolicy table probes every workload at once) can leave it
+        swapped, and every later plain GET then fails as a "websocket handshake". Seen on a real cluster.
+        """
+        from kubernetes import client
+
+        with client.ApiClient(self.api.configuration) as private:
+            yield client.CoreV1Api(private)
+
+    def run_probes(self, workload: str, probes: Sequence[Probe]) -> list[ProbeResult]:
         if not probes:
             return []
         running = [p for p in self.pods(workload) if (p.get("status") or {}).get("phase") == "Running"]
@@ -199,7 +210,14 @@ class KubeTarget(Target):
         pod = running[0]["metadata"]["name"]
         container = running[0]["spec"]["containers"][0]["name"]
         payload = json.dumps([p.payload() for p in probes])
-        ws = stream(client.CoreV1Api(self.api).connect_get_namespaced_pod_exec, pod, self.namespace,
+        with self.exec_core() as core:
+            return self._exec_probes(core, pod, container, probes, payload)
+
+    def _exec_probes(self, core: Any, pod: str, container: str, probes: Sequence[Probe],
+                     payload: str) -> list[ProbeResult]:
+        from kubernetes.stream import stream
+
+        ws = stream(core.connect_get_namespaced_pod_exec, pod, self.namespace,
                     command=["python3", "-c", PROBE_SCRIPT, payload], container=container,
                     stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
         try:
