@@ -2,7 +2,8 @@
 
 `tilt ci` deploys the Tiltfile to context somabrain-local: the stand-in images and somabrain are built here and
 pushed to the cluster's registry, every workload becomes healthy, and the API answers ready through the ingress
-(https://somabrain.internal:9999, Traefik, NetworkPolicies enforced). `tilt down` removes it again.
+(https://somabrain.internal:9999, Traefik, NetworkPolicies enforced). Then the conformance suite runs against it
+(`pytest conformance/ --env prod`, the API through a port-forward, as Tilt gives one). `tilt down` removes it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +69,40 @@ def test_the_api_is_ready_through_the_ingress(deployed: subprocess.CompletedProc
     health = https_health()
     assert health["ready"] is True, health
     assert health["predictor_provider"] == "mahal" and health["strict_real"] is True
+
+
+def test_prod_conformance_passes_live(deployed: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    assert deployed.returncode == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    forward = subprocess.Popen(["kubectl", "--context", CONTEXT, "-n", "somabrain-prod", "port-forward",
+                                "svc/somabrain", f"{port}:9696"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        report = tmp_path / "prod.json"
+        run = subprocess.run([str(REPO / ".venv" / "bin" / "pytest"), "conformance/", "--env", "prod",
+                              "--kube-context", CONTEXT, "--base-url", f"http://127.0.0.1:{port}",
+                              "--report-json", str(report), "-q", "-p", "no:cacheprovider"],
+                             cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+    assert run.returncode == 0, run.stdout[-6000:]
+    checks = json.loads(report.read_text())["checks"]
+    by_dimension: dict[str, int] = {}
+    for check in checks:
+        outcome = check.get("outcome") or check.get("status")
+        dimension = (check.get("id") or check.get("name", "?")).split("/")[0]
+        if outcome == "passed":
+            by_dimension[dimension] = by_dimension.get(dimension, 0) + 1
+        else:
+            # The only skips allowed: what the seed puts outside the cluster in prod (Kafka, Prometheus).
+            assert outcome == "skipped" and "outside the cluster" in json.dumps(check), check
+    assert {d for d, n in by_dimension.items() if n} >= {"api", "dns", "netpol", "readiness", "tls"}, by_dimension
