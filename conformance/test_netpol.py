@@ -79,6 +79,19 @@ def _observe(target: Target, plans: Mapping[str, Sequence[Probe]]) -> dict[str, 
         return dict(zip(plans, pool.map(run, plans), strict=True))
 
 
+def _cluster_verdict(result: Any) -> tuple[bool | None, str]:
+    """Three outcomes for a cluster probe: connected (allowed), timed out (a policy dropped it: denied), anything
+    else (inconclusive, which fails the check). A refused connection is a TCP reset: something answered, so it
+    says nothing about a policy; an unresolved name or another error says nothing either."""
+    if not isinstance(result, TcpResult):
+        return None, f"inconclusive: {result}"
+    if result.ok:
+        return True, f"{result.host}: {result.status}"
+    if result.status == "timeout":
+        return False, f"{result.host}: timeout"
+    return None, f"inconclusive: {result.host}: {result.status} (only a timeout shows a policy at work)"
+
+
 def _summarise(results: Sequence[Any]) -> tuple[bool, str]:
     tcp = [r for r in results if isinstance(r, TcpResult)]
     allowed = any(r.ok for r in tcp)
@@ -184,8 +197,8 @@ def _prod_table(target: KubeTarget) -> TruthTable:
         table.set(src_key, DNS_COLUMN, observed=dns_result.ok,
                   detail=f"resolve {dns_result.name}: {dns_result.error or ', '.join(dns_result.addresses)}")
         for dst, result in zip(dsts, results[1:], strict=True):
-            allowed, detail = _summarise([result])
-            table.set(src_key, dst.key, observed=allowed, detail=detail)
+            observed, detail = _cluster_verdict(result)
+            table.set(src_key, dst.key, observed=observed, detail=detail)
     return table
 
 

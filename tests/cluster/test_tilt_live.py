@@ -27,10 +27,18 @@ pytestmark = pytest.mark.skipif(os.environ.get("SOMABRAIN_CLUSTER") != "1",
                                 reason="needs the local cluster: run `make cluster-test`")
 
 
+def toolchain_bin() -> str:
+    """Where `make cluster` linked the pinned tilt and kubectl (kubectl of the cluster's own version)."""
+    return subprocess.run([str(REPO / "scripts" / "cluster" / "toolchain.sh"), "bindir"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+KUBECTL = f"{toolchain_bin()}/kubectl"
+
+
 def tilt(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    """The pinned Tilt of the cluster toolchain (what `make cluster` built), with analytics off."""
-    bindir = subprocess.run([str(REPO / "scripts" / "cluster" / "toolchain.sh"), "bindir"], capture_output=True,
-                            text=True, check=True).stdout.strip()
+    """The pinned Tilt of the cluster toolchain, with analytics off."""
+    bindir = toolchain_bin()
     env = {**os.environ, "TILT_DISABLE_ANALYTICS": "1", "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
     return subprocess.run([f"{bindir}/tilt", *args, "--context", CONTEXT], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
@@ -76,7 +84,7 @@ def test_prod_conformance_passes_live(deployed: subprocess.CompletedProcess[str]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    forward = subprocess.Popen(["kubectl", "--context", CONTEXT, "-n", "somabrain-prod", "port-forward",
+    forward = subprocess.Popen([KUBECTL, "--context", CONTEXT, "-n", "somabrain-prod", "port-forward",
                                 "svc/somabrain", f"{port}:9696"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -106,3 +114,30 @@ def test_prod_conformance_passes_live(deployed: subprocess.CompletedProcess[str]
             # The only skips allowed: what the seed puts outside the cluster in prod (Kafka, Prometheus).
             assert outcome == "skipped" and "outside the cluster" in json.dumps(check), check
     assert {d for d, n in by_dimension.items() if n} >= {"api", "dns", "netpol", "readiness", "tls"}, by_dimension
+
+
+def test_the_seeds_networkpolicy_is_caught_live(deployed: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """The guide's NetworkPolicy (egress only inside somabrain-prod), deployed instead of ours, blocks cluster DNS
+    (kube-system): the DNS checks must fail, saying so. Ours are put back afterwards."""
+    assert deployed.returncode == 0
+    kubectl = [KUBECTL, "--context", CONTEXT, "-n", "somabrain-prod"]
+    backup = tmp_path / "policies.yaml"
+    backup.write_text(subprocess.run([*kubectl, "get", "networkpolicy", "-o", "yaml"], capture_output=True,
+                                     text=True, check=True).stdout)
+    try:
+        subprocess.run([*kubectl, "delete", "networkpolicy", "--all"], check=True, capture_output=True)
+        # The seed's policy selects its namespace by a `name` label, as the guide deploys it.
+        subprocess.run([*kubectl, "label", "namespace", "somabrain-prod", "name=somabrain-prod", "--overwrite"],
+                       check=True, capture_output=True)
+        seed = REPO / "tests" / "deploy" / "fixtures" / "guide_networkpolicy.yaml"
+        subprocess.run([*kubectl, "apply", "-f", str(seed)], check=True, capture_output=True)
+        run = subprocess.run([str(REPO / ".venv" / "bin" / "pytest"), "conformance/", "--env", "prod", "-m", "dns",
+                              "--kube-context", CONTEXT, "-q", "-p", "no:cacheprovider"],
+                             cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        subprocess.run([*kubectl, "delete", "networkpolicy", "somabrain-isolation", "--ignore-not-found"],
+                       check=True, capture_output=True)
+        subprocess.run([*kubectl, "label", "namespace", "somabrain-prod", "name-"], check=False, capture_output=True)
+        subprocess.run([*kubectl, "apply", "-f", str(backup)], check=True, capture_output=True)
+    assert run.returncode == 1, run.stdout[-3000:]
+    assert "does not resolve" in run.stdout and "name resolution" in run.stdout, run.stdout[-3000:]
