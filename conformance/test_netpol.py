@@ -197,8 +197,8 @@ def _prod_table(target: KubeTarget) -> TruthTable:
         table.set(src_key, DNS_COLUMN, observed=dns_result.ok,
                   detail=f"resolve {dns_result.name}: {dns_result.error or ', '.join(dns_result.addresses)}")
         for dst, result in zip(dsts, results[1:], strict=True):
-            observed, detail = _cluster_verdict(result)
-            table.set(src_key, dst.key, observed=observed, detail=detail)
+            seen, detail = _cluster_verdict(result)
+            table.set(src_key, dst.key, observed=seen, detail=detail)
     return table
 
 

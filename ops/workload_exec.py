@@ -61,17 +61,9 @@ def _compose_exec(target: ComposeTarget, workload: str, argv: Sequence[str], std
     return ExecResult(proc.returncode, out or b"", proc.stderr.decode("utf-8", "replace"), f"container {name}")
 
 
-def running_pod(target: KubeTarget, workload: str) -> tuple[str, str]:
-    """(pod, container) of the first Running pod of the workload."""
-    running = [p for p in target.pods(workload) if (p.get("status") or {}).get("phase") == "Running"]
-    if not running:
-        raise ProbeError(f"workload {workload!r} has no Running pod in namespace {target.namespace}")
-    return running[0]["metadata"]["name"], running[0]["spec"]["containers"][0]["name"]
-
-
 def _kube_exec(target: KubeTarget, workload: str, argv: Sequence[str], stdin: bytes | None,
                sink: IO[bytes] | None, timeout: float) -> ExecResult:
-    pod, container = running_pod(target, workload)
+    pod, container = target.serving_pod(workload)
     with target.exec_core() as core:
         return _stream_exec(core, target.namespace, pod, container, argv, stdin, sink, timeout)
 

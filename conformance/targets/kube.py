@@ -201,14 +201,15 @@ class KubeTarget(Target):
         with client.ApiClient(self.api.configuration) as private:
             yield client.CoreV1Api(private)
 
+    def serving_pod(self, workload: str) -> tuple[str, str]:
+        """(pod, container) to run a probe in: a Ready pod that is not terminating, and the workload's own
+        container, chosen by name (the workload's key: `redis` in Deployment sb-redis), not by position."""
+        return pick_serving(self.pods(workload), workload, self.namespace)
+
     def run_probes(self, workload: str, probes: Sequence[Probe]) -> list[ProbeResult]:
         if not probes:
             return []
-        running = [p for p in self.pods(workload) if (p.get("status") or {}).get("phase") == "Running"]
-        if not running:
-            raise ProbeError(f"workload {workload!r} has no Running pod in namespace {self.namespace}")
-        pod = running[0]["metadata"]["name"]
-        container = running[0]["spec"]["containers"][0]["name"]
+        pod, container = self.serving_pod(workload)
         payload = json.dumps([p.payload() for p in probes])
         with self.exec_core() as core:
             return self._exec_probes(core, pod, container, probes, payload)
@@ -281,6 +282,25 @@ class KubeTarget(Target):
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = f"<secret {ref['name']}/{ref['key']}>"
         return env
+
+
+def pick_serving(pods: list[dict[str, Any]], workload: str, namespace: str) -> tuple[str, str]:
+    """The (pod, container) that `serving_pod` picks from the workload's pods (the API's JSON). Raises ProbeError."""
+    serving = [p for p in pods if _pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
+    if not serving:
+        states = ", ".join(f"{p['metadata']['name']} ({(p.get('status') or {}).get('phase')}"
+                           f"{', terminating' if p['metadata'].get('deletionTimestamp') else ''}"
+                           f"{', ready' if _pod_ready(p) else ', not ready'})" for p in pods) or "none"
+        raise ProbeError(f"workload {workload!r} has no Ready pod in namespace {namespace}: {states}")
+    containers = [c["name"] for c in serving[0]["spec"]["containers"]]
+    if workload in containers:
+        container = workload
+    elif len(containers) == 1:
+        container = containers[0]
+    else:
+        raise ProbeError(f"pod {serving[0]['metadata']['name']} has containers {containers}, none named "
+                         f"{workload!r}: which one is the workload's is not known")
+    return serving[0]["metadata"]["name"], container
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:

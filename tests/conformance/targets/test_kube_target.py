@@ -8,11 +8,12 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conformance.targets.base import HttpResult, Probe, ProbeError, ResolveResult, TargetUnreachable, TcpResult
-from conformance.targets.kube import KubeTarget
+from conformance.targets.kube import KubeTarget, pick_serving
 from tests.conformance.k8s_fake import FakeCluster
 from tests.conformance.targets.conftest import REPO
 
@@ -138,5 +139,32 @@ def test_exec_failure_is_a_probe_error(tmp_path: Path) -> None:
 
 
 def test_workload_without_pods_is_a_probe_error(target: KubeTarget) -> None:
-    with pytest.raises(ProbeError, match="no Running pod"):
+    with pytest.raises(ProbeError, match="no Ready pod"):
         target.run_probes("kafka", [Probe.resolve("localhost")])
+
+
+def _pod(name: str, ready: bool = True, terminating: bool = False, containers: tuple[str, ...] = ("redis",),
+         phase: str = "Running") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    return {"metadata": meta, "spec": {"containers": [{"name": c} for c in containers]},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_probes_run_in_a_ready_pod_that_is_not_terminating() -> None:
+    # A rollout: the old pod is Terminating (still Running), a new one not Ready yet, one Ready.
+    pods = [_pod("old", terminating=True), _pod("new", ready=False), _pod("serving")]
+    assert pick_serving(pods, "redis", "ns") == ("serving", "redis")
+
+
+def test_the_workloads_container_is_chosen_by_name() -> None:
+    assert pick_serving([_pod("p", containers=("istio-proxy", "redis"))], "redis", "ns") == ("p", "redis")
+    assert pick_serving([_pod("p", containers=("sb-redis",))], "redis", "ns") == ("p", "sb-redis")
+    with pytest.raises(ProbeError, match="none named 'redis'"):
+        pick_serving([_pod("p", containers=("sidecar", "main"))], "redis", "ns")
+
+
+def test_no_ready_pod_names_what_there_is() -> None:
+    with pytest.raises(ProbeError, match=r"old \(Running, terminating, ready\), new \(Pending, not ready\)"):
+        pick_serving([_pod("old", terminating=True), _pod("new", ready=False, phase="Pending")], "redis", "ns")
