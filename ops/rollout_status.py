@@ -23,6 +23,10 @@ def rollout_state(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> Sta
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     meta = deployment.get("metadata") or {}
     wanted = int(spec.get("replicas", 1))
+    # As kubectl: until the controller has observed this generation, every condition is the previous one's
+    # (a ProgressDeadlineExceeded left by an earlier failed rollout must not fail this one).
+    if int(meta.get("generation", 0)) > int(status.get("observedGeneration", 0)):
+        return Status(False, False, "waiting for the deployment spec update to be observed")
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return Status(False, True, f"progress deadline exceeded: {cond.get('message', '')}")
@@ -36,8 +40,6 @@ def rollout_state(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> Sta
             if waiting.get("reason") in FATAL_WAITING:
                 return Status(False, True, f"pod {pod['metadata']['name']}: {waiting['reason']}: "
                                            f"{waiting.get('message', '')}".rstrip(": "))
-    if int(meta.get("generation", 0)) > int(status.get("observedGeneration", 0)):
-        return Status(False, False, "waiting for the deployment spec update to be observed")
     updated = int(status.get("updatedReplicas", 0))
     total = int(status.get("replicas", 0))
     available = int(status.get("availableReplicas", 0))
