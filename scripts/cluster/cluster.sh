@@ -521,7 +521,7 @@ cmd_up() {
   merge_kubeconfig
   step_done
   if [ "$canary" = 1 ]; then
-    step "canary: DNS, Service, NetworkPolicy enforcement, registry image, TLS ingress"
+    step "canary: registry image, storage, DNS, Service, TLS ingress, NetworkPolicy enforcement"
     run_canary
     step_done
   fi
