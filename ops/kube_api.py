@@ -16,12 +16,13 @@ class KubeError(Exception):
     """An API call failed; the message carries the API's own reason."""
 
 
-def request(target: KubeTarget, method: str, path: str, body: Any = None) -> Any:
+def request(target: KubeTarget, method: str, path: str, body: Any = None,
+            content_type: str = "application/json") -> Any:
     path, _, query = path.partition("?")
     query_params = [tuple(kv.split("=", 1)) for kv in query.split("&") if kv] if query else None
     params = target.api.param_serialize(method, path, body=body, query_params=query_params,
                                         header_params={"Accept": "application/json",
-                                                       "Content-Type": "application/json"},
+                                                       "Content-Type": content_type},
                                         auth_settings=["BearerToken"])
     response = target.api.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
     response.read()
@@ -40,6 +41,12 @@ def get(target: KubeTarget, path: str) -> dict[str, Any]:
 
 def put(target: KubeTarget, path: str, obj: dict[str, Any]) -> dict[str, Any]:
     return dict(request(target, "PUT", path, obj))
+
+
+def patch(target: KubeTarget, path: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """A strategic-merge PATCH, as `kubectl set image` sends: lists of containers merge by name, and no
+    resourceVersion is sent, so a controller writing the status meanwhile causes no 409 Conflict."""
+    return dict(request(target, "PATCH", path, changes, "application/strategic-merge-patch+json"))
 
 
 def deployment_path(target: KubeTarget, name: str) -> str:

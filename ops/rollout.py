@@ -29,7 +29,7 @@ from ops.common import (
     fail,
     reachable,
 )
-from ops.kube_api import KubeError, deployment_path, get, put
+from ops.kube_api import KubeError, deployment_path, get, patch
 from ops.readiness import readiness_failures
 from ops.rollout_status import current
 
@@ -42,15 +42,16 @@ def say(message: str) -> None:
 
 
 def set_image(target: KubeTarget, name: str, image: str, cause: str) -> str:
-    """Point the Deployment's first container at `image`; returns the previous image."""
+    """Point the Deployment's own container (named like the Deployment) at `image`, by a strategic-merge PATCH as
+    `kubectl set image` does; returns the previous image."""
     path = deployment_path(target, name)
-    deployment = get(target, path)
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    previous = str(container["image"])
-    container["image"] = image
-    annotations = deployment["metadata"].setdefault("annotations", {})
-    annotations["kubernetes.io/change-cause"] = cause
-    put(target, path, deployment)
+    containers = get(target, path)["spec"]["template"]["spec"]["containers"]
+    mine = [c for c in containers if c["name"] == name] or (containers if len(containers) == 1 else [])
+    if not mine:
+        raise KubeError(f"deployment/{name} has containers {[c['name'] for c in containers]}, none named {name!r}")
+    previous = str(mine[0]["image"])
+    patch(target, path, {"metadata": {"annotations": {"kubernetes.io/change-cause": cause}},
+                         "spec": {"template": {"spec": {"containers": [{"name": mine[0]["name"], "image": image}]}}}})
     return previous
 
 

@@ -243,7 +243,9 @@ class KubeTarget(Target):
         env = self._env(container)
         limits = (container.get("resources") or {}).get("limits") or {}
         probes = {k: container[f"{k}Probe"] for k in ("readiness", "liveness", "startup") if container.get(f"{k}Probe")}
-        pods = self.pods(workload)
+        # A terminating pod (an old ReplicaSet's, after a rollout) is on its way out: it neither counts as a
+        # replica nor makes the workload unready. Seen on the real cluster right after `somabrain rollout`.
+        pods = [p for p in self.pods(workload) if not p["metadata"].get("deletionTimestamp")]
         replicas = {p["metadata"]["name"]: _pod_ready(p) for p in pods}
         wanted = int((obj.get("spec") or {}).get("replicas", 1))
         ready = bool(replicas) and all(replicas.values()) and len(replicas) >= wanted

@@ -124,6 +124,24 @@ class _WritableHandler(_Handler):
         return self._json(200, stored)
 
 
+    def do_PATCH(self) -> None:
+        """Strategic merge, the part `kubectl set image` uses: annotations, and containers merged by name."""
+        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        if self.headers.get("Content-Type") != "application/strategic-merge-patch+json" or "deployments" not in parts:
+            return self._json(415, _status(415, "UnsupportedMediaType", f"PATCH {self.path} is not faked"))
+        changes = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        namespace = parts[parts.index("namespaces") + 1]
+        old = self.fake.find("Deployment", namespace, parts[-1])
+        if old is None:
+            return self._json(404, _status(404, "NotFound", f"deployments {parts[-1]!r} not found"))
+        body = copy.deepcopy(old)
+        body["metadata"].setdefault("annotations", {}).update(changes.get("metadata", {}).get("annotations", {}))
+        by_name = {c["name"]: c for c in body["spec"]["template"]["spec"]["containers"]}
+        for change in changes.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            by_name[change["name"]].update(change)
+        return self._json(200, self.fake.replace("Deployment", namespace, parts[-1], body))
+
+
 class HealthServer:
     """Serves canned API/SomaMemory/OPA answers on 127.0.0.1 under /<variant>/... (the in-pod views)."""
 
