@@ -69,8 +69,21 @@ def wait(target: KubeTarget, name: str, timeout: float, sleep: Callable[[float],
         sleep(interval)
 
 
+def settled_readiness(target: KubeTarget, settle: float, sleep: Callable[[float], None]) -> list[str]:
+    """The conformance readiness checks, retried for up to `settle` seconds until they pass. Right after a rollout
+    the API's background health checks can still carry the restart of a dependency rolled at the same moment
+    (SomaMemory shares the image): seen on a real cluster as a brief `components.memory.http: false`."""
+    deadline = time.monotonic() + settle
+    while True:
+        problems = readiness_failures(target)
+        if not problems or time.monotonic() >= deadline:
+            return problems
+        say(f"  readiness not met yet ({problems[0]}); checking again")
+        sleep(2)
+
+
 def rollout(target: KubeTarget, image: str, workloads: tuple[str, ...], timeout: float,
-            sleep: Callable[[float], None] = time.sleep) -> int:
+            sleep: Callable[[float], None] = time.sleep, settle: float = 60.0) -> int:
     previous: dict[str, str] = {}
     why = ""
     try:
@@ -84,7 +97,7 @@ def rollout(target: KubeTarget, image: str, workloads: tuple[str, ...], timeout:
                 why = f"deployment/{name} did not roll out: {message}"
                 break
         if not why:
-            problems = readiness_failures(target)
+            problems = settled_readiness(target, settle, sleep)
             if problems:
                 why = "the conformance readiness checks fail after the rollout:\n  " + "\n  ".join(problems)
             else:
@@ -129,6 +142,8 @@ def parser() -> UsageParser:
     p.add_argument("image", help="the new image, e.g. registry.example/somabrain:v2.0.0")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S",
                    help="seconds each rollout may take (default 300)")
+    p.add_argument("--settle", type=float, default=60.0, metavar="S",
+                   help="seconds the readiness checks may take to pass after the rollout (default 60)")
     p.add_argument("--only", choices=WORKLOADS, default=None,
                    help="roll only this Deployment (default: both somabrain and somamemory, which share the image)")
     add_target_arguments(p, compose=False)
@@ -145,7 +160,7 @@ def main(argv: list[str]) -> int:
     except OpsError as exc:
         return fail(PROG, exc)
     say(f"{PROG} {args.image}: {target.describe()}")
-    return rollout(target, args.image, (args.only,) if args.only else WORKLOADS, args.timeout)
+    return rollout(target, args.image, (args.only,) if args.only else WORKLOADS, args.timeout, settle=args.settle)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_unpullable_image_is_rolled_back(cluster: Cluster, capsys: pytest.Captur
 def test_stub_predictor_fails_readiness_and_is_rolled_back(cluster: Cluster,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     before = images(cluster)
-    code = rollout.main([STUB_IMAGE, *cluster.args(), "--timeout", "30"])
+    code = rollout.main([STUB_IMAGE, *cluster.args(), "--timeout", "30", "--settle", "3"])
     out = capsys.readouterr().out
     assert code == 1, out
     assert "conformance readiness checks fail" in out
