@@ -83,6 +83,20 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 MARKER = "somabrain-canary ok"
 
 
+def https_get(address: tuple[str, int], path: str, ca: Path, host: str = HOST) -> tuple[str, str, bytes]:
+    """GET https://HOST{path} from `address` (SNI and Host: host, verified against `ca`):
+    (status line, body, the server's certificate in DER)."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(address, timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=host) as s:
+        peer = s.getpeercert(binary_form=True) or b""
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.decode("utf-8", "replace").partition("\r\n\r\n")
+    return head.split("\r\n", 1)[0], body, peer
+
+
 class CanaryFailed(Exception):
     """A check failed; the message says which and what was seen."""
 
@@ -294,17 +308,10 @@ class Canary:
                 f"certificate from {crt.name}")
 
     def _https_get(self, ca: Path, expected_der: bytes) -> tuple[str, str] | None:
-        ctx = ssl.create_default_context(cafile=str(ca))
-        with socket.create_connection(self.ingress, timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=HOST) as s:
-            if s.getpeercert(binary_form=True) != expected_der:
-                raise CanaryFailed("the ingress serves a different certificate than scripts/setup_ingress_tls.sh made")
-            s.sendall(f"GET {INGRESS_PATH} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-        text = data.decode("utf-8", "replace")
-        status = text.split("\r\n", 1)[0]
-        return (status, text) if " 200 " in status and MARKER in text else None
+        status, body, peer = https_get(self.ingress, INGRESS_PATH, ca)
+        if peer != expected_der:
+            raise CanaryFailed("the ingress serves a different certificate than scripts/setup_ingress_tls.sh made")
+        return (status, body) if " 200 " in status and MARKER in body else None
 
     def check_policy_denies(self) -> str:
         self.net.create_namespaced_network_policy(NAMESPACE, {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from ops.cluster_canary import HOST, https_get
+
 REPO = Path(__file__).resolve().parents[2]
 CONTEXT = "somabrain-local"
-HOST = "somabrain.internal"
 
 pytestmark = pytest.mark.skipif(os.environ.get("SOMABRAIN_CLUSTER") != "1",
                                 reason="needs the local cluster: run `make cluster-test`")
@@ -55,15 +55,8 @@ def deployed() -> Iterator[subprocess.CompletedProcess[str]]:
 
 
 def https_health() -> dict[str, object]:
-    ctx = ssl.create_default_context(cafile=str(REPO / "infra" / "tls" / f"{HOST}.crt"))
-    with socket.create_connection(("127.0.0.1", 9999), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=HOST) as s:
-        s.sendall(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    status, body, _ = https_get(("127.0.0.1", 9999), "/health", REPO / "infra" / "tls" / f"{HOST}.crt")
+    assert status.startswith("HTTP/1.1 200"), status
     return dict(json.loads(body))
 
 
