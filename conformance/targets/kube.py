@@ -1,18 +1,24 @@
 """The prod environment: a Kubernetes cluster, through the kubernetes Python client.
 
 Workload `redis` is Deployment `sb-redis` in namespace somabrain-prod (see expectations.SERVICES); its pods
-are found by the workload's own `spec.selector`. Probes run in a Running pod through the pod `exec`
-websocket (`python3 -c <probe_script> <json>`): the image must carry python3 (ours does; for the others
-only the probes that start there need it). Reads: Services, Endpoints, NetworkPolicies, Ingress, Secrets,
-Namespaces, Deployments/StatefulSets and Pods.
+are found by the workload's own `spec.selector`, and only the current revision's count (the Deployment's newest
+ReplicaSet, the StatefulSet's update revision). Probes run through the pod `exec` websocket
+(`python3 -c <probe_script> <json>`) in a Ready, non-terminating pod:
+- in the somabrain image's own containers (the API, SomaMemory), which carry python3;
+- in any other pod (redis, postgres, OPA: their images have no python), from an ephemeral debug container of the
+  somabrain image added to that pod (`sb-probe`, as `kubectl debug` adds one). It shares the pod's network
+  namespace, so the NetworkPolicies see the pod's own identity. It stays until the pod is replaced, and later
+  runs reuse it.
 
-Live runs need a cluster (kind under Tilt, or a real one). The code is tested here against an HTTP fake of
-the API (tests/conformance/k8s_fake/), exec included.
+Reads: Services, Endpoints, NetworkPolicies, Ingress, Secrets, Deployments/StatefulSets/ReplicaSets, Pods, and
+Namespaces when allowed (a namespace-scoped identity, k8s/base/rbac.yaml, cannot read them; see
+check_reachable). Writes: pods/ephemeralcontainers, pods/exec.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +37,8 @@ from conformance.targets.base import (
 )
 
 REQUEST_TIMEOUT = 10
+PROBE_CONTAINER = "sb-probe"  # the ephemeral container's name (a suffix -N when an earlier one has exited)
+EPHEMERAL_START_TIMEOUT = 90.0
 
 
 class KubeTarget(Target):
@@ -46,6 +54,7 @@ class KubeTarget(Target):
         self.kubeconfig = kubeconfig
         self.exec_timeout = exec_timeout
         self._api: Any = None
+        self._probe_image: str | None = None
 
     # -- client --------------------------------------------------------------------------------------
     @property
@@ -82,12 +91,16 @@ class KubeTarget(Target):
 
     def _get(self, path: str) -> Any:
         """GET an API path and return the JSON document (dicts: the API's own shapes). Raises ApiException."""
+        return self._request("GET", path)
+
+    def _request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        """One API call, JSON in and out. Raises ApiException (with the API's status and message)."""
         from kubernetes.client.exceptions import ApiException
 
         path, _, query = path.partition("?")
         params = [tuple(kv.split("=", 1)) for kv in query.split("&") if kv] if query else None
-        request = self.api.param_serialize("GET", path, query_params=params,
-                                           header_params={"Accept": "application/json"},
+        headers = {"Accept": "application/json", **({"Content-Type": content_type} if content_type else {})}
+        request = self.api.param_serialize(method, path, body=body, query_params=params, header_params=headers,
                                            auth_settings=["BearerToken"])
         response = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
         response.read()
@@ -115,7 +128,17 @@ class KubeTarget(Target):
                 raise TargetUnreachable(
                     f"namespace {self.namespace!r} does not exist in this cluster. Deploy first: "
                     "tilt up (kind) or kubectl apply -k k8s/") from exc
-            raise TargetUnreachable(f"cannot read namespace {self.namespace!r}: {exc.reason}") from exc
+            if exc.status != 403:
+                raise TargetUnreachable(f"cannot read namespace {self.namespace!r}: {exc.reason}") from exc
+            # A namespace-scoped identity (k8s/base/rbac.yaml) may not read Namespaces, which are cluster-scoped:
+            # that it can list the namespace's Deployments is what the suite needs.
+            try:
+                self._get(f"/apis/apps/v1/namespaces/{self.namespace}/deployments?limit=1")
+            except ApiException as inner:
+                raise TargetUnreachable(
+                    f"this identity may not read namespace {self.namespace!r} ({inner.status} {inner.reason}); "
+                    "it needs the Role in k8s/base/rbac.yaml (kubectl auth can-i --list -n "
+                    f"{self.namespace})") from inner
 
     # -- reads ---------------------------------------------------------------------------------------
     def items(self, kind_path: str) -> list[dict[str, Any]]:
@@ -155,7 +178,9 @@ class KubeTarget(Target):
         try:
             doc = self._get(f"/api/v1/namespaces/{name}")
         except ApiException as exc:
-            if exc.status == 404:
+            # 404: no such namespace; 403: a namespace-scoped identity. Either way the one label every namespace
+            # carries (set by the API server itself) is known.
+            if exc.status in (403, 404):
                 return {"kubernetes.io/metadata.name": name}
             raise
         return dict((doc.get("metadata") or {}).get("labels") or {})
@@ -175,14 +200,37 @@ class KubeTarget(Target):
                     raise
         return None
 
-    def pods(self, workload: str) -> list[dict[str, Any]]:
+    def pods(self, workload: str, *, current_only: bool = True) -> list[dict[str, Any]]:
+        """The workload's pods; by default only those of its current revision (after a rollout, the old
+        ReplicaSet's pods may still be Ready for a while, running the old image)."""
         obj = self.workload_object(workload)
         if obj is None:
             return []
         selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         query = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         doc = self._get(f"/api/v1/namespaces/{self.namespace}/pods?labelSelector={query}")
-        return list(doc.get("items") or [])
+        pods = list(doc.get("items") or [])
+        if not current_only:
+            return pods
+        label, revision = self._current_revision(obj, query)
+        if revision is None:
+            return pods
+        return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(label) == revision]
+
+    def _current_revision(self, obj: dict[str, Any], selector: str) -> tuple[str, str | None]:
+        """(pod label, value) that marks the workload's current pods: a Deployment's newest ReplicaSet's
+        pod-template-hash, a StatefulSet's status.updateRevision. None when it cannot be told (no ReplicaSet yet)."""
+        if obj.get("kind") == "StatefulSet":
+            return "controller-revision-hash", (obj.get("status") or {}).get("updateRevision")
+        revision = ((obj.get("metadata") or {}).get("annotations") or {}).get("deployment.kubernetes.io/revision")
+        uid = (obj.get("metadata") or {}).get("uid")
+        doc = self._get(f"/apis/apps/v1/namespaces/{self.namespace}/replicasets?labelSelector={selector}")
+        for rs in doc.get("items") or []:
+            meta = rs.get("metadata") or {}
+            owned = any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
+            if owned and (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision") == revision:
+                return "pod-template-hash", (meta.get("labels") or {}).get("pod-template-hash")
+        return "pod-template-hash", None
 
     def workload_names(self) -> list[str]:
         return [s.key for s in BY_KEY.values() if s.prod_workload and self.workload_object(s.key) is not None]
@@ -202,17 +250,91 @@ class KubeTarget(Target):
             yield client.CoreV1Api(private)
 
     def serving_pod(self, workload: str) -> tuple[str, str]:
-        """(pod, container) to run a probe in: a Ready pod that is not terminating, and the workload's own
-        container, chosen by name (the workload's key: `redis` in Deployment sb-redis), not by position."""
+        """(pod, container) to run a probe in: a Ready pod of the current revision that is not terminating, and
+        the workload's own container, chosen by name (the workload's key: `redis` in Deployment sb-redis)."""
         return pick_serving(self.pods(workload), workload, self.namespace)
 
+    def probe_image(self) -> str:
+        """The image the probes run with: the API's (python3 and the probe's stdlib are in it)."""
+        if self._probe_image is None:
+            obj = self.workload_object("somabrain")
+            containers = ((((obj or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+                "containers") or []
+            images = [c.get("image") for c in containers if c.get("name") == "somabrain"] or \
+                [c.get("image") for c in containers[:1]]
+            if not images or not images[0]:
+                raise ProbeError("the probes run with the somabrain image, and Deployment somabrain, which names "
+                                 f"it, is not in namespace {self.namespace}")
+            self._probe_image = str(images[0])
+        return self._probe_image
+
     def run_probes(self, workload: str, probes: Sequence[Probe]) -> list[ProbeResult]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+        from websocket import WebSocketException
+
         if not probes:
             return []
         pod, container = self.serving_pod(workload)
         payload = json.dumps([p.payload() for p in probes])
-        with self.exec_core() as core:
-            return self._exec_probes(core, pod, container, probes, payload)
+        try:
+            container = self._probe_container(workload, pod, container)
+            with self.exec_core() as core:
+                return self._exec_probes(core, pod, container, probes, payload)
+        except (ApiException, HTTPError, WebSocketException, OSError) as exc:
+            # What a real API says when the exec cannot start (403 without pods/exec, a container that is gone, a
+            # closed websocket) is the probe's failure, with the API's words: never an uncaught exception.
+            raise ProbeError(f"pod {pod}: cannot run the probe: {_api_message(exc)}") from exc
+
+    def _probe_container(self, workload: str, pod: str, container: str) -> str:
+        """The container of `pod` to exec the probe in: the workload's own when it is of the somabrain image,
+        otherwise a running ephemeral `sb-probe` container of that image, added now if the pod has none."""
+        doc = self._get(f"/api/v1/namespaces/{self.namespace}/pods/{pod}")
+        spec = doc.get("spec") or {}
+        own: dict[str, Any] = next((c for c in spec.get("containers") or [] if c.get("name") == container), {})
+        image = self.probe_image()
+        if own.get("image") == image:
+            return container
+        statuses = {s.get("name"): s for s in (doc.get("status") or {}).get("ephemeralContainerStatuses") or []}
+        existing = [c["name"] for c in spec.get("ephemeralContainers") or []
+                    if str(c.get("name", "")).startswith(PROBE_CONTAINER) and c.get("image") == image]
+        for name in existing:
+            state = (statuses.get(name) or {}).get("state") or {}
+            if "running" in state:
+                return str(name)
+            if "waiting" in state:
+                return self._await_ephemeral(pod, name)
+        names = {c.get("name") for c in spec.get("ephemeralContainers") or []}
+        name = PROBE_CONTAINER
+        while name in names:
+            name = f"{PROBE_CONTAINER}-{len(names) + 1}"
+            names.add(name)
+        debug = {
+            "name": name, "image": image, "imagePullPolicy": "IfNotPresent",
+            # Idle until the pod goes; the probes are exec'd into it. Nothing is written, nothing is privileged.
+            "command": ["python3", "-c", "import signal; signal.pause()"],
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+        }
+        self._request("PATCH", f"/api/v1/namespaces/{self.namespace}/pods/{pod}/ephemeralcontainers",
+                      {"spec": {"ephemeralContainers": [debug]}}, "application/strategic-merge-patch+json")
+        return self._await_ephemeral(pod, name)
+
+    def _await_ephemeral(self, pod: str, name: str) -> str:
+        deadline = time.monotonic() + EPHEMERAL_START_TIMEOUT
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            doc = self._get(f"/api/v1/namespaces/{self.namespace}/pods/{pod}")
+            status: dict[str, Any] = next((s for s in (doc.get("status") or {}).get("ephemeralContainerStatuses") or []
+                           if s.get("name") == name), {})
+            state = status.get("state") or {}
+            if "running" in state:
+                return name
+            if "terminated" in state:
+                break
+            time.sleep(0.5)
+        raise ProbeError(f"pod {pod}: the ephemeral probe container {name} (image {self.probe_image()}) did not "
+                         f"start within {EPHEMERAL_START_TIMEOUT:.0f} s: {json.dumps(state)[:300]}")
 
     def _exec_probes(self, core: Any, pod: str, container: str, probes: Sequence[Probe],
                      payload: str) -> list[ProbeResult]:
@@ -230,7 +352,8 @@ class KubeTarget(Target):
         finally:
             ws.close()
         if code != 0:
-            raise ProbeError(f"pod {pod}: the probe exited {code}: {(stderr or stdout).strip()[-400:]}")
+            raise ProbeError(f"pod {pod} ({container}): the probe exited {code}: "
+                             f"{(stderr or stdout).strip()[-400:]}")
         return decode_batch(probes, stdout, f"pod {pod}")
 
     # -- declarations --------------------------------------------------------------------------------
@@ -303,6 +426,19 @@ def pick_serving(pods: list[dict[str, Any]], workload: str, namespace: str) -> t
         raise ProbeError(f"pod {serving[0]['metadata']['name']} has containers {containers}, none named "
                          f"{workload!r}: which one is the workload's is not known")
     return serving[0]["metadata"]["name"], container
+
+
+def _api_message(exc: BaseException) -> str:
+    """The API's own message from an ApiException's JSON body, else the exception's first line."""
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if message:
+            return f"{getattr(exc, 'status', '')} {message}".strip()
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
