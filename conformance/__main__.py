@@ -19,6 +19,7 @@ from conformance.parity.writers import FORMATS, render, summary, use_colour
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EXCEPTIONS = Path(__file__).resolve().parent / "parity-exceptions.yaml"
+DEFAULT_DIFF_EXCEPTIONS = Path(__file__).resolve().parent / "diff-exceptions.yaml"
 
 EPILOG = """\
 exit codes: 0 parity holds (every difference is accepted in the exceptions file with a reason),
@@ -84,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         help="compare a dev and a prod conformance report check by check",
         description=(
             "Compare two reports of `pytest conformance/ --env dev|prod --report-json FILE` (format: "
-            "conformance/schemas/report.schema.json) check by check. A check that passes in one environment "
-            "and fails in the other, or runs in one only, is drift; skipped means not applicable."
+            "conformance/schemas/report.schema.json) check by check. Parity is passed on both sides; a check "
+            "that failed, errored or was skipped on either side, or ran on one side only, is drift unless the "
+            "exceptions file accepts exactly those two statuses for it."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,8 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="accepted differences (dimension `check`, subject = check id); default none",
+        help="accepted differences (dimension `check`, subject = the check id, dev/prod = the statuses); "
+        "default: conformance/diff-exceptions.yaml",
     )
+    diff.add_argument("--no-exceptions", action="store_true", help="report every difference as drift")
     _output_args(diff)
     return parser
 
@@ -139,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             _emit(report.findings, args, title, report.notes)
             code = report.exit_code
         else:
-            findings = run_diff(args.dev_report, args.prod_report, args.exceptions)
+            accepted = None if args.no_exceptions else (args.exceptions or DEFAULT_DIFF_EXCEPTIONS)
+            findings = run_diff(args.dev_report, args.prod_report, accepted)
             _emit(findings, args, "Live parity: dev report vs prod report", [])
             code = 1 if any(f.status.failing for f in findings) else 0
     except InputError as exc:

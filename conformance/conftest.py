@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from conformance.expectations import API, NAMESPACE, TLS_DEV_PORT, TLS_DEV_SERVICE, TLS_MIN_DAYS_DEFAULT
+from conformance.expectations import (
+    API,
+    NAMESPACE,
+    TLS_DEV_PORT,
+    TLS_DEV_SERVICE,
+    TLS_MIN_DAYS_DEFAULT,
+    ServiceExpectation,
+)
 from conformance.report import DIMENSIONS, CheckEntry, Report
 from conformance.targets.base import ProbeError, Target, TargetUnreachable
 from conformance.targets.compose import ComposeTarget
@@ -94,6 +101,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    config.addinivalue_line("markers", "environments(*envs): the check exists only in these environments (a "
+                            "Kubernetes object compose has no counterpart of); elsewhere it is not collected")
     if config.option.help or config.option.version:
         return
     env = config.getoption("--env")
@@ -231,7 +240,25 @@ def check_id(item: pytest.Item, dimension: str) -> tuple[str, str]:
     return (f"{dimension}/{name}/{subject}" if callspec is not None else f"{dimension}/{name}"), subject
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _services_of(item: pytest.Item) -> list[ServiceExpectation]:
+    callspec = getattr(item, "callspec", None)
+    values = list(callspec.params.values()) if callspec is not None else []
+    flat = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
+    return [v for v in flat if isinstance(v, ServiceExpectation)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A check about a service the environment does not have (prod: Kafka and Prometheus are outside the cluster,
+    # as the seed has them) is not collected there: it is absent from the report, not a skip that could read as
+    # a pass. `python -m conformance diff` then shows it as absent on that side, accepted only by name in
+    # conformance/diff-exceptions.yaml.
+    env = config.getoption("--env", default=None)
+    if env is not None:
+        absent = [item for item in items if any(not s.in_env(env) for s in _services_of(item))
+                  or any(env not in mark.args for mark in item.iter_markers("environments"))]
+        if absent:
+            config.hook.pytest_deselected(items=absent)
+            items[:] = [item for item in items if item not in absent]
     for item in items:
         dimension = dimension_of(item)
         if dimension is not None:

@@ -67,6 +67,7 @@ def test_accepts_tcp(service: ServiceExpectation, env: str, dns_probes: dict[str
                     f"attempt(s) {tcp.error}".rstrip())
 
 
+@pytest.mark.environments("prod")
 @pytest.mark.parametrize("service", CHECKED, ids=lambda s: s.key)
 def test_endpoints_not_empty(service: ServiceExpectation, env: str, target: Target, check: Check) -> None:
     if env != "prod" or not isinstance(target, KubeTarget):

@@ -103,6 +103,7 @@ def tls_secret(target: Target, tls_secret_or_none: dict[str, Any] | None) -> dic
     return tls_secret_or_none
 
 
+@pytest.mark.environments("prod")
 def test_secret_type(tls_secret: dict[str, Any], check: Check) -> None:
     check.expected = {"type": TLS_SECRET_TYPE}
     check.observed = {"type": tls_secret.get("type"), "keys": sorted(tls_secret.get("data") or {})}

@@ -175,39 +175,74 @@ def report(env: str, checks: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
-def run_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str], dev: Any, prod: Any) -> tuple[int, Any, str]:
+def run_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str], dev: Any, prod: Any,
+             exceptions: str | None = None) -> tuple[int, Any, str]:
     d, p, out = tmp_path / "dev.json", tmp_path / "prod.json", tmp_path / "diff.json"
     d.write_text(dev if isinstance(dev, str) else json.dumps(dev))
     p.write_text(prod if isinstance(prod, str) else json.dumps(prod))
-    code = main(["diff", str(d), str(p), "--format", "json", "--out", str(out)])
+    accepted = ["--no-exceptions"]
+    if exceptions is not None:
+        (tmp_path / "accepted.yaml").write_text(exceptions)
+        accepted = ["--exceptions", str(tmp_path / "accepted.yaml")]
+    code = main(["diff", str(d), str(p), *accepted, "--format", "json", "--out", str(out)])
     err = capsys.readouterr().err
     return code, json.loads(out.read_text()) if out.exists() else None, err
 
 
-def test_diff_same_results_is_parity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    checks = [("dns/a", "passed"), ("tls/ingress", "skipped"), ("api/x", "failed")]
-    code, findings, _ = run_diff(
-        tmp_path,
-        capsys,
-        report("dev", checks),
-        report("prod", [("dns/a", "passed"), ("tls/ingress", "passed"), ("api/x", "failed")]),
-    )
+def test_diff_passed_on_both_sides_is_parity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checks = [("dns/a", "passed"), ("tls/ingress", "passed")]
+    code, findings, _ = run_diff(tmp_path, capsys, report("dev", checks), report("prod", checks))
     assert code == 0
-    assert {f["subject"]: f["status"] for f in findings} == {"dns/a": "ok", "tls/ingress": "ok", "api/x": "ok"}
+    assert {f["subject"]: f["status"] for f in findings} == {"dns/a": "ok", "tls/ingress": "ok"}
 
 
 @pytest.mark.parametrize(
-    ("dev", "prod", "subject"),
+    ("dev", "prod", "why"),
     [
-        ([("dns/a", "passed")], [("dns/a", "failed")], "dns/a"),
-        ([("dns/a", "error")], [("dns/a", "passed")], "dns/a"),
-        ([("dns/a", "passed"), ("api/b", "passed")], [("dns/a", "passed")], "api/b"),
+        ([("dns/a", "passed")], [("dns/a", "failed")], "passed in dev, failed in prod"),
+        ([("dns/a", "error")], [("dns/a", "passed")], "error in dev, passed in prod"),
+        ([("dns/a", "passed")], [("dns/a", "skipped")], "passed in dev, skipped in prod"),
+        ([("dns/a", "skipped")], [("dns/a", "passed")], "skipped in dev, passed in prod"),
+        ([("dns/a", "failed")], [("dns/a", "failed")], "the same fault in both environments is not parity"),
+        ([("dns/a", "skipped")], [("dns/a", "skipped")], "skipped on both sides: nothing was shown"),
+        ([("dns/a", "passed")], [], "the check did not run in prod"),
     ],
 )
-def test_diff_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str], dev: Any, prod: Any, subject: str) -> None:
+def test_diff_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str], dev: Any, prod: Any, why: str) -> None:
     code, findings, _ = run_diff(tmp_path, capsys, report("dev", dev), report("prod", prod))
     assert code == 1
-    assert [f["subject"] for f in findings if f["status"] == "drift"] == [subject]
+    drifted = [f for f in findings if f["status"] == "drift"]
+    assert [f["subject"] for f in drifted] == ["dns/a"] and why in drifted[0]["reason"]
+
+
+ACCEPT_ABSENT_IN_PROD = """exceptions:
+  - dimension: check
+    subject: dns/resolves/kafka
+    dev: passed
+    prod: null
+    reason: Kafka is outside the cluster in prod.
+"""
+
+
+def test_diff_exception_accepts_exactly_the_statuses_it_names(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    dev = report("dev", [("dns/resolves/kafka", "passed")])
+    code, findings, _ = run_diff(tmp_path, capsys, dev, report("prod", []), ACCEPT_ABSENT_IN_PROD)
+    assert code == 0 and [f["status"] for f in findings] == ["accepted"]
+    # The check starts failing in dev: no longer the accepted difference. Drift, and the exception is stale.
+    failing = report("dev", [("dns/resolves/kafka", "failed")])
+    code, findings, _ = run_diff(tmp_path, capsys, failing, report("prod", []), ACCEPT_ABSENT_IN_PROD)
+    assert code == 1 and sorted(f["status"] for f in findings) == ["drift", "stale"]
+
+
+def test_the_repos_diff_exceptions_name_exact_checks_and_statuses() -> None:
+    import yaml
+
+    doc = yaml.safe_load((REPO / "conformance" / "diff-exceptions.yaml").read_text())
+    for entry in doc["exceptions"]:
+        assert entry["dimension"] == "check" and "dev" in entry and "prod" in entry, entry
+        for subject in entry.get("subjects") or [entry["subject"]]:
+            assert not set(subject) & set("*?["), f"{subject}: an exception names one check, not a pattern"
 
 
 @pytest.mark.parametrize(
