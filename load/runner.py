@@ -99,7 +99,8 @@ def run(environment: Environment, sampler: Sampler, options: RunOptions) -> tupl
     report.mkdir(parents=True, exist_ok=True)
     profile = options.profile
     print(f"==> {profile.name}: {profile.summary}; {profile.users} users, {profile.duration:g} s against "
-          f"{environment.endpoint}; sampling {environment.scope} about once a second", flush=True)
+          f"{environment.endpoint}; sampling {environment.scope} about once a second"
+          + (f" ({sampler.source})" if sampler.source else ""), flush=True)
     sampler.start()
     started = time.time()
     try:
@@ -115,7 +116,8 @@ def run(environment: Environment, sampler: Sampler, options: RunOptions) -> tupl
     routes, total = read_stats(report / "locust_stats.csv")
     history = read_history(report / "locust_stats_history.csv")
     run_info = {"env": environment.name, "endpoint": environment.endpoint, "scope": environment.scope,
-                "profile": profile.name, "users": profile.users, "duration_s": profile.duration,
+                "sampler": sampler.source, "profile": profile.name, "users": profile.users,
+                "duration_s": profile.duration,
                 "started_at": started, "ended_at": ended, "locust_exit_code": locust_code,
                 "report_dir": str(report)}
     verdict = judge(samples=recording.samples, events=recording.events, routes=routes, total=total, sla=options.sla,

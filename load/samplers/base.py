@@ -11,6 +11,7 @@ from load.model import Recording
 
 class Sampler(ABC):
     interval: float = 1.0
+    source: str = ""  # where the figures come from, for the report ("docker stats", "metrics.k8s.io", ...)
 
     def __init__(self) -> None:
         self.recording = Recording()

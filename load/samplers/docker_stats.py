@@ -98,6 +98,7 @@ def event_from_docker(message: dict[str, Any]) -> Event | None:
 
 
 class DockerSampler(Sampler):
+    source = "docker stats"
     def __init__(self, project: str, api: DockerAPI | None = None) -> None:
         super().__init__()
         self.project = project

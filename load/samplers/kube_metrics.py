@@ -1,17 +1,21 @@
 """Prod: sample every pod of a namespace through the Kubernetes metrics API, limits from the pod spec.
 
-Per tick: `GET /apis/metrics.k8s.io/v1beta1/namespaces/NS/pods` (PodMetrics: working-set memory and CPU
-averaged over the metric window, per container) and `GET /api/v1/namespaces/NS/pods` (limits from
-spec.containers[].resources.limits, restartCount and lastState.terminated.reason from status). A pod's sample is
-the sum over its containers; its limit is the sum of theirs (None when any container has none).
+Per tick: `GET /api/v1/namespaces/NS/pods` (limits from spec.containers[].resources.limits, restartCount and
+lastState.terminated.reason from status), and the usage from one of two sources, chosen by `check()`:
+- `metrics.k8s.io` (metrics-server): `GET /apis/metrics.k8s.io/v1beta1/namespaces/NS/pods`, working-set memory
+  and CPU averaged over the metric window, per container. Namespace-scoped: the Role in k8s/base/rbac.yaml
+  grants it.
+- the kubelet's own summary API, when no metrics API is served (the local cluster of `make cluster` runs no
+  metrics-server): `GET /api/v1/nodes/NODE/proxy/stats/summary` for each node the pods run on, the same
+  working-set and CPU figures (cAdvisor's, which metrics-server reads too). It needs `nodes/proxy` (cluster-scoped,
+  an administrator's right).
+A pod's sample is the sum over its declared containers (an ephemeral debug container, such as the conformance
+probes' `sb-probe`, is not the workload's); its limit is the sum of theirs (None when any container has none).
 
-The metrics server refreshes every 15-60 s (its --metric-resolution), so polling once a second sees each reading
-several times: a reading is recorded once, at its own `timestamp`. CPU throttling is not exposed by the metrics
-API; saturation (use over limit) stands in for it.
+Both sources refresh every 10-60 s, so polling once a second sees each reading several times: a reading is
+recorded once, at its own timestamp. CPU throttling is exposed by neither; saturation (use over limit) stands in.
 
 Workload names are `APP/POD` where APP is the pod's `app` label (else app.kubernetes.io/name, else the pod name).
-Tested here against an HTTP fake of the API that serves the real JSON shapes (tests/load/kube_fake.py): no cluster
-can run on this machine.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from load.samplers.docker_stats import parse_timestamp
 
 METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"
 PODS_PATH = "/api/v1/namespaces/{ns}/pods"
+SUMMARY_PATH = "/api/v1/nodes/{node}/proxy/stats/summary"
 
 
 class KubeUnavailable(RuntimeError):
@@ -81,6 +86,26 @@ def sample_from_metrics(pod_metrics: dict[str, Any], pod: dict[str, Any]) -> Sam
                   restart_count=restart_count(pod))
 
 
+def declared_containers(pod: dict[str, Any]) -> set[str]:
+    return {c.get("name", "") for c in pod.get("spec", {}).get("containers", [])}
+
+
+def sample_from_summary(summary_pod: dict[str, Any], pod: dict[str, Any]) -> tuple[str, Sample] | None:
+    """(reading's timestamp, Sample) from one pod of a kubelet summary; None before the kubelet has figures."""
+    ours = [c for c in summary_pod.get("containers") or [] if c.get("name") in declared_containers(pod)]
+    readings = [(c.get("memory") or {}, c.get("cpu") or {}) for c in ours]
+    if not readings or any("workingSetBytes" not in m or "usageNanoCores" not in c for m, c in readings):
+        return None
+    stamp = max(str(c.get("time") or m.get("time") or "") for m, c in readings)
+    if not stamp:
+        return None
+    memory_limit, cpu_limit = pod_limits(pod)
+    return stamp, Sample(t=parse_timestamp(stamp), workload=workload_name(pod),
+                         memory_bytes=int(sum(int(m["workingSetBytes"]) for m, _ in readings)),
+                         memory_limit=memory_limit, cpu_cores=sum(int(c["usageNanoCores"]) for _, c in readings) / 1e9,
+                         cpu_limit=cpu_limit, running=is_running(pod), restart_count=restart_count(pod))
+
+
 class KubeSampler(Sampler):
     def __init__(self, namespace: str, context: str | None = None, kubeconfig: str | None = None) -> None:
         super().__init__()
@@ -91,6 +116,7 @@ class KubeSampler(Sampler):
         self._seen: set[tuple[str, str]] = set()  # (pod, metrics timestamp) already recorded
         self._restarts: dict[str, int] = {}
         self._ooms: set[tuple[str, str, float]] = set()
+        self.source = "metrics.k8s.io"  # or "kubelet summary": check() decides
 
     def _api(self) -> Any:
         if self._client is None:
@@ -123,15 +149,46 @@ class KubeSampler(Sampler):
         return result
 
     def check(self) -> None:
-        self.get(PODS_PATH.format(ns=self.namespace))
+        pods = self.get(PODS_PATH.format(ns=self.namespace)).get("items", [])
         try:
             self.get(METRICS_PATH.format(ns=self.namespace))
-        except KubeUnavailable as exc:
-            raise KubeUnavailable(f"{exc}: is metrics-server installed? (kind: see k8s/README.md)") from exc
+            self.source = "metrics.k8s.io"
+            return
+        except KubeUnavailable as metrics_exc:
+            nodes = sorted({str((p.get("spec") or {}).get("nodeName") or "") for p in pods} - {""})
+            if not nodes:
+                raise KubeUnavailable(f"{metrics_exc}, and no pod of namespace {self.namespace} is on a node yet "
+                                      "whose kubelet could be asked instead") from metrics_exc
+            try:
+                self.get(SUMMARY_PATH.format(node=nodes[0]))
+            except KubeUnavailable as summary_exc:
+                raise KubeUnavailable(
+                    f"no source of pod usage: {metrics_exc} (is metrics-server installed? kind: see k8s/README.md); "
+                    f"and the kubelet summary API: {summary_exc} (it needs nodes/proxy)") from summary_exc
+            self.source = "kubelet summary"
+
+    def _usage(self, pods: dict[str, dict[str, Any]]) -> list[tuple[str, str, Sample]]:
+        """(pod, reading's timestamp, sample) from the chosen source."""
+        out: list[tuple[str, str, Sample]] = []
+        if self.source == "metrics.k8s.io":
+            for item in self.get(METRICS_PATH.format(ns=self.namespace)).get("items", []):
+                name = item["metadata"]["name"]
+                if name in pods:
+                    out.append((name, item["timestamp"], sample_from_metrics(item, pods[name])))
+            return out
+        for node in sorted({str((p.get("spec") or {}).get("nodeName") or "") for p in pods.values()} - {""}):
+            for item in self.get(SUMMARY_PATH.format(node=node)).get("pods") or []:
+                ref = item.get("podRef") or {}
+                if ref.get("namespace") != self.namespace or ref.get("name") not in pods:
+                    continue
+                reading = sample_from_summary(item, pods[ref["name"]])
+                if reading is not None:
+                    out.append((ref["name"], reading[0], reading[1]))
+        return out
 
     def tick(self) -> None:
         pods = {p["metadata"]["name"]: p for p in self.get(PODS_PATH.format(ns=self.namespace)).get("items", [])}
-        metrics = self.get(METRICS_PATH.format(ns=self.namespace)).get("items", [])
+        usage = self._usage(pods)
         now = time.time()
         for name, pod in pods.items():
             workload = workload_name(pod)
@@ -150,9 +207,8 @@ class KubeSampler(Sampler):
                 memory_limit, cpu_limit = pod_limits(pod)
                 self.recording.samples.append(Sample(now, workload, None, memory_limit, None, cpu_limit,
                                                      running=False, restart_count=count))
-        for item in metrics:
-            name = item["metadata"]["name"]
-            if name not in pods or (name, item["timestamp"]) in self._seen:
+        for name, stamp, sample in usage:
+            if (name, stamp) in self._seen:
                 continue
-            self._seen.add((name, item["timestamp"]))
-            self.recording.samples.append(sample_from_metrics(item, pods[name]))
+            self._seen.add((name, stamp))
+            self.recording.samples.append(sample)
