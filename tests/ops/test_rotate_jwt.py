@@ -1,6 +1,7 @@
 """`somabrain rotate jwt-key` against the writable Kubernetes API fake: --add keeps the old key and adds the new
 one, projects the whole Secret into /secrets and points SOMABRAIN_JWT_PUBLIC_KEY_PATH at it, and rolls the API;
---retire keeps only the newest key."""
+--retire keeps only the newest key. Every write is a PATCH (served by test_rotate_kube.serve_patches; the 409
+races are tested there)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ops import rotate
 from tests.ops.conftest import Cluster
+from tests.ops.test_rotate_kube import FakePatches, add_secrets, serve_patches
+
+
+@pytest.fixture(autouse=True)
+def patches(cluster: Cluster) -> FakePatches:
+    add_secrets(cluster.fake)
+    return serve_patches(cluster.fake)
 
 
 def public_pem(path: Path) -> Path:
@@ -22,7 +30,8 @@ def public_pem(path: Path) -> Path:
     return path
 
 
-def test_add_then_retire(cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_then_retire(cluster: Cluster, patches: FakePatches, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
     old = public_pem(tmp_path / "old.pem").read_bytes()
     secret = cluster.fake.find("Secret", "somabrain-prod", "somabrain-secrets")
     secret.pop("stringData", None)
@@ -42,6 +51,7 @@ def test_add_then_retire(cluster: Cluster, tmp_path: Path, capsys: pytest.Captur
     assert rotate.main(["jwt-key", "--env", "prod", "--retire", *cluster.args()]) == 0
     data = cluster.fake.find("Secret", "somabrain-prod", "somabrain-secrets")["data"]
     assert [base64.b64decode(v) for v in data.values()] == [new.read_bytes()]
+    assert patches.writes() and all(method == "PATCH" for method, _, _ in patches.writes())
 
 
 def test_bad_key_and_nothing_to_retire(cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
