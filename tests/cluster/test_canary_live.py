@@ -11,17 +11,12 @@ These tests need root and a cluster that `make cluster` started; they are not pa
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "cluster" / "cluster.sh"
 
-pytestmark = pytest.mark.skipif(os.environ.get("SOMABRAIN_CLUSTER") != "1",
-                                reason="needs the local cluster: run `make cluster-test`")
 
 
 def canary() -> subprocess.CompletedProcess[str]:

@@ -9,49 +9,12 @@ pushed to the cluster's registry, every workload becomes healthy, and the API an
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from ops.cluster_canary import HOST, https_get
-
-REPO = Path(__file__).resolve().parents[2]
-CONTEXT = "somabrain-local"
-
-pytestmark = pytest.mark.skipif(os.environ.get("SOMABRAIN_CLUSTER") != "1",
-                                reason="needs the local cluster: run `make cluster-test`")
-
-
-def toolchain_bin() -> str:
-    """Where `make cluster` linked the pinned tilt and kubectl (kubectl of the cluster's own version)."""
-    return subprocess.run([str(REPO / "scripts" / "cluster" / "toolchain.sh"), "bindir"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-
-
-KUBECTL = f"{toolchain_bin()}/kubectl"
-
-
-def tilt(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    """The pinned Tilt of the cluster toolchain, with analytics off."""
-    bindir = toolchain_bin()
-    env = {**os.environ, "TILT_DISABLE_ANALYTICS": "1", "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
-    return subprocess.run([f"{bindir}/tilt", *args, "--context", CONTEXT], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="module")
-def deployed() -> Iterator[subprocess.CompletedProcess[str]]:
-    subprocess.run([str(REPO / "scripts" / "setup_ingress_tls.sh")], check=True, timeout=120, capture_output=True)
-    run = tilt("ci", "--timeout", "20m", timeout=1500)
-    try:
-        yield run
-    finally:
-        tilt("down", timeout=300)
+from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl, port_forward
 
 
 def https_health() -> dict[str, object]:
@@ -60,13 +23,11 @@ def https_health() -> dict[str, object]:
     return dict(json.loads(body))
 
 
-def test_tilt_ci_brings_every_workload_up(deployed: subprocess.CompletedProcess[str]) -> None:
-    assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-2000:]
-    assert "SUCCESS. All workloads are healthy." in deployed.stdout + deployed.stderr
+def test_tilt_ci_brings_every_workload_up(healthy: subprocess.CompletedProcess[str]) -> None:
+    assert "SUCCESS. All workloads are healthy." in healthy.stdout + healthy.stderr
 
 
-def test_the_api_is_ready_through_the_ingress(deployed: subprocess.CompletedProcess[str]) -> None:
-    assert deployed.returncode == 0
+def test_the_api_is_ready_through_the_ingress(healthy: subprocess.CompletedProcess[str]) -> None:
     # Traefik learns of new endpoints a moment after the pods turn Ready (503 meanwhile): give it up to 60 s.
     deadline = time.monotonic() + 60
     while True:
@@ -81,86 +42,69 @@ def test_the_api_is_ready_through_the_ingress(deployed: subprocess.CompletedProc
     assert health["predictor_provider"] == "mahal" and health["strict_real"] is True
 
 
-def test_prod_conformance_passes_live(deployed: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
-    assert deployed.returncode == 0
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    forward = subprocess.Popen([KUBECTL, "--context", CONTEXT, "-n", "somabrain-prod", "port-forward",
-                                "svc/somabrain", f"{port}:9696"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        report = tmp_path / "prod.json"
-        run = subprocess.run([str(REPO / ".venv" / "bin" / "pytest"), "conformance/", "--env", "prod",
-                              "--kube-context", CONTEXT, "--base-url", f"http://127.0.0.1:{port}",
-                              "--report-json", str(report), "-q", "-p", "no:cacheprovider"],
-                             cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
+def prod_conformance(*args: str, report: Path | None = None, kubeconfig: Path | None = None,
+                     timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """`pytest conformance/ --env prod` against the cluster, the API through a port-forward (as Tilt gives one)."""
+    who = ["--kubeconfig", str(kubeconfig)] if kubeconfig else ["--kube-context", CONTEXT]
+    with port_forward("svc/somabrain", 9696) as port:
+        return subprocess.run([str(VENV_BIN / "pytest"), "conformance/", "--env", "prod", *who,
+                               "--base-url", f"http://127.0.0.1:{port}",
+                               *(["--report-json", str(report)] if report else []), "-q", "-p", "no:cacheprovider",
+                               *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def by_dimension(report: Path) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for check in json.loads(report.read_text())["checks"]:
+        per = counts.setdefault(check["dimension"], {})
+        per[check["status"]] = per.get(check["status"], 0) + 1
+    return counts
+
+
+def test_prod_conformance_passes_live(healthy: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """Every check passes, none is skipped (a check about what prod does not have is not collected), and every
+    dimension is there."""
+    report = tmp_path / "prod.json"
+    run = prod_conformance(report=report)
     assert run.returncode == 0, run.stdout[-6000:]
-    checks = json.loads(report.read_text())["checks"]
-    by_dimension: dict[str, int] = {}
-    for check in checks:
-        outcome = check.get("outcome") or check.get("status")
-        dimension = (check.get("id") or check.get("name", "?")).split("/")[0]
-        if outcome == "passed":
-            by_dimension[dimension] = by_dimension.get(dimension, 0) + 1
-        else:
-            # The only skips allowed: what the seed puts outside the cluster in prod (Kafka, Prometheus).
-            assert outcome == "skipped" and "outside the cluster" in json.dumps(check), check
-    assert {d for d, n in by_dimension.items() if n} >= {"api", "dns", "netpol", "readiness", "tls"}, by_dimension
+    counts = by_dimension(report)
+    print("prod conformance by dimension:", json.dumps(counts, sort_keys=True))
+    assert {d for d, per in counts.items() if per.get("passed")} >= {"api", "dns", "netpol", "readiness", "tls"}
+    assert all(set(per) == {"passed"} for per in counts.values()), counts
 
 
-def test_the_seeds_networkpolicy_is_caught_live(deployed: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+def test_the_seeds_networkpolicy_is_caught_live(healthy: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
     """The guide's NetworkPolicy (egress only inside somabrain-prod), deployed instead of ours, blocks cluster DNS
     (kube-system): the DNS checks must fail, saying so. Ours are put back afterwards."""
-    assert deployed.returncode == 0
-    kubectl = [KUBECTL, "--context", CONTEXT, "-n", "somabrain-prod"]
     backup = tmp_path / "policies.yaml"
-    backup.write_text(subprocess.run([*kubectl, "get", "networkpolicy", "-o", "yaml"], capture_output=True,
-                                     text=True, check=True).stdout)
+    backup.write_text(kubectl("get", "networkpolicy", "-o", "yaml").stdout)
     try:
-        subprocess.run([*kubectl, "delete", "networkpolicy", "--all"], check=True, capture_output=True)
+        kubectl("delete", "networkpolicy", "--all")
         # The seed's policy selects its namespace by a `name` label, as the guide deploys it.
-        subprocess.run([*kubectl, "label", "namespace", "somabrain-prod", "name=somabrain-prod", "--overwrite"],
-                       check=True, capture_output=True)
-        seed = REPO / "tests" / "deploy" / "fixtures" / "guide_networkpolicy.yaml"
-        subprocess.run([*kubectl, "apply", "-f", str(seed)], check=True, capture_output=True)
-        run = subprocess.run([str(REPO / ".venv" / "bin" / "pytest"), "conformance/", "--env", "prod", "-m", "dns",
-                              "--kube-context", CONTEXT, "-q", "-p", "no:cacheprovider"],
-                             cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+        kubectl("label", "namespace", "somabrain-prod", "name=somabrain-prod", "--overwrite")
+        kubectl("apply", "-f", str(REPO / "tests" / "deploy" / "fixtures" / "guide_networkpolicy.yaml"))
+        run = prod_conformance("-m", "dns", timeout=600)
     finally:
-        subprocess.run([*kubectl, "delete", "networkpolicy", "somabrain-isolation", "--ignore-not-found"],
-                       check=True, capture_output=True)
-        subprocess.run([*kubectl, "label", "namespace", "somabrain-prod", "name-"], check=False, capture_output=True)
-        subprocess.run([*kubectl, "apply", "-f", str(backup)], check=True, capture_output=True)
+        kubectl("delete", "networkpolicy", "somabrain-isolation", "--ignore-not-found")
+        kubectl("label", "namespace", "somabrain-prod", "name-", check=False)
+        kubectl("apply", "-f", str(backup))
     assert run.returncode == 1, run.stdout[-3000:]
     assert "does not resolve" in run.stdout and "name resolution" in run.stdout, run.stdout[-3000:]
 
 
 def _somabrain_image() -> str:
-    out = subprocess.run([KUBECTL, "--context", CONTEXT, "-n", "somabrain-prod", "get", "deployment", "somabrain",
-                          "-o", "jsonpath={.spec.template.spec.containers[?(@.name=='somabrain')].image}"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.strip()
+    return kubectl("get", "deployment", "somabrain", "-o",
+                   "jsonpath={.spec.template.spec.containers[?(@.name=='somabrain')].image}").stdout.strip()
 
 
 def rollout(image: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(REPO / ".venv" / "bin" / "somabrain"), "rollout", image, "--kube-context", CONTEXT,
+    return subprocess.run([str(VENV_BIN / "somabrain"), "rollout", image, "--kube-context", CONTEXT,
                            "--timeout", "240"], cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
 
 
-def test_rollout_of_a_new_image_and_the_rollback_of_a_broken_one(deployed: subprocess.CompletedProcess[str]) -> None:
+def test_rollout_of_a_new_image_and_the_rollback_of_a_broken_one(healthy: subprocess.CompletedProcess[str]) -> None:
     """`somabrain rollout` on the real cluster: the running image under a new tag in the cluster's registry rolls
     out and passes the readiness checks; an image that cannot be pulled fails and is rolled back."""
-    assert deployed.returncode == 0
     current = _somabrain_image()
     fresh = f"127.0.0.1:5000/somabrain:rollout-{int(time.time())}"
     subprocess.run(["docker", "pull", "-q", current], check=True, capture_output=True)
@@ -168,9 +112,11 @@ def test_rollout_of_a_new_image_and_the_rollback_of_a_broken_one(deployed: subpr
     subprocess.run(["docker", "push", "-q", fresh], check=True, capture_output=True)
     good = rollout(fresh)
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-1000:]
+    print(good.stdout[-1500:])
     assert f"rolled out {fresh}" in good.stdout and _somabrain_image() == fresh
 
     broken = rollout("127.0.0.1:5000/somabrain:does-not-exist")
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-1000:]
+    print(broken.stdout[-1500:])
     assert "ROLLOUT FAILED" in broken.stdout and "rolled back to the previous image(s)" in broken.stdout
     assert _somabrain_image() == fresh

@@ -1,0 +1,71 @@
+"""What the cluster-tier tests share: the pinned tools of `make cluster` and the context it writes.
+
+The tests in this directory run against the real local cluster (`make cluster`; `make cluster-test` runs them with
+SOMABRAIN_CLUSTER=1). Fixtures are in conftest.py; plain helpers are here, imported by the test modules.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONTEXT = "somabrain-local"
+NAMESPACE = "somabrain-prod"
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+@cache
+def toolchain_bin() -> str:
+    """Where `make cluster` linked the pinned tilt and kubectl (kubectl of the cluster's own version)."""
+    return subprocess.run([str(REPO / "scripts" / "cluster" / "toolchain.sh"), "bindir"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def kubectl(*args: str, namespace: str | None = NAMESPACE, check: bool = True, timeout: float = 120,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    ns = ["-n", namespace] if namespace else []
+    return subprocess.run([f"{toolchain_bin()}/kubectl", "--context", CONTEXT, *ns, *args], input=stdin,
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def tilt(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """The pinned Tilt of the cluster toolchain, with analytics off."""
+    bindir = toolchain_bin()
+    env = {**os.environ, "TILT_DISABLE_ANALYTICS": "1", "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
+    return subprocess.run([f"{bindir}/tilt", *args, "--context", CONTEXT], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def port_forward(target: str, remote: int, namespace: str = NAMESPACE) -> Iterator[int]:
+    """`kubectl port-forward TARGET LOCAL:REMOTE` for the block; yields the local port once it accepts."""
+    port = free_port()
+    forward = subprocess.Popen([f"{toolchain_bin()}/kubectl", "--context", CONTEXT, "-n", namespace, "port-forward",
+                                target, f"{port}:{remote}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or forward.poll() is not None:
+                    raise RuntimeError(f"port-forward {target} {port}:{remote} did not come up") from None
+                time.sleep(0.5)
+        yield port
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
