@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="kustomization or manifest directory (default: k8s, the production entry point)",
+        help="kustomization or manifest directory (default: k8s, the production entry point; k8s/overlays/monitoring "
+        "adds the opt-in ServiceMonitors)",
     )
     parity.add_argument(
         "--exceptions",

@@ -153,6 +153,17 @@ TLS_MIN_DAYS_DEFAULT = 14
 TLS_DEV_SERVICE = "sb_ingress"
 TLS_DEV_PORT = 8443
 
+# --- Secrets that are not in the manifests ----------------------------------------------------------------
+# k8s/ ships no Secret, so that `kubectl apply -k` never overwrites real credentials: scripts/k8s_secrets.sh (or
+# the operator's secret manager) creates these in NAMESPACE before the first apply, with these keys. A manifest's
+# reference to one of them is "provided by the operator"; a reference to any other missing Secret or key is an
+# error. (The TLS Secret, TLS_SECRET, comes from scripts/setup_ingress_tls.sh or a certificate manager.)
+OPERATOR_SECRETS: Mapping[str, tuple[str, ...]] = {
+    "somabrain-postgres": ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),
+    "somabrain-secrets": ("jwt_pub.pem",),
+}
+OPERATOR_SECRETS_SCRIPT = "scripts/k8s_secrets.sh"
+
 # --- NetworkPolicy ------------------------------------------------------------------------------------------
 # Sources from which connectivity is probed live, and the destinations (with their ports) of the truth table.
 NETPOL_PEERS: tuple[ServiceExpectation, ...] = SERVICES

@@ -7,12 +7,18 @@ an unknown kind is an input error (exit 2), not something to skip silently.
 The model resolves what the comparators need: each workload's pod labels, containers with their
 environment resolved through ConfigMaps and Secrets (`$(VAR)` references kept and recorded), ports by
 name, probes, resources and volumes.
+
+Secrets that the manifests refer to but do not contain (created outside kustomize, e.g. by
+scripts/k8s_secrets.sh, so that an apply never overwrites them) are passed as `provided_secrets`
+({(namespace, name): keys}): a reference to one of those names and keys resolves ("provided by the
+operator"); a reference to any other missing Secret or key is recorded in `problems`.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +150,10 @@ class Manifests:
     workloads: dict[str, Workload] = field(default_factory=dict)
     services: dict[str, K8sService] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # references that do not resolve
+    # Secrets that are not in the manifests but were declared as created outside them: (namespace, name) -> keys.
+    provided_secrets: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # Which workloads refer to each Secret (env, envFrom, volumes): (namespace, name) -> workload names.
+    secret_users: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
     def of_kind(self, kind: str) -> list[Resource]:
         return [r for r in self.resources if r["kind"] == kind]
@@ -159,8 +169,13 @@ class Manifests:
         ]
 
 
-def load_manifests(directory: Path) -> Manifests:
-    """Read DIR (kustomize-rendered when it has a kustomization). Raises InputError."""
+SecretKeys = Mapping[tuple[str, str], tuple[str, ...]]
+
+
+def load_manifests(directory: Path, provided_secrets: SecretKeys | None = None) -> Manifests:
+    """Read DIR (kustomize-rendered when it has a kustomization). Raises InputError.
+
+    `provided_secrets`: Secrets created outside the manifests, {(namespace, name): keys} (see the module doc)."""
     directory = Path(directory)
     if not directory.exists():
         raise InputError(directory, "k8s directory does not exist")
@@ -179,7 +194,7 @@ def load_manifests(directory: Path) -> Manifests:
         resources = [r for f in files for r in _read_file(f)]
     for res in resources:
         _check_kind(res, directory)
-    return build_model(directory, resources)
+    return build_model(directory, resources, provided_secrets)
 
 
 def _read_file(path: Path) -> list[Resource]:
@@ -205,15 +220,24 @@ def _check_kind(res: Resource, where: Path) -> None:
         raise InputError(where, f"unknown kind {kind!r} (apiVersion {api!r}) for object {name!r}")
 
 
-def build_model(source: Path, resources: list[Resource]) -> Manifests:
+def build_model(source: Path, resources: list[Resource], provided_secrets: SecretKeys | None = None) -> Manifests:
     model = Manifests(source=source, resources=resources)
     configmaps = {
         (r["metadata"].get("namespace") or "default", r["metadata"]["name"]): r for r in model.of_kind("ConfigMap")
     }
     secrets = {(r["metadata"].get("namespace") or "default", r["metadata"]["name"]): r for r in model.of_kind("Secret")}
+    for (namespace, name), keys in (provided_secrets or {}).items():
+        if (namespace, name) not in secrets:  # one in the manifests wins: it is what an apply would write
+            model.provided_secrets[(namespace, name)] = tuple(keys)
+            secrets[(namespace, name)] = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "stringData": {key: "" for key in keys},
+            }
     for res in resources:
         if res["kind"] in WORKLOAD_KINDS:
-            wl = _workload(res, configmaps, secrets, model.problems)
+            wl = _workload(res, configmaps, secrets, model.problems, model.secret_users)
             model.workloads[wl.name] = wl
         elif res["kind"] == "Service":
             svc = _service(res)
@@ -242,6 +266,7 @@ def _workload(
     configmaps: dict[tuple[str, str], Resource],
     secrets: dict[tuple[str, str], Resource],
     problems: list[str],
+    secret_users: dict[tuple[str, str], set[str]],
 ) -> Workload:
     namespace = res["metadata"].get("namespace", "default")
     template = (res.get("spec") or {}).get("template") or {}
@@ -249,8 +274,11 @@ def _workload(
     pod_security = pod.get("securityContext") or {}
     where = f"{res['kind']}/{res['metadata']['name']}"
 
+    def used(secret: str) -> None:
+        secret_users.setdefault((namespace, secret), set()).add(res["metadata"]["name"])
+
     def container(spec: Resource) -> Container:
-        env = _resolve_env(spec, namespace, configmaps, secrets, problems, where)
+        env = _resolve_env(spec, namespace, configmaps, secrets, problems, where, used)
         resources = spec.get("resources") or {}
         return Container(
             name=spec["name"],
@@ -274,6 +302,8 @@ def _workload(
         )
 
     claim_templates = {t["metadata"]["name"]: t for t in (res.get("spec") or {}).get("volumeClaimTemplates") or []}
+    for volume in pod.get("volumes") or []:
+        _check_secret_volume(volume, namespace, secrets, problems, where, used)
     return Workload(
         kind=res["kind"],
         name=res["metadata"]["name"],
@@ -298,6 +328,32 @@ def _secret_data(secret: Resource) -> dict[str, str]:
     return data
 
 
+def _check_secret_volume(
+    volume: Resource,
+    namespace: str,
+    secrets: dict[tuple[str, str], Resource],
+    problems: list[str],
+    where: str,
+    used: Callable[[str], None],
+) -> None:
+    ref = volume.get("secret")
+    if not isinstance(ref, dict) or not ref.get("secretName"):
+        return
+    name = ref["secretName"]
+    used(name)
+    secret = secrets.get((namespace, name))
+    if secret is None:
+        if not ref.get("optional"):
+            problems.append(f"{where}: volume {volume.get('name')} refers to missing Secret {name!r}")
+        return
+    keys = _secret_data(secret)
+    for item in ref.get("items") or []:
+        if item.get("key") not in keys and not ref.get("optional"):
+            problems.append(
+                f"{where}: volume {volume.get('name')} refers to missing Secret key {name}/{item.get('key')}"
+            )
+
+
 def _resolve_env(
     spec: Resource,
     namespace: str,
@@ -305,6 +361,7 @@ def _resolve_env(
     secrets: dict[tuple[str, str], Resource],
     problems: list[str],
     where: str,
+    used: Callable[[str], None],
 ) -> dict[str, EnvValue]:
     env: dict[str, EnvValue] = {}
     for item in spec.get("envFrom") or []:
@@ -320,6 +377,7 @@ def _resolve_env(
                 env[prefix + key] = EnvValue(prefix + key, str(value), f"configmap:{ref['name']}/{key}", str(value))
         elif "secretRef" in item:
             ref = item["secretRef"]
+            used(ref["name"])
             secret = secrets.get((namespace, ref["name"]))
             if secret is None:
                 if not ref.get("optional"):
@@ -346,6 +404,7 @@ def _resolve_env(
             vf = item["valueFrom"]
             if "secretKeyRef" in vf:
                 ref = vf["secretKeyRef"]
+                used(ref["name"])
                 secret = secrets.get((namespace, ref["name"]))
                 if secret is None or ref["key"] not in _secret_data(secret):
                     if not ref.get("optional"):

@@ -2,11 +2,13 @@
 
 There is no kustomize binary on the CI machines, so the parity gate and the static checks render the
 manifests themselves.
-Supported: `resources` (files and directories), `namespace`, `configMapGenerator` and `secretGenerator`
-(`files`, `literals`, `envs`, `behavior: create|replace|merge`, `options`/`generatorOptions` with
-`disableNameSuffixHash: true`, `labels`, `annotations`), and `patches` (strategic-merge or JSON 6902,
-from `path` or inline `patch`, with an optional `target`). Anything else is refused with a clear error
-rather than silently ignored. When `kubectl kustomize` exists,
+Supported: `resources` (files and directories), `components` (directories whose kustomization is
+`kind: Component`, apiVersion kustomize.config.k8s.io/v1alpha1: applied, as kustomize does, to what the
+including kustomization has accumulated so far, before its own generators and patches), `namespace`,
+`configMapGenerator` and `secretGenerator` (`files`, `literals`, `envs`, `behavior: create|replace|merge`,
+`options`/`generatorOptions` with `disableNameSuffixHash: true`, `labels`, `annotations`), and `patches`
+(strategic-merge or JSON 6902, from `path` or inline `patch`, with an optional `target`). Anything else is
+refused with a clear error rather than silently ignored. When `kubectl kustomize` exists,
 tests/deploy/test_kustomize_render.py compares this output with it.
 
 Usage: python -m conformance.loaders.kustomize DIR   (prints the rendered multi-document YAML)
@@ -29,12 +31,15 @@ SUPPORTED_KEYS = {
     "apiVersion",
     "kind",
     "resources",
+    "components",
     "namespace",
     "configMapGenerator",
     "secretGenerator",
     "generatorOptions",
     "patches",
 }
+KUSTOMIZATION_API = "kustomize.config.k8s.io/v1beta1"
+COMPONENT_API = "kustomize.config.k8s.io/v1alpha1"
 # Kinds that have no namespace (those that can appear here).
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume"}
 # Strategic-merge list keys for the lists our patches touch.
@@ -85,33 +90,44 @@ def _key(res: Resource) -> tuple[str, str, str]:
 
 def render(directory: str | Path) -> list[Resource]:
     """Render the kustomization in `directory` to a list of objects."""
-    return _render(Path(directory).resolve(), stack=())
+    return _render(Path(directory).resolve(), stack=(), accumulated=[], kind="Kustomization")
 
 
-def _render(directory: Path, stack: tuple[Path, ...]) -> list[Resource]:
+def _render(directory: Path, stack: tuple[Path, ...], accumulated: list[Resource], kind: str) -> list[Resource]:
+    """Render `directory` into `accumulated`: a fresh list for a Kustomization, the including kustomization's
+    resources so far for a Component (which adds to them and patches them, as kustomize does)."""
     if directory in stack:
         raise KustomizeError(f"{directory}: kustomization cycle via {' -> '.join(map(str, stack))}")
     kfile = _find_kustomization(directory)
     spec = _parse_yaml(kfile.read_text(encoding="utf-8"), kfile) or {}
+    if not isinstance(spec, dict):
+        raise KustomizeError(f"{kfile}: a kustomization must be a mapping")
     unknown = set(spec) - SUPPORTED_KEYS
     if unknown:
         raise KustomizeError(f"{kfile}: unsupported kustomization fields: {sorted(unknown)}")
+    _check_kind(spec, kfile, kind)
 
-    resources: list[Resource] = []
+    resources = accumulated
     for entry in spec.get("resources", []):
         target = (directory / entry).resolve()
         if target.is_dir():
-            resources.extend(_render(target, (*stack, directory)))
+            resources.extend(_render(target, (*stack, directory), accumulated=[], kind="Kustomization"))
         elif target.is_file():
             _check_inside(directory, target, kfile, allow_parent=False)
             resources.extend(load_yaml_documents(target))
         else:
             raise KustomizeError(f"{kfile}: resource {entry!r} does not exist")
 
+    for entry in spec.get("components", []):
+        target = (directory / entry).resolve()
+        if not target.is_dir():
+            raise KustomizeError(f"{kfile}: component {entry!r} is not a directory with a kustomization")
+        _render(target, (*stack, directory), accumulated=resources, kind="Component")
+
     options = spec.get("generatorOptions", {})
-    for kind, key in (("ConfigMap", "configMapGenerator"), ("Secret", "secretGenerator")):
+    for gen_kind, key in (("ConfigMap", "configMapGenerator"), ("Secret", "secretGenerator")):
         for gen in spec.get(key, []):
-            _apply_generator(resources, kind, gen, options, directory, kfile)
+            _apply_generator(resources, gen_kind, gen, options, directory, kfile)
 
     for patch in spec.get("patches", []):
         _apply_patch(resources, patch, directory, kfile)
@@ -127,6 +143,22 @@ def _render(directory: Path, stack: tuple[Path, ...]) -> list[Resource]:
             raise KustomizeError(f"{kfile}: duplicate object {_key(res)}")
         seen.add(_key(res))
     return resources
+
+
+def _check_kind(spec: Resource, kfile: Path, expected: str) -> None:
+    """A Component only under `components:`, a Kustomization only under `resources:` (kustomize refuses both
+    mix-ups), each with its own apiVersion."""
+    kind = spec.get("kind", "Kustomization")
+    api = spec.get("apiVersion", KUSTOMIZATION_API if kind == "Kustomization" else COMPONENT_API)
+    if kind not in ("Kustomization", "Component"):
+        raise KustomizeError(f"{kfile}: kind {kind!r} is neither Kustomization nor Component")
+    if kind != expected:
+        where = "components:" if expected == "Component" else "resources:"
+        raise KustomizeError(f"{kfile}: is a {kind}, but is listed under {where} (a Component goes under "
+                             "components:, a Kustomization under resources:)")
+    wanted = COMPONENT_API if kind == "Component" else KUSTOMIZATION_API
+    if api != wanted:
+        raise KustomizeError(f"{kfile}: apiVersion of a {kind} must be {wanted}, not {api!r}")
 
 
 def _check_inside(root: Path, target: Path, kfile: Path, allow_parent: bool) -> None:

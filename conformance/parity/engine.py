@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conformance.expectations import NAMESPACE, OPERATOR_SECRETS
 from conformance.loaders.compose import load_project
 from conformance.loaders.k8s import load_manifests
 from conformance.parity.comparators import COMPARATORS
@@ -38,7 +39,8 @@ def run_parity(
     """Raises InputError (exit 2) when an input cannot be read."""
     exceptions = load_exceptions(exceptions_file, DIMENSIONS)
     project = load_project(compose_files, env_file, repo_root=repo_root)
-    manifests = load_manifests(k8s_dir)
+    # The Secrets are not in k8s/ (scripts/k8s_secrets.sh creates them): references to them resolve as provided.
+    manifests = load_manifests(k8s_dir, {(NAMESPACE, name): keys for name, keys in OPERATOR_SECRETS.items()})
     ctx = ParityContext.build(project, manifests)
     findings: list[Finding] = []
     for comparator in COMPARATORS.values():

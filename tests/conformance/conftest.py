@@ -34,7 +34,7 @@ class GateResult:
 
 
 def copy_tree(dest: Path) -> Path:
-    """compose/, k8s/ (without the user's generated kind secrets), the Dockerfile and pyproject.toml."""
+    """compose/, k8s/ (without leftovers of the kind secrets older dev_up.sh wrote), the Dockerfile, pyproject.toml."""
     for name in ("compose", "k8s"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("secrets", "__pycache__"))
     for name in ("Dockerfile", "pyproject.toml"):

@@ -180,6 +180,48 @@ spec:
     assert m.problems == ["Deployment/app: envFrom ConfigMap 'missing' does not exist"]
 
 
+OPERATOR_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app, namespace: prod}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+        - name: app
+          image: app:1.0
+          envFrom: [{secretRef: {name: creds}}]
+          env:
+            - {name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: TOKEN}}}
+            - {name: TYPO, valueFrom: {secretKeyRef: {name: creds, key: TOKNE}}}
+          volumeMounts: [{name: keys, mountPath: /keys}]
+      volumes:
+        - {name: keys, secret: {secretName: keys, items: [{key: pub.pem, path: pub.pem}, {key: gone, path: gone}]}}
+        - {name: other, secret: {secretName: nobody-creates-this}}
+"""
+
+
+def test_k8s_secrets_provided_outside_the_manifests(tmp_path: Path) -> None:
+    """A Secret the operator creates resolves with the declared keys; anything else missing is a problem."""
+    (tmp_path / "app.yaml").write_text(OPERATOR_APP)
+    m = load_manifests(tmp_path, {("prod", "creds"): ("TOKEN", "USER"), ("prod", "keys"): ("pub.pem",)})
+    env = m.workloads["app"].containers[0].env
+    assert env["TOKEN"].source == "secret:creds/TOKEN" and env["USER"].source == "secret:creds/USER"  # envFrom
+    assert m.provided_secrets == {("prod", "creds"): ("TOKEN", "USER"), ("prod", "keys"): ("pub.pem",)}
+    assert m.secret_users == {(ns, n): {"app"} for ns, n in [("prod", "creds"), ("prod", "keys"),
+                                                             ("prod", "nobody-creates-this")]}
+    assert sorted(m.problems) == [
+        "Deployment/app: env TYPO refers to missing Secret key creds/TOKNE",
+        "Deployment/app: volume keys refers to missing Secret key keys/gone",
+        "Deployment/app: volume other refers to missing Secret 'nobody-creates-this'",
+    ]
+    unprovided = load_manifests(tmp_path)
+    assert "Deployment/app: envFrom Secret 'creds' does not exist" in unprovided.problems
+    assert unprovided.provided_secrets == {}
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

@@ -69,6 +69,26 @@ def _literal_postgres_password(tree: Path) -> None:
     edit_k8s(tree / BASE / "postgres.yaml", "StatefulSet", "postgres", change)
 
 
+def _ship_placeholder_secret(tree: Path) -> None:
+    """What k8s/base/secrets.yaml used to be: a Secret with an empty password that every apply would write."""
+    (tree / BASE / "secrets.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: somabrain-postgres}\n"
+        "stringData: {POSTGRES_USER: somabrain, POSTGRES_PASSWORD: '', POSTGRES_DB: somabrain}\n"
+    )
+    kustomization = tree / BASE / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("  - pvc.yaml\n", "  - pvc.yaml\n  - secrets.yaml\n"))
+
+
+def _secret_key_ref(o: dict[str, Any], key: str) -> dict[str, Any]:
+    ref: dict[str, Any] = next(e for e in container(o)["env"] if e["name"] == key)["valueFrom"]["secretKeyRef"]
+    return ref
+
+
+def _jwt_volume(o: dict[str, Any]) -> dict[str, Any]:
+    vol: dict[str, Any] = next(v for v in o["spec"]["template"]["spec"]["volumes"] if v["name"] == "jwt")["secret"]
+    return vol
+
+
 def _nginx(old: str, new: str) -> Callable[[Path], None]:
     """Edit the dev TLS front's nginx configuration (compose/nginx/nginx.conf) in the copied tree."""
 
@@ -272,6 +292,25 @@ MUTATIONS = [
     ),
     Mutation("compose service missing from the mapping table", "mapping", "sb_cache", _add_compose_service),
     Mutation(
+        "placeholder Secret shipped in the manifests",
+        "mapping",
+        "k8s:secret/somabrain-postgres",
+        _ship_placeholder_secret,
+    ),
+    Mutation(
+        "env refers to a Secret key the operator does not create",
+        "mapping",
+        "k8s:Deployment/somabrain",
+        k8s("somabrain.yaml", "Deployment", "somabrain",
+            lambda o: _set(_secret_key_ref(o, "POSTGRES_PASSWORD"), "key", "PASSWORD")),
+    ),
+    Mutation(
+        "JWT key mounted from a Secret nobody creates",
+        "mapping",
+        "k8s:secret/somabrain-secrets",
+        k8s("somabrain.yaml", "Deployment", "somabrain", lambda o: _set(_jwt_volume(o), "secretName", "somabrain-jwt")),
+    ),
+    Mutation(
         "dev TLS front keeps nginx's 1m body limit",
         "ingress",
         "sb_ingress/body-size",
@@ -337,3 +376,23 @@ def test_mutation_is_caught(tree: Path, capsys: pytest.CaptureFixture[str], muta
     result = run_gate(tree, capsys)
     assert result.code == 1, f"gate passed a tree with: {mutation.id}"
     assert (mutation.dimension, mutation.subject) in result.drifts(), result.drifts()
+
+
+def test_secrets_the_operator_creates_resolve_as_provided(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """k8s/ ships no Secret: the references to the ones scripts/k8s_secrets.sh creates resolve (and say so)."""
+    result = run_gate(tree, capsys)
+    for name in ("somabrain-postgres", "somabrain-secrets"):
+        finding = result.by_subject("mapping", f"k8s:secret/{name}")
+        assert finding["status"] == "ok" and "provided by the operator (scripts/k8s_secrets.sh)" in finding["prod"]
+    assert not [f for f in result.findings if f["subject"].startswith("servicemonitor/")]  # opt-in, not in k8s/
+
+
+def test_gate_holds_on_the_monitoring_overlay_and_compares_the_servicemonitors(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_gate(tree, capsys, "--k8s", str(tree / "k8s" / "overlays" / "monitoring"))
+    assert result.code == 0, result.drifts()
+    for name in ("somabrain-metrics", "somamemory-metrics"):
+        assert result.by_subject("ports", f"servicemonitor/{name}")["status"] == "ok"
+    scrape = result.by_subject("connectivity", "prometheus->somabrain:9696")
+    assert "ServiceMonitor somabrain-metrics" in (scrape.get("reason") or ""), scrape

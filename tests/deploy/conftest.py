@@ -17,14 +17,31 @@ REPO = Path(__file__).resolve().parents[2]
 Resource = dict[str, Any]
 
 
-def write_kind_secrets(k8s_copy: Path) -> None:
-    """The kind overlay's gitignored secret files, as `scripts/dev_up.sh --kind-secrets` writes them."""
-    secrets = k8s_copy / "overlays" / "kind" / "secrets"
-    secrets.mkdir(parents=True, exist_ok=True)
-    (secrets / "postgres.env").write_text(
-        "POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=test-only\nPOSTGRES_DB=somabrain\n"
+def checkout_files(subdir: str) -> list[Path] | None:
+    """The files under `subdir` that a fresh clone has once the working tree is committed: tracked ones and new ones
+    git does not ignore, never generated (gitignored) files. None when this is no git checkout."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    listed = subprocess.run(
+        [git, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", subdir],
+        cwd=REPO, capture_output=True, text=True, check=False,
     )
-    (secrets / "jwt_pub.pem").write_text("-----BEGIN PUBLIC KEY-----\ntest-only\n-----END PUBLIC KEY-----\n")
+    if listed.returncode != 0:
+        return None
+    return [Path(p) for p in listed.stdout.split("\0") if p and (REPO / p).is_file()]
+
+
+def fresh_checkout_copy(subdir: str, dest: Path) -> Path:
+    """Copy `subdir` of the repository to `dest` as a fresh clone would have it (see checkout_files)."""
+    files = checkout_files(subdir)
+    if files is None:  # not a git checkout (an sdist, say): everything, minus what was ever generated into k8s/
+        shutil.copytree(REPO / subdir, dest / subdir, ignore=shutil.ignore_patterns("secrets"))
+        return dest / subdir
+    for rel in files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest / rel)
+    return dest / subdir
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +51,8 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def k8s_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of k8s/ with the kind overlay's generated secret files in place (never the user's own)."""
-    dest = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(REPO / "k8s", dest, ignore=shutil.ignore_patterns("secrets"))
-    write_kind_secrets(dest)
-    return dest
+    """k8s/ as a fresh clone has it: no gitignored or generated file is needed to render any of it."""
+    return fresh_checkout_copy("k8s", tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +63,12 @@ def base_manifests(k8s_copy: Path) -> list[Resource]:
 @pytest.fixture(scope="session")
 def kind_manifests(k8s_copy: Path) -> list[Resource]:
     return render(k8s_copy / "overlays" / "kind")
+
+
+@pytest.fixture(scope="session")
+def monitoring_manifests(k8s_copy: Path) -> list[Resource]:
+    """Production with the opt-in ServiceMonitor component (k8s/overlays/monitoring)."""
+    return render(k8s_copy / "overlays" / "monitoring")
 
 
 def find(resources: list[Resource], kind: str, name: str) -> Resource:

@@ -8,13 +8,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from conformance.expectations import OPERATOR_SECRETS, TLS_SECRET
 from tests.deploy.conftest import find
 
 K8S_VERSION = "1.30.0"
 Resource = dict[str, Any]
 # CRDs have no schema in kubernetes-validate's offline set, and none can be vendored here (no network;
 # a schema written from memory would check nothing real): checked structurally by
-# test_servicemonitors_select_a_named_service_port instead.
+# test_servicemonitors_select_a_named_service_port instead (on k8s/overlays/monitoring, where they are).
 CRD_SKIP_REASON = "CRD monitoring.coreos.com/v1 ServiceMonitor: no offline schema; checked structurally"
 
 
@@ -26,7 +27,7 @@ def _builtin(resources: list[Resource]) -> list[Resource]:
     return [r for r in resources if not r["apiVersion"].startswith("monitoring.coreos.com/")]
 
 
-@pytest.mark.parametrize("which", ["base_manifests", "kind_manifests"])
+@pytest.mark.parametrize("which", ["base_manifests", "kind_manifests", "monitoring_manifests"])
 def test_every_manifest_passes_kubernetes_validate_strict(request: pytest.FixtureRequest, which: str) -> None:
     resources: list[Resource] = request.getfixturevalue(which)
     checked = _builtin(resources)
@@ -64,8 +65,6 @@ EXPECTED = [
     ("ConfigMap", "somabrain-env"),
     ("ConfigMap", "somabrain-overrides"),
     ("ConfigMap", "somabrain-policy"),
-    ("Secret", "somabrain-secrets"),
-    ("Secret", "somabrain-postgres"),
     ("PersistentVolumeClaim", "somabrain-outbox-pvc"),
     ("Deployment", "somabrain"),
     ("Service", "somabrain"),
@@ -80,13 +79,57 @@ EXPECTED = [
     ("Deployment", "somamemory"),
     ("Service", "somamemory"),
     ("NetworkPolicy", "default-deny-all"),
-    ("ServiceMonitor", "somabrain-metrics"),
 ]
 
 
 @pytest.mark.parametrize(("kind", "name"), EXPECTED)
 def test_base_has_the_objects_the_guide_lists(base_manifests: list[Resource], kind: str, name: str) -> None:
     find(base_manifests, kind, name)
+
+
+@pytest.mark.parametrize("which", ["base_manifests", "kind_manifests"])
+def test_no_secret_and_no_servicemonitor_where_any_cluster_applies(request: pytest.FixtureRequest, which: str) -> None:
+    """`kubectl apply -k k8s/` (and the kind overlay) must apply on a cluster without the Prometheus Operator, and
+    must never overwrite the operator's Secrets with placeholders."""
+    resources: list[Resource] = request.getfixturevalue(which)
+    assert not [r["metadata"]["name"] for r in resources if r["kind"] == "Secret"]
+    assert not [r for r in resources if r["apiVersion"].startswith("monitoring.coreos.com/")]
+
+
+def test_monitoring_overlay_is_the_base_plus_the_servicemonitors(
+    base_manifests: list[Resource], monitoring_manifests: list[Resource]
+) -> None:
+    added = [r for r in monitoring_manifests if r not in base_manifests]
+    assert sorted((r["kind"], r["metadata"]["name"]) for r in added) == [
+        ("ServiceMonitor", "somabrain-metrics"),
+        ("ServiceMonitor", "somamemory-metrics"),
+    ]
+    assert [r for r in base_manifests if r not in monitoring_manifests] == []
+    assert {r["metadata"]["namespace"] for r in added} == {"somabrain-prod"}
+
+
+def test_every_secret_the_manifests_use_is_created_outside_them(base_manifests: list[Resource]) -> None:
+    """Each Secret reference names a Secret (and key) that scripts/k8s_secrets.sh creates, or the TLS Secret."""
+    refs: set[tuple[str, str | None]] = set()
+    for res in base_manifests:
+        if res["kind"] == "Ingress":
+            refs |= {(t["secretName"], None) for t in res["spec"].get("tls", [])}
+        if res["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        pod = res["spec"]["template"]["spec"]
+        for ctr in pod["containers"] + pod.get("initContainers", []):
+            refs |= {(e["secretRef"]["name"], None) for e in ctr.get("envFrom", []) if "secretRef" in e}
+            for env in ctr.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.add((ref["name"], ref["key"]))
+        for vol in pod.get("volumes", []):
+            if "secret" in vol:
+                refs.add((vol["secret"]["secretName"], None))
+                refs |= {(vol["secret"]["secretName"], i["key"]) for i in vol["secret"].get("items", [])}
+    assert {name for name, _ in refs} == {*OPERATOR_SECRETS, TLS_SECRET}
+    for name, key in refs:
+        assert key is None or key in OPERATOR_SECRETS[name], f"{name}/{key} is not a key k8s_secrets.sh creates"
 
 
 def test_somabrain_deployment_matches_the_guide(base_manifests: list[Resource]) -> None:
@@ -163,11 +206,11 @@ def test_all_pods_run_non_root_without_privilege_escalation(kind_manifests: list
                 assert ":latest" not in ctr["image"] and ":" in ctr["image"], ctr["image"]
 
 
-def test_servicemonitors_select_a_named_service_port(base_manifests: list[Resource]) -> None:
+def test_servicemonitors_select_a_named_service_port(monitoring_manifests: list[Resource]) -> None:
     """Structural check in place of a CRD schema (see CRD_SKIP_REASON)."""
-    monitors = [r for r in base_manifests if r["kind"] == "ServiceMonitor"]
+    monitors = [r for r in monitoring_manifests if r["kind"] == "ServiceMonitor"]
     assert monitors
-    services = [r for r in base_manifests if r["kind"] == "Service"]
+    services = [r for r in monitoring_manifests if r["kind"] == "Service"]
     for sm in monitors:
         assert sm["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(sm["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}

@@ -117,8 +117,7 @@ def tilt() -> Recorded:
 @pytest.fixture(scope="module")
 def deployed(tilt: Recorded, k8s_copy: Path) -> list[Resource]:
     ((args, _),) = tilt.of("k8s_yaml")
-    target = args[0]["objects"][0]["from"]["kustomize"]
-    assert target == "k8s/overlays/kind"
+    assert args[0] == {"kustomize": "k8s/overlays/kind"}
     return render(k8s_copy / "overlays" / "kind")
 
 
@@ -131,9 +130,46 @@ def test_no_extension_is_loaded() -> None:
     assert not [line for line in code if re.match(r"\s*load\(", line)]
 
 
-def test_servicemonitors_only_where_their_crd_exists(tilt: Recorded) -> None:
-    ((args, _),) = tilt.of("k8s_yaml")
-    assert [o["kind"] for o in args[0]["objects"]] == ["Deployment"]  # the fake `kubectl get crd` found none
+def test_deploys_the_kind_overlay_as_it_renders(tilt: Recorded, deployed: list[Resource]) -> None:
+    """No filtering by hand: the overlay has no ServiceMonitor (opt-in component) and no Secret (made in step 2)."""
+    assert not tilt.of("decode_yaml_stream") and not tilt.of("encode_yaml_stream")
+    assert not [a for a, _ in tilt.of("local") if "get crd" in a[0]]
+    assert not [r for r in deployed if r["kind"] in ("ServiceMonitor", "Secret")]
+
+
+def _index(tilt: Recorded, name: str, contains: str = "") -> int:
+    return next(i for i, (n, a, _) in enumerate(tilt.calls) if n == name and contains in str(a[0] if a else ""))
+
+
+@pytest.mark.parametrize("context", ["kind-somabrain", "somabrain-local"])
+def test_secrets_are_created_before_anything_is_deployed(context: str) -> None:
+    rec = evaluate_tiltfile(REPO / "Tiltfile", context=context)
+    (secrets,) = [a[0] for a, _ in rec.of("local") if "k8s_secrets.sh" in a[0]]
+    argv = secrets.split()
+    assert argv[0] == "scripts/k8s_secrets.sh" and (REPO / argv[0]).is_file()
+    assert argv[argv.index("--context") + 1] == context
+    # What dev_up.sh --kind-secrets writes, run before: compose's Postgres credentials and the dev JWT public key.
+    assert argv[argv.index("--from-env-file") + 1] == ".env.local"
+    assert argv[argv.index("--jwt-public-key") + 1] == ".run/jwt/jwt_pub.pem"
+    assert "--force" not in argv  # a reload never replaces what exists
+    assert _index(rec, "local", "dev_up.sh --any-port --kind-secrets") < _index(rec, "local", "k8s_secrets.sh")
+    assert _index(rec, "local", "k8s_secrets.sh") < _index(rec, "k8s_yaml")
+    dev_up = (REPO / "scripts" / "dev_up.sh").read_text()
+    assert 'jwt_dir="$root/.run/jwt"' in dev_up and '-pubout -out "$jwt_dir/jwt_pub.pem"' in dev_up
+
+
+def test_compose_mode_touches_no_cluster() -> None:
+    rec = evaluate_tiltfile(REPO / "Tiltfile", {"mode": "compose"})
+    assert not [a for a, _ in rec.of("local") if "k8s_secrets.sh" in a[0] or "kubectl" in a[0]]
+
+
+def test_every_object_a_resource_claims_is_deployed(tilt: Recorded, deployed: list[Resource]) -> None:
+    """Tilt refuses a Tiltfile whose k8s_resource(objects=[...]) names an object that is not in its YAML."""
+    present = {(r["metadata"]["name"], r["kind"].lower()) for r in deployed}
+    for args, kwargs in tilt.of("k8s_resource"):
+        for obj in kwargs.get("objects", []):
+            name, _, kind = obj.partition(":")
+            assert (name, kind) in present, f"k8s_resource({args[0]!r}) claims {obj}, which is not deployed"
 
 
 def test_dev_overlay_runs_both_apps_with_reload(deployed: list[Resource]) -> None:

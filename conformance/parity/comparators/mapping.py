@@ -1,7 +1,13 @@
-"""Dimension `mapping`: every service exists on both sides, through the mapping table, and references resolve."""
+"""Dimension `mapping`: every service exists on both sides, through the mapping table, and references resolve.
+
+References to the Secrets that the operator creates outside the manifests (conformance.expectations.OPERATOR_SECRETS,
+scripts/k8s_secrets.sh) resolve as "provided by the operator" (ok). The manifests shipping one of those Secrets is
+drift: every `kubectl apply -k` would overwrite the operator's real credentials with the shipped values. A Secret
+the operator is asked for that no workload uses is drift too (the list is stale)."""
 
 from __future__ import annotations
 
+from conformance.expectations import OPERATOR_SECRETS, OPERATOR_SECRETS_SCRIPT
 from conformance.parity.context import ParityContext
 from conformance.parity.findings import Finding, drift, ok
 from conformance.parity.mapping import MAPPING
@@ -47,4 +53,29 @@ def compare(ctx: ParityContext) -> list[Finding]:
             out.append(drift(DIM, f"k8s:{name}", None, f"Service/{name}", "Service not in the mapping table"))
     for problem in ctx.k8s.problems:
         out.append(drift(DIM, f"k8s:{problem.split(':')[0]}", None, problem, "reference does not resolve"))
+    out.extend(_operator_secrets(ctx))
+    return out
+
+
+def _operator_secrets(ctx: ParityContext) -> list[Finding]:
+    out: list[Finding] = []
+    for name in OPERATOR_SECRETS:
+        subject = f"k8s:secret/{name}"
+        shipped = ctx.k8s.find("Secret", name)
+        provided = next((keys for (_, n), keys in ctx.k8s.provided_secrets.items() if n == name), None)
+        users = sorted({u for (_, n), names in ctx.k8s.secret_users.items() if n == name for u in names})
+        if shipped is not None:
+            out.append(
+                drift(DIM, subject, None, "Secret in the manifests",
+                      f"created by the operator ({OPERATOR_SECRETS_SCRIPT}): shipping it makes every "
+                      "`kubectl apply -k` overwrite the real credentials; remove it from the kustomization")
+            )
+        elif not users:
+            out.append(
+                drift(DIM, subject, None, "no workload refers to it",
+                      f"the operator is asked for it ({OPERATOR_SECRETS_SCRIPT}) but nothing uses it")
+            )
+        elif provided is not None:
+            prod = f"provided by the operator ({OPERATOR_SECRETS_SCRIPT}): {', '.join(provided)}"
+            out.append(ok(DIM, subject, None, prod, f"used by {', '.join(users)}"))
     return out

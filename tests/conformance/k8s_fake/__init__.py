@@ -5,7 +5,8 @@ target (conformance/targets/kube.py) must still be tested through the real `kube
 is a plain HTTP server that answers the API paths the target uses with the API's real JSON shapes, built from
 the project's own k8s/ manifests (rendered by conformance.loaders):
 
-- Deployments/StatefulSets, Services, NetworkPolicies, Ingress, ConfigMaps, Secrets: the rendered objects;
+- Deployments/StatefulSets, Services, NetworkPolicies, Ingress, ConfigMaps, Secrets: the rendered objects, plus
+  (from_k8s_dir) the Secrets k8s/ refers to but does not ship, as scripts/k8s_secrets.sh creates them;
 - Pods: one per replica of each workload, from its pod template, Running with a Ready condition (or not Ready
   when `unready` names the workload), with podIPs;
 - Endpoints: one per Service with a selector, listing the Ready pods it selects;

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from conformance.expectations import NAMESPACE, OPERATOR_SECRETS
 from conformance.loaders.kustomize import render
 from conformance.netpol import selector_matches
 
@@ -27,6 +28,25 @@ GROUPS = {
     "apps/v1": {"deployments": "Deployment", "statefulsets": "StatefulSet"},
     "networking.k8s.io/v1": {"networkpolicies": "NetworkPolicy", "ingresses": "Ingress"},
 }
+
+
+# What scripts/k8s_secrets.sh puts into the Secrets it creates (k8s/ ships none), with fake values.
+OPERATOR_SECRET_VALUES: dict[str, dict[str, str]] = {
+    "somabrain-postgres": {"POSTGRES_USER": "somabrain", "POSTGRES_PASSWORD": "fake-cluster-only",
+                           "POSTGRES_DB": "somabrain"},
+    "somabrain-secrets": {"jwt_pub.pem": "-----BEGIN PUBLIC KEY-----\nfake-cluster-only\n-----END PUBLIC KEY-----\n"},
+}
+assert {k: tuple(v) for k, v in OPERATOR_SECRET_VALUES.items()} == dict(OPERATOR_SECRETS)
+
+
+def operator_secrets(namespace: str = NAMESPACE) -> list[Resource]:
+    """The Secrets an operator creates before the first deploy (scripts/k8s_secrets.sh), as the API returns them."""
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+         "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "somabrain"}},
+         "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}}
+        for name, values in OPERATOR_SECRET_VALUES.items()
+    ]
 
 
 def local_exec(pod: Resource, command: list[str]) -> tuple[int, bytes, bytes]:
@@ -53,8 +73,14 @@ class FakeCluster:
         self._server: ThreadingHTTPServer | None = None
 
     @classmethod
-    def from_k8s_dir(cls, directory: Path, **kwargs: Any) -> FakeCluster:
-        return cls(render(directory), **kwargs)
+    def from_k8s_dir(cls, directory: Path, *, with_operator_secrets: bool = True, **kwargs: Any) -> FakeCluster:
+        """The rendered manifests of `directory`; with_operator_secrets: plus the Secrets the manifests refer to
+        but do not contain, as a cluster has them once scripts/k8s_secrets.sh ran (k8s/README.md)."""
+        resources = render(directory)
+        if with_operator_secrets:
+            shipped = {(r["kind"], r["metadata"]["name"]) for r in resources}
+            resources += [s for s in operator_secrets() if ("Secret", s["metadata"]["name"]) not in shipped]
+        return cls(resources, **kwargs)
 
     # -- object model --------------------------------------------------------------------------------
     def add(self, resource: Resource) -> None:
