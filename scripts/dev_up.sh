@@ -22,8 +22,10 @@ services never get the same port.
 Options:
   --env-file PATH   file to write (default: <repo>/.env.local)
   --any-port        if 9696 is taken, use another port for the API instead of failing
-  --kind-secrets    also write the kind overlay's secrets (k8s/overlays/kind/secrets/: postgres.env
-                    with the same credentials, jwt_pub.pem) and the JWT private key to .run/jwt/
+  --kind-secrets    also write a dev JWT key pair to .run/jwt/ (jwt_priv.pem, kept once made, and
+                    jwt_pub.pem), for the dev cluster's Secrets: the Tiltfile then runs
+                    scripts/k8s_secrets.sh --from-env-file .env.local --jwt-public-key .run/jwt/jwt_pub.pem
+                    (the same Postgres credentials as compose)
   --quiet           print nothing on success
   --help            show this help
 
@@ -96,7 +98,19 @@ def read_env(path: str) -> dict[str, str]:
     return values
 
 
+def answered(port: int) -> bool:
+    """Something answers on the port although nothing may listen here: the local cluster's ingress is a DNAT
+    (hostPort 127.0.0.1:9999), which a bind does not see, and which would take the compose front's traffic."""
+    try:
+        socket.create_connection((HOST, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def try_bind(port: int) -> socket.socket | None:
+    if answered(port):
+        return None
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # Same semantics as Docker's port publishing: TIME_WAIT leftovers do not count, a listener does.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -178,16 +192,15 @@ PY
 
 if [[ "$kind_secrets" == 1 ]]; then
   command -v openssl >/dev/null || { echo "dev_up.sh: --kind-secrets needs openssl" >&2; exit 2; }
-  secrets_dir="$root/k8s/overlays/kind/secrets"
   jwt_dir="$root/.run/jwt"
-  mkdir -p "$secrets_dir" "$jwt_dir"
-  # Same credentials as compose, so both environments use one set of dev values.
-  grep -E '^POSTGRES_(USER|PASSWORD|DB)=' "$env_file" > "$secrets_dir/postgres.env"
-  chmod 600 "$secrets_dir/postgres.env"
+  mkdir -p "$jwt_dir"
   if [[ ! -s "$jwt_dir/jwt_priv.pem" ]]; then
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$jwt_dir/jwt_priv.pem" 2>/dev/null
     chmod 600 "$jwt_dir/jwt_priv.pem"
   fi
-  openssl pkey -in "$jwt_dir/jwt_priv.pem" -pubout -out "$secrets_dir/jwt_pub.pem" 2>/dev/null
-  [[ "$quiet" == 1 ]] || echo "dev_up.sh: wrote $secrets_dir/{postgres.env,jwt_pub.pem} (JWT private key: $jwt_dir/jwt_priv.pem)"
+  openssl pkey -in "$jwt_dir/jwt_priv.pem" -pubout -out "$jwt_dir/jwt_pub.pem" 2>/dev/null
+  # Written here by earlier versions, which rendered the kind overlay's Secrets from it: dev credentials that
+  # nothing reads any more.
+  rm -rf "$root/k8s/overlays/kind/secrets"
+  [[ "$quiet" == 1 ]] || echo "dev_up.sh: wrote $jwt_dir/{jwt_priv.pem,jwt_pub.pem} (the Postgres credentials are in $env_file)"
 fi
