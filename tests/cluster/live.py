@@ -6,14 +6,18 @@ SOMABRAIN_CLUSTER=1). Fixtures are in conftest.py; plain helpers are here, impor
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CONTEXT = "somabrain-local"
@@ -69,3 +73,43 @@ def port_forward(target: str, remote: int, namespace: str = NAMESPACE) -> Iterat
     finally:
         forward.terminate()
         forward.wait(timeout=10)
+
+
+INGRESS = ("127.0.0.1", 9999)
+HOST = "somabrain.internal"
+CA = REPO / "infra" / "tls" / f"{HOST}.crt"
+
+
+def ingress(method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """One request to https://somabrain.internal:9999 (the cluster's TLS ingress on 127.0.0.1), verified against
+    the repo's CA: (status, parsed JSON body or the text)."""
+    conn = http.client.HTTPSConnection(HOST, INGRESS[1], timeout=30, context=ssl.create_default_context(cafile=str(CA)))
+    conn._create_connection = lambda _addr, *a, **k: socket.create_connection(INGRESS, *a, **k)  # type: ignore[attr-defined]
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        response = conn.getresponse()
+        raw = response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw
+
+
+def prod_conformance(*args: str, report: Path | None = None, kubeconfig: Path | None = None,
+                     timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """`pytest conformance/ --env prod` against the cluster, the API through a port-forward (as Tilt gives one)."""
+    who = ["--kubeconfig", str(kubeconfig)] if kubeconfig else ["--kube-context", CONTEXT]
+    with port_forward("svc/somabrain", 9696) as port:
+        return subprocess.run([str(VENV_BIN / "pytest"), "conformance/", "--env", "prod", *who,
+                               "--base-url", f"http://127.0.0.1:{port}",
+                               *(["--report-json", str(report)] if report else []), "-q", "-p", "no:cacheprovider",
+                               *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def somabrain(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """The `somabrain` CLI of the project venv."""
+    return subprocess.run([str(VENV_BIN / "somabrain"), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, check=False)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ops.cluster_canary import HOST, https_get
-from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl, port_forward
+from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl, prod_conformance
 
 
 def https_health() -> dict[str, object]:
@@ -40,17 +40,6 @@ def test_the_api_is_ready_through_the_ingress(healthy: subprocess.CompletedProce
             time.sleep(1)
     assert health["ready"] is True, health
     assert health["predictor_provider"] == "mahal" and health["strict_real"] is True
-
-
-def prod_conformance(*args: str, report: Path | None = None, kubeconfig: Path | None = None,
-                     timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    """`pytest conformance/ --env prod` against the cluster, the API through a port-forward (as Tilt gives one)."""
-    who = ["--kubeconfig", str(kubeconfig)] if kubeconfig else ["--kube-context", CONTEXT]
-    with port_forward("svc/somabrain", 9696) as port:
-        return subprocess.run([str(VENV_BIN / "pytest"), "conformance/", "--env", "prod", *who,
-                               "--base-url", f"http://127.0.0.1:{port}",
-                               *(["--report-json", str(report)] if report else []), "-q", "-p", "no:cacheprovider",
-                               *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def by_dimension(report: Path) -> dict[str, dict[str, int]]:
