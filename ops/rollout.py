@@ -57,16 +57,36 @@ def set_image(target: KubeTarget, name: str, image: str, cause: str) -> str:
 
 def wait(target: KubeTarget, name: str, timeout: float, sleep: Callable[[float], None] = time.sleep,
          interval: float = 1.0) -> tuple[bool, str]:
-    """(succeeded, last message) of `kubectl rollout status deployment/NAME --timeout`."""
+    """(succeeded, last message) of `kubectl rollout status deployment/NAME --timeout`, and then until no pod of
+    an older revision is left: a terminating pod still serves through its preStop pause, with the old image or the
+    old Secret, and the roll is not done while one can answer (seen on the real cluster: a key added by
+    `rotate jwt-key --add` refused for a few seconds after "rolled out")."""
     deadline = time.monotonic() + timeout
     while True:
         status = current(target, name)
-        if status.done or status.failed:
-            return status.done, status.message
+        if status.failed:
+            return False, status.message
+        if status.done:
+            draining = old_pods(target, name)
+            if not draining:
+                return True, status.message
+            status_message = f"{len(draining)} pod(s) of the previous revision still draining: {', '.join(draining)}"
+            if time.monotonic() >= deadline:
+                return False, f"timed out after {timeout:.0f} s: {status_message}"
+            say(f"  {name}: {status_message}")
+            sleep(interval)
+            continue
         if time.monotonic() >= deadline:
             return False, f"timed out after {timeout:.0f} s: {status.message}"
         say(f"  {name}: {status.message}")
         sleep(interval)
+
+
+def old_pods(target: KubeTarget, name: str) -> list[str]:
+    """The Deployment's pods that are not of its current revision (terminating ones included)."""
+    current_pods = {p["metadata"]["name"] for p in target.pods(name)}
+    return sorted(p["metadata"]["name"] for p in target.pods(name, current_only=False)
+                  if p["metadata"]["name"] not in current_pods)
 
 
 def settled_readiness(target: KubeTarget, settle: float, sleep: Callable[[float], None]) -> list[str]:

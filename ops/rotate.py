@@ -217,6 +217,11 @@ def _pem_keys(data: dict[str, Any]) -> list[str]:
     return sorted(k for k in data if k.endswith(".pem") and data[k])
 
 
+def _newest(keys: list[str]) -> str | None:
+    """The newest key file: the latest jwt_pub_<UTC time>.pem; the original jwt_pub.pem is the oldest."""
+    return max(keys, key=lambda k: (k != "jwt_pub.pem", k)) if keys else None
+
+
 def add_jwt_key(target: KubeTarget, pem: bytes) -> None:
     """Store `pem` under a new jwt_pub_<UTC time>.pem. A JSON merge patch of that one key, unconditional: adding a
     key with a name of its own removes nothing, so whatever else changed in the Secret meanwhile is kept by the
@@ -228,12 +233,19 @@ def add_jwt_key(target: KubeTarget, pem: bytes) -> None:
     def attempt() -> None:
         data = get(target, path).get("data") or {}
         known = next((k for k, v in data.items() if v == b64), None)
-        if known is not None:
-            say(f"Secret {JWT_SECRET}: already holds this key as {known}; keys {_pem_keys(data)}")
+        if known is not None and known == _newest(_pem_keys(data)):
+            say(f"Secret {JWT_SECRET}: already holds this key as {known}, the newest; keys {_pem_keys(data)}")
             return
         name = f"jwt_pub_{datetime.now(UTC):%Y%m%d%H%M%S}.pem"
-        stored = merge_patch(target, path, {"data": {name: b64}}).get("data") or {}
-        say(f"Secret {JWT_SECRET}: added {name}; keys now {_pem_keys(stored)}")
+        if name in data:  # a second --add within the same second
+            name = f"jwt_pub_{datetime.now(UTC):%Y%m%d%H%M%S%f}.pem"
+        # A key already there under an older name (going back to a previous key) becomes the newest: stored under
+        # the new name and dropped from the old one in the same write, so it is never absent, and a later --retire
+        # keeps it. (Found on the real cluster: re-adding the previous key was a no-op, and --retire then removed it.)
+        changes: dict[str, str | None] = {name: b64, **({known: None} if known is not None else {})}
+        stored = merge_patch(target, path, {"data": changes}).get("data") or {}
+        moved = f" (was {known})" if known is not None else ""
+        say(f"Secret {JWT_SECRET}: added {name}{moved}; keys now {_pem_keys(stored)}")
 
     retry_conflicts(attempt, f"adding a key to Secret {JWT_SECRET}")
 
@@ -253,7 +265,7 @@ def retire_jwt_keys(target: KubeTarget) -> None:
         keys = _pem_keys(data)
         if len(keys) < 2:
             raise OpsError(f"Secret {JWT_SECRET} holds {keys}: nothing to retire", EXIT_USAGE)
-        newest = max(keys, key=lambda k: (k != "jwt_pub.pem", k))
+        newest = _newest(keys)
         retired = [k for k in keys if k != newest]
         version = (secret.get("metadata") or {}).get("resourceVersion")
         if not version:
