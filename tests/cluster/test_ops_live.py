@@ -210,3 +210,26 @@ def test_the_suite_runs_as_the_namespace_scoped_identity(healthy: subprocess.Com
     assert run.returncode == 0, run.stdout[-5000:]
     statuses = {c["status"] for c in json.loads(report.read_text())["checks"]}
     assert statuses == {"passed"}, statuses
+
+
+# --- Postgres password rotation -------------------------------------------------------------------------------
+def test_postgres_password_rotation_on_prod(healthy: subprocess.CompletedProcess[str]) -> None:
+    """A new password for the apps' role, the Secret updated, both apps rolled: the service answers throughout,
+    and a memory written afterwards is stored in Postgres and recalled (the apps connect with the new password)."""
+    def password() -> str:
+        return kubectl("get", "secret", "somabrain-postgres", "-o", "jsonpath={.data.POSTGRES_PASSWORD}").stdout
+
+    before = password()
+    with answers_through_the_ingress() as failed:
+        run = somabrain("rotate", "postgres-password", "--env", "prod", "--kube-context", CONTEXT)
+    print(run.stdout[-1500:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert failed == [], f"the API did not answer during the rolling restart: {failed[:5]}"
+    assert password() != before
+    key = load_private_key(DEV_KEY)
+    status, stored = ingress("POST", "/remember", {"content": "written after the password rotation"},
+                             token(key, "pg-rotation-t"))
+    assert status == 201, stored
+    status, found = ingress("POST", "/recall", {"query": "written after the password rotation", "top_k": 1},
+                            token(key, "pg-rotation-t"))
+    assert status == 200 and [m["id"] for m in found["memory"]] == [stored["id"]], found
