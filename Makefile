@@ -8,7 +8,8 @@ export PATH := $(shell scripts/cluster/toolchain.sh bindir):$(PATH)
 export TILT_DISABLE_ANALYTICS := 1
 
 .PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean \
-	lint-security load load-baseline load-oom doctor cluster cluster-down cluster-status cluster-toolchain cluster-test
+	lint-security load load-baseline load-oom doctor cluster cluster-down cluster-status cluster-toolchain cluster-test \
+	cluster-tier dev-bundle
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -41,7 +42,11 @@ conformance-prod: deps ## the conformance suite against the cluster in the curre
 	$(VENV)/bin/pytest conformance/ --env prod $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT)) \
 		--report-json reports/conformance-prod.json --junitxml reports/conformance-prod.xml
 
-test: lint typecheck unit parity live conformance ## everything CI runs: checks, tests, parity, the live stack
+dev-bundle: up ## export the dev stack's data to reports/dev-bundle (the cluster tier imports it into prod)
+	rm -rf reports/dev-bundle
+	$(VENV)/bin/somabrain migrate export --from dev --out reports/dev-bundle
+
+test: lint typecheck unit parity live conformance dev-bundle cluster-tier ## everything CI runs: checks, tests, parity, the live stack, the cluster tier
 
 dev: deps ## run the API (:9696) and SomaMemory (:9595) locally against private Redis and Postgres
 	@scripts/dev_local.sh
@@ -79,8 +84,18 @@ cluster: deps ## a real local Kubernetes (context somabrain-local), ready: DNS, 
 cluster-down: ## stop the local cluster and remove what it put on the machine (--purge: CLUSTER_DOWN_ARGS=--purge)
 	@scripts/cluster/cluster.sh down $(CLUSTER_DOWN_ARGS)
 
-cluster-test: deps ## tests on the running local cluster: the canary, and that its NetworkPolicy check can fail
-	SOMABRAIN_CLUSTER=1 $(VENV)/bin/pytest -q tests/cluster
+cluster-test: deps ## on the running cluster: canary, tilt ci, prod conformance, diff with the dev report, ops, load
+	SOMABRAIN_CLUSTER=1 SOMABRAIN_DEV_REPORT=$(CURDIR)/reports/conformance-dev.json \
+		SOMABRAIN_DEV_BUNDLE=$(CURDIR)/reports/dev-bundle $(VENV)/bin/pytest -q -rA tests/cluster \
+		--junitxml reports/cluster.xml
+
+# The compose stack stops first (volumes kept: `make up` brings it back): its TLS front and the cluster's ingress
+# both want 127.0.0.1:9999. The cluster goes down afterwards, pass or fail, and must leave nothing behind.
+cluster-tier: deps ## make down, then a fresh cluster, cluster-test, cluster-down and the check that nothing is left
+	@scripts/stack.sh down
+	$(MAKE) cluster
+	@status=0; $(MAKE) cluster-test || status=$$?; $(MAKE) cluster-down || status=$$((status ? status : 1)); \
+		scripts/cluster/cluster.sh check-clean || status=$$((status ? status : 1)); exit $$status
 
 cluster-status: ## what runs in the local cluster
 	@scripts/cluster/cluster.sh status
