@@ -38,7 +38,8 @@ from conformance.expectations import (
 )
 from conformance.loaders import InputError, load_manifests, load_project
 from conformance.netpol import Pod, PolicySet, Port
-from conformance.targets.base import Probe, ProbeError, ResolveResult, Target, TcpResult
+from conformance.netpol.verdicts import cluster_verdict, dev_verdict
+from conformance.targets.base import Probe, ProbeError, ResolveResult, Target
 from conformance.targets.compose import ComposeTarget
 from conformance.targets.kube import KubeTarget
 from conformance.truthtable import TruthTable
@@ -77,26 +78,6 @@ def _observe(target: Target, plans: Mapping[str, Sequence[Probe]]) -> dict[str, 
 
     with ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
         return dict(zip(plans, pool.map(run, plans), strict=True))
-
-
-def _cluster_verdict(result: Any) -> tuple[bool | None, str]:
-    """Three outcomes for a cluster probe: connected (allowed), timed out (a policy dropped it: denied), anything
-    else (inconclusive, which fails the check). A refused connection is a TCP reset: something answered, so it
-    says nothing about a policy; an unresolved name or another error says nothing either."""
-    if not isinstance(result, TcpResult):
-        return None, f"inconclusive: {result}"
-    if result.ok:
-        return True, f"{result.host}: {result.status}"
-    if result.status == "timeout":
-        return False, f"{result.host}: timeout"
-    return None, f"inconclusive: {result.host}: {result.status} (only a timeout shows a policy at work)"
-
-
-def _summarise(results: Sequence[Any]) -> tuple[bool, str]:
-    tcp = [r for r in results if isinstance(r, TcpResult)]
-    allowed = any(r.ok for r in tcp)
-    shown = [f"{r.host}: {r.status}" for r in tcp]
-    return allowed, ", ".join(shown)
 
 
 def _dev_table(target: ComposeTarget, settings: Settings) -> TruthTable:
@@ -142,7 +123,7 @@ def _dev_table(target: ComposeTarget, settings: Settings) -> TruthTable:
                 continue
             count = 1 + len(addresses[dst.key])
             mine, rest = rest[:count], rest[count:]
-            allowed, detail = _summarise(mine)
+            allowed, detail = dev_verdict(mine, dst.dev_name)
             table.set(src.key, dst.key, observed=allowed, detail=detail)
     return table
 
@@ -197,7 +178,7 @@ def _prod_table(target: KubeTarget) -> TruthTable:
         table.set(src_key, DNS_COLUMN, observed=dns_result.ok,
                   detail=f"resolve {dns_result.name}: {dns_result.error or ', '.join(dns_result.addresses)}")
         for dst, result in zip(dsts, results[1:], strict=True):
-            seen, detail = _cluster_verdict(result)
+            seen, detail = cluster_verdict(result)
             table.set(src_key, dst.key, observed=seen, detail=detail)
     return table
 

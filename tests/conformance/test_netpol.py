@@ -293,3 +293,31 @@ def test_the_guides_policy_blocks_dns_and_ingress() -> None:
     assert not ps.allows(ingress, api, 9696)
     # its `name` namespace label is not set by Kubernetes, so even in-namespace traffic is blocked
     assert not ps.allows(api, redis, 6379)
+
+
+# --- the live verdicts: three outcomes per cell ---------------------------------------------------------
+def _tcp(host: str, status: str) -> Any:
+    from conformance.targets.base import TcpResult
+
+    return TcpResult(host, 6379, status)
+
+
+@pytest.mark.parametrize(("results", "verdict"), [
+    ([("sb_redis", "connected"), ("172.18.0.3", "connected")], True),
+    ([("sb_redis", "unresolved"), ("172.18.0.3", "timeout")], False),
+    ([("sb_redis", "unresolved"), ("172.18.0.3", "refused")], None),
+    ([("sb_redis", "refused"), ("172.18.0.3", "timeout")], None),
+    ([("sb_redis", "unresolved")], None),
+])
+def test_dev_cell_denied_only_on_unresolved_and_timeouts(results: list[tuple[str, str]], verdict: bool | None) -> None:
+    from conformance.netpol.verdicts import dev_verdict
+
+    assert dev_verdict([_tcp(h, s) for h, s in results], "sb_redis")[0] is verdict
+
+
+@pytest.mark.parametrize(("status", "verdict"), [("connected", True), ("timeout", False), ("refused", None),
+                                                 ("unresolved", None), ("error", None)])
+def test_cluster_cell_denied_only_on_a_timeout(status: str, verdict: bool | None) -> None:
+    from conformance.netpol.verdicts import cluster_verdict
+
+    assert cluster_verdict(_tcp("sb-redis.somabrain-prod.svc.cluster.local", status))[0] is verdict
