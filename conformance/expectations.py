@@ -61,7 +61,7 @@ BY_KEY: Mapping[str, ServiceExpectation] = {s.key: s for s in SERVICES}
 # The workload that the seed's DNS matrix is seen from (its env vars name the other services).
 API = BY_KEY["somabrain"]
 API_PORT = 9696
-PUBLIC_PORT = 9999  # somabrain-public LoadBalancer 9999 -> 9696, and the kind ingress host port
+PUBLIC_PORT = 9999  # the TLS ingress's host port (and somabrain-public's, k8s/components/public-loadbalancer)
 
 
 def dependencies(env: str) -> list[ServiceExpectation]:

@@ -34,7 +34,8 @@ class ServiceMapping:
 
 
 MAPPING: tuple[ServiceMapping, ...] = (
-    ServiceMapping("somabrain", "somabrain", "somabrain", ("somabrain", "somabrain-public")),
+    # somabrain-public, the seed's plain-HTTP LoadBalancer, is the opt-in k8s/components/public-loadbalancer.
+    ServiceMapping("somabrain", "somabrain", "somabrain", ("somabrain",)),
     ServiceMapping("somamemory", "somamemory", "somamemory", ("somamemory",)),
     ServiceMapping("sb_redis", "sb-redis", "redis", ("sb-redis",)),
     ServiceMapping("sb_opa", "sb-opa", "opa", ("sb-opa",)),

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 
 from conformance.expectations import OPERATOR_SECRETS, TLS_SECRET
+from conformance.loaders.kustomize import render
 from tests.deploy.conftest import find
 
 K8S_VERSION = "1.30.0"
@@ -68,7 +69,6 @@ EXPECTED = [
     ("PersistentVolumeClaim", "somabrain-outbox-pvc"),
     ("Deployment", "somabrain"),
     ("Service", "somabrain"),
-    ("Service", "somabrain-public"),
     ("Ingress", "somabrain"),
     ("StatefulSet", "postgres"),
     ("Service", "postgres"),
@@ -181,9 +181,6 @@ def test_postgres_statefulset_and_ingress(base_manifests: list[Resource]) -> Non
     assert ing["spec"]["ingressClassName"] == "nginx"
     assert ing["spec"]["tls"] == [{"hosts": ["somabrain.internal"], "secretName": "somabrain-tls"}]
     assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "32m"
-    public = find(base_manifests, "Service", "somabrain-public")
-    assert public["spec"]["type"] == "LoadBalancer"
-    assert public["spec"]["ports"][0]["port"] == 9999 and public["spec"]["ports"][0]["targetPort"] == 9696
 
 
 def test_opa_mounts_the_shared_policy(base_manifests: list[Resource], repo: Any) -> None:
@@ -235,3 +232,27 @@ def test_kind_overlay_differs_only_where_documented(
     assert ctr["imagePullPolicy"] == "IfNotPresent"
     assert ctr["securityContext"]["readOnlyRootFilesystem"] is False  # Tilt live_update
     assert find(kind_manifests, "Deployment", "kafka")["metadata"]["namespace"] == "kafka"
+
+
+def test_no_plain_http_path_into_the_base(base_manifests: list[Resource], kind_manifests: list[Resource]) -> None:
+    """The API is reached through the TLS Ingress only: no LoadBalancer or NodePort Service (either opens a NodePort
+    on every node, which kube-proxy also answers on the node's 127.0.0.1, past the NetworkPolicies)."""
+    for resources in (base_manifests, kind_manifests):
+        assert not [r["metadata"]["name"] for r in resources
+                    if r["kind"] == "Service" and r["spec"].get("type") in ("LoadBalancer", "NodePort")]
+
+
+def test_the_public_loadbalancer_component_admits_only_its_source_ranges(k8s_copy: Any) -> None:
+    overlay = k8s_copy / "overlays" / "public-lb-check"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: somabrain-prod\n"
+        "resources: [../../base, ../../policy]\ncomponents: [../../components/public-loadbalancer]\n")
+    resources = render(overlay)
+    public = find(resources, "Service", "somabrain-public")
+    assert public["spec"]["type"] == "LoadBalancer" and public["spec"]["externalTrafficPolicy"] == "Local"
+    assert public["spec"]["ports"][0]["port"] == 9999 and public["spec"]["ports"][0]["targetPort"] == 9696
+    policy = find(resources, "NetworkPolicy", "somabrain-public-ingress")
+    sources = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    assert sources == public["spec"]["loadBalancerSourceRanges"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == public["spec"]["selector"]
