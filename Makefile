@@ -38,8 +38,11 @@ conformance: up ## the conformance suite against the compose stack (reports in r
 	$(VENV)/bin/pytest conformance/ --env dev --report-json reports/conformance-dev.json \
 		--junitxml reports/conformance-dev.xml
 
+# The API checks go through the TLS ingress on 127.0.0.1:9999 (the local cluster's and kind's), as users reach it.
+PROD_API ?= --base-url https://somabrain.internal:9999 --resolve somabrain.internal:9999:127.0.0.1
+
 conformance-prod: deps ## the conformance suite against the cluster in the current kube context (needs a cluster)
-	$(VENV)/bin/pytest conformance/ --env prod $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT)) \
+	$(VENV)/bin/pytest conformance/ --env prod $(if $(KUBE_CONTEXT),--kube-context $(KUBE_CONTEXT)) $(PROD_API) \
 		--report-json reports/conformance-prod.json --junitxml reports/conformance-prod.xml
 
 dev-bundle: up ## export the dev stack's data to reports/dev-bundle (the cluster tier imports it into prod)

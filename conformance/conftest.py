@@ -9,6 +9,7 @@ turns every test into one check of the JSON report (`--report-json FILE`; JUnit 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--base-url", default=None, metavar="URL",
                     help="API base URL (dev default: 127.0.0.1 and the published port of somabrain:9696; "
                          "prod default: http://127.0.0.1:9696, the Tilt/port_forward.sh port-forward)")
+    group.addoption("--resolve", default=[], action="append", metavar="HOST:PORT:ADDRESS",
+                    help="as curl's --resolve: connect to ADDRESS for HOST:PORT, with HOST kept for SNI and the Host "
+                         "header, e.g. --base-url https://somabrain.internal:9999 --resolve "
+                         "somabrain.internal:9999:127.0.0.1 runs the API checks through the TLS ingress without a DNS "
+                         "entry (an https base URL is verified against --tls-ca)")
     group.addoption("--tls-endpoint", default=None, metavar="HOST:PORT",
                     help="TLS ingress endpoint (prod default 127.0.0.1:9999, the kind ingress port; dev: none, "
                          "compose terminates no TLS, so the TLS checks skip unless you name a TLS front)")
@@ -142,9 +148,32 @@ def build_target(config: pytest.Config) -> Target:
                       kubeconfig=config.getoption("--kubeconfig"))
 
 
+def pin_resolution(specs: list[str]) -> None:
+    """--resolve HOST:PORT:ADDRESS for this process: every client (requests, schemathesis, urllib) that looks up
+    HOST for PORT gets ADDRESS instead; anything else resolves as before."""
+    pins: dict[tuple[str, str], str] = {}
+    for spec in specs:
+        host, _, rest = spec.partition(":")
+        port, _, address = rest.partition(":")
+        if not host or not port.isdigit() or not address:
+            raise pytest.UsageError(f"--resolve {spec!r}: expected HOST:PORT:ADDRESS, e.g. "
+                                    "somabrain.internal:9999:127.0.0.1")
+        pins[(host.lower(), port)] = address
+    if not pins:
+        return
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        address = pins.get((str(host).lower(), str(port)))
+        return original(address if address is not None else host, port, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+
+
 def build_settings(config: pytest.Config, target: Target) -> Settings:
     env = config.getoption("--env")
     notes: list[str] = []
+    pin_resolution(config.getoption("--resolve"))
     base_url = config.getoption("--base-url")
     if base_url is None and isinstance(target, ComposeTarget) and not config.option.collectonly:
         port = target.published_port(API.key, API.port)

@@ -53,13 +53,19 @@ def auth_headers(target: Target, settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def api_verify(settings: Settings) -> str | bool:
+    """An https base URL (the TLS ingress) is verified against the same CA as the TLS checks (--tls-ca)."""
+    return str(settings.tls_ca) if settings.base_url.startswith("https://") else True
+
+
 @pytest.fixture(scope="session")
 def api_schema(settings: Settings, auth_headers: dict[str, str]) -> Any:
     url = f"{settings.base_url}/openapi.json"
     try:
-        response = requests.get(url, headers=auth_headers, timeout=10)
+        response = requests.get(url, headers=auth_headers, timeout=10, verify=api_verify(settings))
     except requests.RequestException as exc:
-        pytest.fail(f"cannot fetch {url}: {exc} (dev: is the stack up? prod: is the port-forward running?)")
+        pytest.fail(f"cannot fetch {url}: {exc} (dev: is the stack up? prod: is the port-forward running? an "
+                    "https URL: does --resolve name the ingress?)")
     assert response.status_code == 200, f"GET {url} answered {response.status_code}: {response.text[:300]}"
     document = response.json()
     if not _has_links(document):
@@ -67,7 +73,7 @@ def api_schema(settings: Settings, auth_headers: dict[str, str]) -> Any:
                               "STATEFUL_LINKS (POST /remember -> DELETE /memory/{item_id}); add them to the document")
         document = _with_links(document)
     schema = schemathesis.openapi.from_dict(document)
-    schema.config.update(base_url=settings.base_url)
+    schema.config.update(base_url=settings.base_url, tls_verify=api_verify(settings))
     return schema
 
 
@@ -107,7 +113,8 @@ def test_operation(method: str, path: str, api_schema: Any, auth_headers: dict[s
     @hsettings(max_examples=settings.api_examples, deadline=None, suppress_health_check=list(HealthCheck),
                database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink], derandomize=True)
     def run(case: schemathesis.Case[Any]) -> None:
-        response = case.call(base_url=settings.base_url, headers=auth_headers or None, timeout=15)
+        response = case.call(base_url=settings.base_url, headers=auth_headers or None, timeout=15,
+                             verify=api_verify(settings))
         calls[response.status_code] = calls.get(response.status_code, 0) + 1
         case.validate_response(response, checks=checks, headers=auth_headers or None)
 
@@ -134,7 +141,8 @@ def test_stateful(api_schema: Any, auth_headers: dict[str, str], settings: Setti
 
     class Workflow(base):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
-            return {"base_url": settings.base_url, "headers": dict(auth_headers), "timeout": 15}
+            return {"base_url": settings.base_url, "headers": dict(auth_headers), "timeout": 15,
+                    "verify": api_verify(settings)}
 
         def validate_response(self, response: Any, case: schemathesis.Case[Any], **kwargs: Any) -> None:
             calls.append(f"{case.method} {case.path} -> {response.status_code}")

@@ -100,13 +100,14 @@ def ingress(method: str, path: str, body: Any = None, token: str | None = None) 
 
 def prod_conformance(*args: str, report: Path | None = None, kubeconfig: Path | None = None,
                      timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    """`pytest conformance/ --env prod` against the cluster, the API through a port-forward (as Tilt gives one)."""
+    """`pytest conformance/ --env prod` against the cluster, the API checks through the TLS ingress (as users reach
+    it: https://somabrain.internal:9999, resolved to 127.0.0.1 by --resolve)."""
     who = ["--kubeconfig", str(kubeconfig)] if kubeconfig else ["--kube-context", CONTEXT]
-    with port_forward("svc/somabrain", 9696) as port:
-        return subprocess.run([str(VENV_BIN / "pytest"), "conformance/", "--env", "prod", *who,
-                               "--base-url", f"http://127.0.0.1:{port}",
-                               *(["--report-json", str(report)] if report else []), "-q", "-p", "no:cacheprovider",
-                               *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run([str(VENV_BIN / "pytest"), "conformance/", "--env", "prod", *who,
+                           "--base-url", f"https://{HOST}:{INGRESS[1]}",
+                           "--resolve", f"{HOST}:{INGRESS[1]}:{INGRESS[0]}",
+                           *(["--report-json", str(report)] if report else []), "-q", "-p", "no:cacheprovider",
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def somabrain(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,7 @@
 `tilt ci` deploys the Tiltfile to context somabrain-local: the stand-in images and somabrain are built here and
 pushed to the cluster's registry, every workload becomes healthy, and the API answers ready through the ingress
 (https://somabrain.internal:9999, Traefik, NetworkPolicies enforced). Then the conformance suite runs against it
-(`pytest conformance/ --env prod`, the API through a port-forward, as Tilt gives one). `tilt down` removes it.
+(`pytest conformance/ --env prod`, the API checks through the TLS ingress). `tilt down` removes it.
 """
 
 from __future__ import annotations
