@@ -9,12 +9,13 @@ pushed to the cluster's registry, every workload becomes healthy, and the API an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 
 from ops.cluster_canary import HOST, https_get
-from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl, prod_conformance
+from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl, port_forward, prod_conformance, toolchain_bin
 
 
 def https_health() -> dict[str, object]:
@@ -109,3 +110,46 @@ def test_rollout_of_a_new_image_and_the_rollback_of_a_broken_one(healthy: subpro
     print(broken.stdout[-1500:])
     assert "ROLLOUT FAILED" in broken.stdout and "rolled back to the previous image(s)" in broken.stdout
     assert _somabrain_image() == fresh
+
+
+def _serving_pod() -> tuple[str, str]:
+    """(pod name, image) of the API's pod."""
+    out = kubectl("get", "pods", "-l", "app=somabrain", "--field-selector", "status.phase=Running", "-o",
+                  "jsonpath={range .items[*]}{.metadata.name} {.spec.containers[0].image}{'\\n'}{end}").stdout
+    pods = [line.split() for line in out.splitlines() if line.strip()]
+    assert len(pods) == 1, pods
+    return pods[0][0], pods[0][1]
+
+
+def test_live_update_serves_a_saved_change_without_a_rebuild(healthy: subprocess.CompletedProcess[str]) -> None:
+    """`tilt up`: a change saved under brain/ is synced into the running pod, whose --reload restarts the app:
+    scripts/loop_latency.py times save-to-serving over 10 rounds. The same pod, with the same image, serves every
+    round: nothing was rebuilt or redeployed."""
+    env = {**os.environ, "TILT_DISABLE_ANALYTICS": "1", "PATH": f"{toolchain_bin()}:{os.environ.get('PATH', '')}"}
+    up = subprocess.Popen([f"{toolchain_bin()}/tilt", "up", "--stream", "--port", "10351", "--context", CONTEXT],
+                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # `tilt wait` needs tilt up's API server and the resource, which take a moment to appear
+            ready = subprocess.run([f"{toolchain_bin()}/tilt", "wait", "--port", "10351", "--for=condition=Ready",
+                                    "uiresource/somabrain", "--timeout", "300s"], env=env, capture_output=True,
+                                   text=True, timeout=330, check=False)
+            starting = "No tilt apiserver found" in ready.stderr or "not found" in ready.stderr
+            if ready.returncode == 0 or not starting \
+                    or time.monotonic() > deadline or up.poll() is not None:
+                break
+            time.sleep(1)
+        assert ready.returncode == 0, ready.stdout + ready.stderr
+        before = _serving_pod()
+        with port_forward("svc/somabrain", 9696) as port:
+            run = subprocess.run([str(VENV_BIN / "python"), "scripts/loop_latency.py", "--url",
+                                  f"http://127.0.0.1:{port}", "-n", "10"], cwd=REPO, capture_output=True, text=True,
+                                 timeout=600, check=False)
+        print(run.stdout[-600:])
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "save -> serving over 10 rounds: p50" in run.stdout
+        assert _serving_pod() == before
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+        subprocess.run(["git", "checkout", "--", "brain/build.py"], cwd=REPO, check=False)
