@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.live import REPO, kubectl, tilt
+from tests.cluster.live import CONTEXT, REPO, kubectl, tilt
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -35,7 +35,7 @@ def deployed() -> Iterator[subprocess.CompletedProcess[str]]:
     if keep and kubectl("get", "deployment", "somabrain", check=False).returncode == 0:
         yield subprocess.CompletedProcess(["tilt", "ci"], 0, "SUCCESS. All workloads are healthy. (reused)", "")
         return
-    subprocess.run([str(REPO / "scripts" / "setup_ingress_tls.sh")], check=True,
+    subprocess.run([str(REPO / "scripts" / "setup_ingress_tls.sh"), "--context", CONTEXT], check=True,
                    timeout=120, capture_output=True)
     run = tilt("ci", "--timeout", "20m", timeout=1500)
     try:

@@ -167,3 +167,35 @@ def test_kind_cluster_config() -> None:
     assert any('config_path = "/etc/containerd/certs.d"' in p for p in cfg["containerdConfigPatches"])
     assert any("ingress-ready=true" in patch for patch in node["kubeadmConfigPatches"])
     assert "inotify" in (REPO / "k8s" / "kind" / "cluster.yaml").read_text()
+
+
+def _kubeconfig(tmp_path: Path, current: str) -> Path:
+    """A kubeconfig whose only context, `current`, points at a closed port (no cluster is reached)."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:1'}}}}]\n"
+        "users: [{name: u, user: {token: x}}]\n"
+        f"contexts: [{{name: {current}, context: {{cluster: c, user: u}}}}]\n"
+        f"current-context: {current}\n")
+    return config
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_setup_ingress_tls_refuses_a_current_context_that_is_not_local(tmp_path: Path) -> None:
+    """The self-signed Secret goes only where it is asked for: a remote current context is refused (exit 2,
+    nothing applied); named with --context, it is tried (here unreachable: the command to run is printed)."""
+    kubectl_dir = subprocess.run([str(REPO / "scripts" / "cluster" / "toolchain.sh"), "bindir"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+    if not Path(kubectl_dir, "kubectl").exists() and shutil.which("kubectl") is None:
+        pytest.fail("no kubectl: make cluster-toolchain (or install kubectl)")
+    env = {"PATH": f"{kubectl_dir}:/usr/bin:/bin", "KUBECONFIG": str(_kubeconfig(tmp_path, "prod-eks")),
+           "HOME": str(tmp_path)}
+    refused = run([str(TLS), "--out-dir", str(tmp_path / "tls")], env=env)
+    assert refused.returncode == 2
+    assert "current kube context 'prod-eks' is not a known local one" in refused.stderr
+    assert "--context prod-eks" in refused.stderr
+    named = run([str(TLS), "--out-dir", str(tmp_path / "tls"), "--context", "prod-eks"], env=env)
+    assert named.returncode == 0, named.stderr
+    assert "no reachable cluster in context prod-eks" in named.stdout
+    assert "kubectl --context prod-eks apply -f -" in named.stdout
