@@ -165,8 +165,13 @@ if ! grep -qxF -- "$context" <<<"$contexts"; then
 fi
 kube() { "$kubectl_bin" ${kube_flags[@]+"${kube_flags[@]}"} --context "$context" --request-timeout=20s "$@"; }
 
-ns_found="$(kube get namespace "$namespace" --ignore-not-found -o name 2>"$err_file")" \
-  || die "cannot reach the cluster of context '$context': $(last_error)" 1
+if ! ns_found="$(kube get namespace "$namespace" --ignore-not-found -o name 2>"$err_file")"; then
+  # A cluster that answered "no" was reached: say it refused, not that it is unreachable.
+  if grep -qE -- '\((Forbidden|Unauthorized)\)' "$err_file"; then
+    die "the cluster of context '$context' refused to read namespace $namespace: $(last_error)" 1
+  fi
+  die "cannot reach the cluster of context '$context': $(last_error)" 1
+fi
 say "context $context, namespace $namespace$([[ "$dry_run" == 0 ]] || echo ' (dry run: nothing is changed)')"
 
 exists() { # exists NAME -> 0 when the Secret exists
