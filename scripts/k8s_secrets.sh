@@ -168,9 +168,18 @@ kube() { "$kubectl_bin" ${kube_flags[@]+"${kube_flags[@]}"} --context "$context"
 if ! ns_found="$(kube get namespace "$namespace" --ignore-not-found -o name 2>"$err_file")"; then
   # A cluster that answered "no" was reached: say it refused, not that it is unreachable.
   if grep -qE -- '\((Forbidden|Unauthorized)\)' "$err_file"; then
-    die "the cluster of context '$context' refused to read namespace $namespace: $(last_error)" 1
+    refusal="$(last_error)"
+    # A namespace-scoped identity (the somabrain-operator Role, k8s/base/rbac.yaml) may not read Namespaces,
+    # which are cluster-scoped; that it may list the namespace's Secrets shows the namespace is there.
+    if grep -q '(Forbidden)' "$err_file" \
+        && kube get secrets -n "$namespace" -o name >/dev/null 2>"$err_file"; then
+      ns_found="namespace/$namespace"
+    else
+      die "the cluster of context '$context' refused to read namespace $namespace: $refusal" 1
+    fi
+  else
+    die "cannot reach the cluster of context '$context': $(last_error)" 1
   fi
-  die "cannot reach the cluster of context '$context': $(last_error)" 1
 fi
 say "context $context, namespace $namespace$([[ "$dry_run" == 0 ]] || echo ' (dry run: nothing is changed)')"
 

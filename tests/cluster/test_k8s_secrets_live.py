@@ -283,6 +283,23 @@ def test_a_refused_write_is_exit_1_with_the_clusters_reason(script: Script, scra
     assert managed(ns) == []
 
 
+def test_a_namespace_scoped_identity_that_may_not_read_namespaces_creates_them(
+        script: Script, scratch_namespace: str, env: Path, key: Path, tmp_path: Path) -> None:
+    """As the somabrain-operator Role of k8s/base/rbac.yaml: Secrets may be read and created, Namespaces (cluster-
+    scoped) not even read. The namespace is taken as there because its Secrets can be listed."""
+    ns, account = scratch_namespace, "secrets-writer"
+    config = service_account_kubeconfig(ns, account, tmp_path)
+    kubectl("create", "role", account, "--verb=get,list,create", "--resource=secrets", namespace=ns)
+    kubectl("create", "rolebinding", account, f"--role={account}", f"--serviceaccount={ns}:{account}", namespace=ns)
+    who = f"system:serviceaccount:{ns}:{account}"
+    assert kubectl("auth", "can-i", "get", f"namespace/{ns}", "--as", who, namespace=None,
+                   check=False).stdout.strip() == "no"
+    run = script(ns, "--kubeconfig", str(config), "--from-env-file", str(env), "--jwt-public-key", str(key),
+                 context=account)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(managed(ns)) == [f"secret/{PG}", f"secret/{JWT}"], managed(ns)
+
+
 def test_an_identity_with_no_rights_is_refused_not_unreachable(script: Script, scratch_namespace: str, key: Path,
                                                                tmp_path: Path) -> None:
     """A ServiceAccount with no rights at all (not even to read its namespace): exit 1, and the message says the
