@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from conformance.targets.base import ProbeError, Target
 from conformance.targets.compose import ComposeTarget
-from conformance.targets.kube import KubeTarget
+from conformance.targets.kube import KubeTarget, exit_code
 
 CHUNK = 64 * 1024
 
@@ -89,7 +89,10 @@ def _stream_exec(core: Any, namespace: str, pod: str, container: str, argv: Sequ
             ws.update(timeout=1)
             _drain(ws, out, err, sink)
         _drain(ws, out, err, sink)
-        code = ws.returncode
+        try:
+            code = exit_code(ws)
+        except ProbeError as exc:
+            raise ProbeError(f"pod {pod} ({container}): {argv[0]}: {exc}") from exc
     finally:
         ws.close()
     return ExecResult(int(code or 0), b"".join(out), b"".join(err).decode("utf-8", "replace"), f"pod {pod}")

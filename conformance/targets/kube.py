@@ -304,11 +304,12 @@ class KubeTarget(Target):
                 return str(name)
             if "waiting" in state:
                 return self._await_ephemeral(pod, name)
+        # Ephemeral containers cannot be removed or restarted: when the last one has exited, add the next.
         names = {c.get("name") for c in spec.get("ephemeralContainers") or []}
-        name = PROBE_CONTAINER
+        name, number = PROBE_CONTAINER, 1
         while name in names:
-            name = f"{PROBE_CONTAINER}-{len(names) + 1}"
-            names.add(name)
+            number += 1
+            name = f"{PROBE_CONTAINER}-{number}"
         debug = {
             "name": name, "image": image, "imagePullPolicy": "IfNotPresent",
             # Idle until the pod goes; the probes are exec'd into it. Nothing is written, nothing is privileged.
@@ -348,7 +349,10 @@ class KubeTarget(Target):
             if ws.is_open():
                 raise ProbeError(f"pod {pod}: the probe did not finish within {self.exec_timeout:.0f} s")
             stdout, stderr = ws.read_stdout() or "", ws.read_stderr() or ""
-            code = ws.returncode
+            try:
+                code = exit_code(ws)
+            except ProbeError as exc:
+                raise ProbeError(f"pod {pod} ({container}): {exc}") from exc
         finally:
             ws.close()
         if code != 0:
@@ -428,6 +432,26 @@ def pick_serving(pods: list[dict[str, Any]], workload: str, namespace: str) -> t
     return serving[0]["metadata"]["name"], container
 
 
+def exit_code(ws: Any) -> int:
+    """The exit code of a finished exec, from its error channel (a metav1.Status). The client's own `returncode`
+    raises ValueError when that Status is a failure without an exit code (the container has exited: "unable to
+    upgrade connection: container not found"); here that is a ProbeError with the API's words."""
+    raw = ws.read_channel(3) or ""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        doc = json.loads(text) if text.strip() else {}
+    except ValueError:
+        doc = {"message": text}
+    if doc.get("status") == "Success":
+        return 0
+    for cause in (doc.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).isdigit():
+            return int(cause["message"])
+    if doc:
+        raise ProbeError(f"the exec failed: {str(doc.get('message') or text).strip()[:300]}")
+    raise ProbeError("the exec ended without an exit status (the connection closed early)")
+
+
 def _api_message(exc: BaseException) -> str:
     """The API's own message from an ApiException's JSON body, else the exception's first line."""
     body = getattr(exc, "body", None)
@@ -438,7 +462,9 @@ def _api_message(exc: BaseException) -> str:
             message = None
         if message:
             return f"{getattr(exc, 'status', '')} {message}".strip()
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    # A websocket handshake refused by the API arrives as ApiException "(0) Reason: Handshake status 500 ...
+    # container not found": the reason is on the later lines, so all of it, on one line.
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
