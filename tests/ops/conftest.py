@@ -1,4 +1,6 @@
-"""Fixtures for the operator tools: the writable Kubernetes API fake (kube_fake.py) wired to real local servers."""
+"""Fixtures for the operator tools' unit tests of error paths: the writable Kubernetes API fake (kube_fake.py, the
+one fake of the tree: see its docstring for why) wired to real local servers. The success paths run on the real
+cluster (tests/cluster/)."""
 
 from __future__ import annotations
 

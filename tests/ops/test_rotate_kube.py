@@ -30,9 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from conformance.targets.kube import KubeTarget
 from ops import rotate
 from ops.kube_api import CONFLICT_ATTEMPTS
-from tests.conformance.k8s_fake.server import _status, _wire
 from tests.ops.conftest import REPO, Cluster
-from tests.ops.kube_fake import WritableCluster, _WritableHandler
+from tests.ops.kube_fake import WritableCluster, _status, _wire, _WritableHandler
 
 Resource = dict[str, Any]
 STRATEGIC = "application/strategic-merge-patch+json"

@@ -1,19 +1,16 @@
-"""Fixtures for the target-layer tests: the fake Kubernetes API (from k8s/), kubeconfigs, certificates."""
+"""Certificates for the TLS tests: self-signed ones as scripts/setup_ingress_tls.sh makes them, and the TLS Secret
+that holds one (used here, by tests/ops/conftest.py and by tests/cluster/test_conformance_cli_live.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from tests.conformance.k8s_fake import FakeCluster
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -56,20 +53,3 @@ def tls_secret(cert: Cert, type_: str = "kubernetes.io/tls", key_pem: bytes | No
             "data": {"tls.crt": base64.b64encode(cert.cert_pem).decode(),
                      "tls.key": base64.b64encode(key_pem or cert.key_pem).decode()}}
 
-
-@pytest.fixture
-def cert() -> Cert:
-    return make_cert()
-
-
-@pytest.fixture
-def fake_cluster(cert: Cert) -> Iterator[FakeCluster]:
-    cluster = FakeCluster.from_k8s_dir(REPO / "k8s")
-    cluster.add(tls_secret(cert))
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture
-def kubeconfig(fake_cluster: FakeCluster, tmp_path: Path) -> Path:
-    return fake_cluster.kubeconfig(tmp_path / "kubeconfig", fake_cluster.start())
