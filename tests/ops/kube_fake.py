@@ -164,10 +164,14 @@ class FakeCluster:
         return items
 
     # -- server --------------------------------------------------------------------------------------
+    def handler_class(self) -> type[_Handler]:
+        """The request handler this fake serves with (the writable one adds PUT/PATCH and a controller)."""
+        return _Handler
+
     def start(self) -> str:
         cluster = self
 
-        class Handler(_Handler):
+        class Handler(self.handler_class()):  # type: ignore[misc]
             fake = cluster
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -304,21 +308,14 @@ def _wire(obj: Resource) -> Resource:
 
 
 class WritableCluster(FakeCluster):
+    def handler_class(self) -> type[_Handler]:
+        return _WritableHandler
+
     def __init__(self, *args: Any, bad_images: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bad_images = set(bad_images)
         self.puts: list[str] = []
         self._serial = 100
-
-    def start(self) -> str:
-        cluster = self
-
-        class Handler(_WritableHandler):
-            fake = cluster
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # -- the controller ------------------------------------------------------------------------------
     def replace(self, kind: str, namespace: str, name: str, body: Resource) -> Resource:
