@@ -453,7 +453,7 @@ def exit_code(ws: Any) -> int:
 
 
 def _api_message(exc: BaseException) -> str:
-    """The API's own message from an ApiException's JSON body, else the exception's first line."""
+    """The API's own message from an ApiException's JSON body, else the whole exception text on one line."""
     body = getattr(exc, "body", None)
     if body:
         try:
