@@ -113,13 +113,19 @@ def test_rollout_of_a_new_image_and_the_rollback_of_a_broken_one(healthy: subpro
     assert _somabrain_image() == fresh
 
 
-def _serving_pod() -> tuple[str, str]:
-    """(pod name, image) of the API's pod."""
-    out = kubectl("get", "pods", "-l", "app=somabrain", "--field-selector", "status.phase=Running", "-o",
-                  "jsonpath={range .items[*]}{.metadata.name} {.spec.containers[0].image}{'\\n'}{end}").stdout
-    pods = [line.split() for line in out.splitlines() if line.strip()]
-    assert len(pods) == 1, pods
-    return pods[0][0], pods[0][1]
+def _serving_pod(timeout: float = 180) -> tuple[str, str]:
+    """(pod name, image) of the API's one pod, once its rollout has finished and no older pod is left: `tilt up`
+    first redeploys its own image when another (a test's rollout) is in the Deployment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kubectl("rollout", "status", "deployment/somabrain", "--timeout", f"{int(timeout)}s")
+        out = kubectl("get", "pods", "-l", "app=somabrain", "-o", "jsonpath={range .items[*]}{.metadata.name} "
+                      "{.spec.containers[0].image} {.metadata.deletionTimestamp}{'\\n'}{end}").stdout
+        pods = [line.split() for line in out.splitlines() if line.strip()]
+        if len(pods) == 1 and len(pods[0]) == 2:
+            return pods[0][0], pods[0][1]
+        assert time.monotonic() < deadline, f"the API's pods did not settle to one: {pods}"
+        time.sleep(2)
 
 
 def test_live_update_serves_a_saved_change_without_a_rebuild(healthy: subprocess.CompletedProcess[str]) -> None:
@@ -132,9 +138,13 @@ def test_live_update_serves_a_saved_change_without_a_rebuild(healthy: subprocess
     try:
         deadline = time.monotonic() + 300
         while True:  # `tilt wait` needs tilt up's API server and the resource, which take a moment to appear
-            ready = subprocess.run([f"{toolchain_bin()}/tilt", "wait", "--port", "10351", "--for=condition=Ready",
-                                    "uiresource/somabrain", "--timeout", "300s"], env=env, capture_output=True,
-                                   text=True, timeout=330, check=False)
+            ready = subprocess.run([f"{toolchain_bin()}/tilt", "wait", "--port", "10351",
+                                    "--for=condition=UpToDate", "uiresource/somabrain", "--timeout", "300s"], env=env,
+                                   capture_output=True, text=True, timeout=330, check=False)
+            if ready.returncode == 0:
+                ready = subprocess.run([f"{toolchain_bin()}/tilt", "wait", "--port", "10351",
+                                        "--for=condition=Ready", "uiresource/somabrain", "--timeout", "300s"],
+                                       env=env, capture_output=True, text=True, timeout=330, check=False)
             starting = "No tilt apiserver found" in ready.stderr or "not found" in ready.stderr
             if ready.returncode == 0 or not starting \
                     or time.monotonic() > deadline or up.poll() is not None:
