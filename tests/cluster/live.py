@@ -114,3 +114,23 @@ def somabrain(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[s
     """The `somabrain` CLI of the project venv."""
     return subprocess.run([str(VENV_BIN / "somabrain"), *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def service_account_kubeconfig(namespace: str, account: str, directory: Path) -> Path:
+    """A kubeconfig (context `account`) whose user is a fresh token of the existing ServiceAccount `account` of
+    `namespace`; the API server and its CA are those of the somabrain-local context."""
+    token = kubectl("create", "token", account, "--duration", "1h", namespace=namespace).stdout.strip()
+
+    def cluster(field: str) -> str:
+        return kubectl("config", "view", "--minify", "--raw", "-o", f"jsonpath={{.clusters[0].cluster.{field}}}",
+                       namespace=None).stdout.strip()
+
+    server = {"server": cluster("server"), "certificate-authority-data": cluster("certificate-authority-data")}
+    path = directory / f"{account}.kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": account,
+        "clusters": [{"name": "local", "cluster": server}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account, "namespace": namespace}}]}))
+    path.chmod(0o600)
+    return path

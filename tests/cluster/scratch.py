@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.cluster.live import kubectl
+from tests.cluster.live import kubectl, service_account_kubeconfig
 
 T = TypeVar("T")
 IDLE = ["python3", "-c", "import signal; signal.pause()"]
@@ -120,8 +120,7 @@ def kubeconfig_for_service_account(namespace: str, account: str, rules: list[dic
                                    directory: Path) -> str:
     """A kubeconfig (a file in `directory`) for a new ServiceAccount of `namespace` whose only rights are a Role
     of `rules` there: a namespace-scoped identity, like the one k8s/base/rbac.yaml gives the operators. The API
-    server's address is the somabrain-local context's, verified with the cluster's CA as every namespace
-    publishes it (ConfigMap kube-root-ca.crt)."""
+    server's address and CA are the somabrain-local context's."""
     apply(namespace,
           {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}},
           {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": account},
@@ -129,19 +128,5 @@ def kubeconfig_for_service_account(namespace: str, account: str, rules: list[dic
           {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": account},
            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]})
-    token = kubectl("create", "token", account, "--duration=1h", namespace=namespace).stdout.strip()
-    server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
-                     namespace=None).stdout.strip()
-    ca = directory / f"{account}.ca.crt"
-    ca.write_text(kubectl("get", "configmap", "kube-root-ca.crt", "-o", r"jsonpath={.data.ca\.crt}",
-                          namespace=namespace).stdout)
-    path = directory / f"{account}.kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": account,
-        "clusters": [{"name": account, "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": account, "user": account, "namespace": namespace}}],
-    }))
-    path.chmod(0o600)
-    return str(path)
+    return str(service_account_kubeconfig(namespace, account, directory))
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conformance.expectations import OPERATOR_SECRETS
-from tests.cluster.live import CONTEXT, REPO, kubectl, toolchain_bin
+from tests.cluster.live import CONTEXT, REPO, kubectl, service_account_kubeconfig, toolchain_bin
 
 SCRIPT = REPO / "scripts" / "k8s_secrets.sh"
 PG, JWT = "somabrain-postgres", "somabrain-secrets"
@@ -243,23 +243,10 @@ def test_a_missing_jwt_secret_needs_the_key_and_nothing_is_half_done(script: Scr
     assert not namespace_exists(absent_namespace)  # not even the namespace
 
 
-def service_account_kubeconfig(namespace: str, account: str, directory: Path) -> Path:
-    """A kubeconfig whose user is the token of ServiceAccount `account` of `namespace` (context `account`), the
-    server and CA those of the somabrain-local context."""
+def new_service_account(namespace: str, account: str, directory: Path) -> Path:
+    """A new ServiceAccount with no rights (yet), and a kubeconfig that acts as it."""
     kubectl("create", "serviceaccount", account, namespace=namespace)
-    token = kubectl("create", "token", account, "--duration", "10m", namespace=namespace).stdout.strip()
-    server = kubectl("config", "view", "--minify", "--raw", "-o", "jsonpath={.clusters[0].cluster.server}",
-                     namespace=None).stdout.strip()
-    ca = kubectl("config", "view", "--minify", "--raw", "-o",
-                 "jsonpath={.clusters[0].cluster.certificate-authority-data}", namespace=None).stdout.strip()
-    path = directory / f"{account}.kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": account,
-        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": "local", "user": account, "namespace": namespace}}]}))
-    path.chmod(0o600)
-    return path
+    return service_account_kubeconfig(namespace, account, directory)
 
 
 def test_a_refused_write_is_exit_1_with_the_clusters_reason(script: Script, scratch_namespace: str, env: Path,
@@ -267,7 +254,7 @@ def test_a_refused_write_is_exit_1_with_the_clusters_reason(script: Script, scra
     """A ServiceAccount that may read Secrets and its own namespace but not create Secrets: the cluster refuses the
     first write, and the script says so on one line, with nothing created."""
     ns, account = scratch_namespace, "secrets-reader"
-    config = service_account_kubeconfig(ns, account, tmp_path)
+    config = new_service_account(ns, account, tmp_path)
     kubectl("create", "role", account, "--verb=get,list", "--resource=secrets,namespaces", namespace=ns)
     kubectl("create", "rolebinding", account, f"--role={account}", f"--serviceaccount={ns}:{account}", namespace=ns)
     who = f"system:serviceaccount:{ns}:{account}"
@@ -288,7 +275,7 @@ def test_a_namespace_scoped_identity_that_may_not_read_namespaces_creates_them(
     """As the somabrain-operator Role of k8s/base/rbac.yaml: Secrets may be read and created, Namespaces (cluster-
     scoped) not even read. The namespace is taken as there because its Secrets can be listed."""
     ns, account = scratch_namespace, "secrets-writer"
-    config = service_account_kubeconfig(ns, account, tmp_path)
+    config = new_service_account(ns, account, tmp_path)
     kubectl("create", "role", account, "--verb=get,list,create", "--resource=secrets", namespace=ns)
     kubectl("create", "rolebinding", account, f"--role={account}", f"--serviceaccount={ns}:{account}", namespace=ns)
     who = f"system:serviceaccount:{ns}:{account}"
@@ -305,7 +292,7 @@ def test_an_identity_with_no_rights_is_refused_not_unreachable(script: Script, s
     """A ServiceAccount with no rights at all (not even to read its namespace): exit 1, and the message says the
     cluster refused, not that it cannot be reached."""
     ns, account = scratch_namespace, "nobody"
-    config = service_account_kubeconfig(ns, account, tmp_path)
+    config = new_service_account(ns, account, tmp_path)
     run = script(ns, "--kubeconfig", str(config), "--jwt-public-key", str(key), context=account)
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stderr.startswith(f"k8s_secrets.sh: the cluster of context '{account}' refused to read namespace "
@@ -317,7 +304,7 @@ def test_an_identity_with_no_rights_is_refused_not_unreachable(script: Script, s
 def test_a_token_the_cluster_does_not_accept_is_refused_not_unreachable(script: Script, scratch_namespace: str,
                                                                         key: Path, tmp_path: Path) -> None:
     """A token the API server does not know (an expired one, say): exit 1, Unauthorized, on one line."""
-    config = service_account_kubeconfig(scratch_namespace, "stale", tmp_path)
+    config = new_service_account(scratch_namespace, "stale", tmp_path)
     settings = json.loads(config.read_text())
     settings["users"][0]["user"]["token"] = "not-a-token-this-cluster-issued"
     config.write_text(json.dumps(settings))

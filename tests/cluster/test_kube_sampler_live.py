@@ -206,7 +206,7 @@ def test_a_pod_without_limits_has_none(scratch_namespace: str) -> None:
     assert found["unlimited"].memory_limit is None and found["unlimited"].cpu_limit is None
 
 
-def test_no_source_of_usage_is_a_clear_error(scratch_namespace: str, tmp_path: Path) -> None:
+def test_no_source_of_usage_is_a_clear_error(healthy: Healthy, scratch_namespace: str, tmp_path: Path) -> None:
     """A namespace-scoped identity (it may list pods, nothing cluster-scoped), on a cluster without
     metrics.k8s.io: neither the metrics API nor the kubelet summary (nodes/proxy) answers, and check() says both."""
     apply(scratch_namespace, deployment("idle", command=IDLE))

@@ -39,6 +39,7 @@ from tests.cluster.live import (
     kubectl,
     port_forward,
     prod_conformance,
+    service_account_kubeconfig,
     somabrain,
 )
 
@@ -192,19 +193,7 @@ def test_the_suite_runs_as_the_namespace_scoped_identity(healthy: subprocess.Com
     somabrain-conformance, which may not read Namespaces or anything outside somabrain-prod."""
     who = f"system:serviceaccount:{NAMESPACE}:somabrain-conformance"
     assert kubectl("auth", "can-i", "list", "namespaces", "--as", who, check=False).stdout.strip() == "no"
-    sa_token = kubectl("create", "token", "somabrain-conformance", "--duration", "1h").stdout.strip()
-    server = kubectl("config", "view", "--minify", "--raw", "-o", "jsonpath={.clusters[0].cluster.server}",
-                     namespace=None).stdout.strip()
-    ca = kubectl("config", "view", "--minify", "--raw", "-o",
-                 "jsonpath={.clusters[0].cluster.certificate-authority-data}", namespace=None).stdout.strip()
-    kubeconfig = tmp_path / "conformance.kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "conformance",
-        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [{"name": "somabrain-conformance", "user": {"token": sa_token}}],
-        "contexts": [{"name": "conformance", "context": {"cluster": "local", "user": "somabrain-conformance",
-                                                          "namespace": NAMESPACE}}]}))
-    kubeconfig.chmod(0o600)
+    kubeconfig = service_account_kubeconfig(NAMESPACE, "somabrain-conformance", tmp_path)
     report = tmp_path / "prod-sa.json"
     run = prod_conformance(report=report, kubeconfig=kubeconfig)
     assert run.returncode == 0, run.stdout[-5000:]
