@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         "parity",
         help="compare compose/ against k8s/ point by point (static, no cluster needed)",
         description=(
-            "Compare the compose file (override and env file resolved as Compose does) with the Kubernetes "
-            "manifests (kustomize-rendered), service by service through the mapping table in "
+            "Compare the compose project (as `docker compose config` renders it: files, env file, profiles) with the "
+            "Kubernetes manifests (kustomize-rendered), service by service through the mapping table in "
             "conformance/parity/mapping.py, along these dimensions: " + ", ".join(DIMENSIONS) + "."
         ),
         epilog=EPILOG,
@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="variables for interpolation (default: .env.local in the repo root, else compose/.env; without "
         "either, documented placeholders for the required variables)",
+    )
+    parity.add_argument(
+        "--profile",
+        action="append",
+        metavar="NAME",
+        help="compose profile to enable; repeat for several (default: what `docker compose up` runs: "
+        "COMPOSE_PROFILES, else only the services without a profile)",
     )
     parity.add_argument(
         "--k8s",
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 k8s_dir=args.k8s or REPO / "k8s",
                 exceptions_file=exceptions,
                 env_file=args.env_file,
+                profiles=args.profile,
                 repo_root=REPO,
             )
             title = "Parity: compose (dev) vs k8s (prod)"

