@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from urllib.parse import SplitResult, urlsplit
 
 from conformance.loaders.compose import ComposeProject, ComposeService
@@ -134,6 +136,16 @@ class ParityContext:
             external = service is None
         return Endpoint(parts.scheme, service, host, port, parts.path, external)
 
+    def display_path(self, path: Path | str) -> str:
+        """A host path of the compose side as the compose file writes it, relative to the project directory
+        (`../k8s/policy`), so that what the gate reports does not depend on where the tree is checked out (an
+        exception pins the exact value). A path outside the directory above the project (a system path such as
+        /etc/ssl) stays absolute."""
+        project = self.compose.directory.resolve()
+        if not Path(path).is_relative_to(project.parent):
+            return str(path)
+        return os.path.relpath(path, project)
+
     # -- network identities ---------------------------------------------------------------------------
     def prod_pod(self, pair: Pair) -> Pod | None:
         if pair.workload is not None:
@@ -150,6 +162,21 @@ def _split(url: str) -> SplitResult | None:
         return urlsplit(url)
     except ValueError:
         return None
+
+
+def host_path(svc: ComposeService, container_path: str) -> Path | None:
+    """The host file a container path comes from, through the service's bind mounts (longest match)."""
+    best: tuple[int, Path] | None = None
+    for mount in svc.mounts:
+        if mount.kind != "bind":
+            continue
+        target = PurePosixPath(mount.target)
+        path = PurePosixPath(container_path)
+        if path == target or target in path.parents:
+            rest = path.relative_to(target)
+            if best is None or len(target.parts) > best[0]:
+                best = (len(target.parts), Path(mount.source) / rest)
+    return best[1] if best else None
 
 
 def dev_ports(svc: ComposeService) -> list[int]:

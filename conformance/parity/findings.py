@@ -40,8 +40,9 @@ class Finding:
     prod: str | None
     status: Status
     reason: str | None = None
-    # A hard finding cannot be accepted by an exception (strict-real settings, literal credentials,
-    # privileged containers): the issue says those must be identical / never happen.
+    # A hard finding cannot be accepted by an exception, however exactly it names it: strict-real settings,
+    # literal credentials, privileged containers, a prod limit below the dev limit, a used flow or DNS blocked
+    # in prod, prod readiness weaker than the dev healthcheck. Those must never differ that way.
     hard: bool = False
 
     def with_status(self, status: Status, reason: str | None) -> Finding:
@@ -57,6 +58,8 @@ class Finding:
         }
         if self.reason:
             out["reason"] = self.reason
+        if self.hard:
+            out["hard"] = True
         return out
 
 
@@ -68,6 +71,11 @@ def drift(
     dimension: str, subject: str, dev: str | None, prod: str | None, reason: str, *, hard: bool = False
 ) -> Finding:
     return Finding(dimension, subject, dev, prod, Status.DRIFT, reason, hard)
+
+
+def hard_drift(dimension: str, subject: str, dev: str | None, prod: str | None, reason: str) -> Finding:
+    """A drift no exception can accept; the reason says so, for a reader who would otherwise try to write one."""
+    return drift(dimension, subject, dev, prod, f"{reason} (hard: no exception can accept it)", hard=True)
 
 
 def compare(

@@ -27,8 +27,16 @@ class GateResult:
     def drifts(self) -> list[tuple[str, str]]:
         return [(f["dimension"], f["subject"]) for f in self.findings if f["status"] == "drift"]
 
+    def stale(self) -> list[tuple[str, str]]:
+        return [(f["dimension"], f["subject"]) for f in self.findings if f["status"] == "stale"]
+
     def by_subject(self, dimension: str, subject: str) -> dict[str, Any]:
-        hits = [f for f in self.findings if f["dimension"] == dimension and f["subject"] == subject]
+        """The comparators' finding for a subject (an exception reported stale for it is not one of theirs)."""
+        hits = [
+            f
+            for f in self.findings
+            if f["dimension"] == dimension and f["subject"] == subject and f["status"] != "stale"
+        ]
         assert len(hits) == 1, f"expected one {dimension} finding for {subject}, got {hits}"
         return hits[0]
 

@@ -1,5 +1,7 @@
 """Table-driven mutation suite: each case copies compose/ and k8s/, introduces ONE semantic drift and
-checks that the gate exits 1 and names the right dimension and subject. Plus the clean tree (exit 0)."""
+checks that the gate exits 1, names the right dimension and subject, and says whether the finding is hard (no
+exception can accept it; tests/conformance/test_parity_exceptions.py shows that even an exact one cannot).
+Plus the clean tree (exit 0)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Mutation:
     dimension: str
     subject: str
     apply: Callable[[Path], None]
+    hard: bool = False
 
 
 def k8s(file: str, kind: str, name: str, change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
@@ -45,6 +48,30 @@ def _drop_dns_policy(tree: Path) -> None:
     path = tree / BASE / "networkpolicies.yaml"
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d["metadata"]["name"] != "allow-dns-egress"]
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def _drop_ingress_from(namespace: str) -> Callable[[dict[str, Any]], None]:
+    """Remove the ingress rule of a NetworkPolicy that admits the pods of `namespace`."""
+
+    def change(policy: dict[str, Any]) -> None:
+        def admits(rule: dict[str, Any]) -> bool:
+            return any(
+                (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                == namespace
+                for peer in rule.get("from") or []
+            )
+
+        policy["spec"]["ingress"] = [r for r in policy["spec"]["ingress"] if not admits(r)]
+
+    return change
+
+
+def _drop_kafka_egress(policy: dict[str, Any]) -> None:
+    policy["spec"]["egress"] = [r for r in policy["spec"]["egress"] if not any("ipBlock" in p for p in r["to"])]
+
+
+def _healthcheck_path(svc: dict[str, Any], old: str, new: str) -> None:
+    svc["healthcheck"]["test"] = [part.replace(old, new) for part in svc["healthcheck"]["test"]]
 
 
 def _add_compose_service(tree: Path) -> None:
@@ -150,12 +177,14 @@ MUTATIONS = [
         k8s(
             "configmaps.yaml", "ConfigMap", "somabrain-env", lambda o: _set(o["data"], "SOMABRAIN_STRICT_REAL", "0")
         ),
+        hard=True,
     ),
     Mutation(
         "stub predictor in dev",
         "env",
         "somabrain/SOMABRAIN_PREDICTOR_PROVIDER",
         dev("somabrain", lambda s: _set(s["environment"], "SOMABRAIN_PREDICTOR_PROVIDER", "stub")),
+        hard=True,
     ),
     Mutation(
         "dev Redis URL on another port",
@@ -190,6 +219,29 @@ MUTATIONS = [
             "somabrain",
             lambda o: _set(container(o)["readinessProbe"]["httpGet"], "path", "/healthz"),
         ),
+        hard=True,
+    ),
+    Mutation(
+        "readiness probe removed in k8s",
+        "health",
+        "sb_opa/readiness",
+        k8s("opa.yaml", "Deployment", "sb-opa", lambda o: container(o).pop("readinessProbe")),
+        hard=True,
+    ),
+    Mutation(
+        "tcpSocket readiness probe where dev pings Redis",
+        "health",
+        "sb_redis/readiness",
+        k8s("redis.yaml", "Deployment", "sb-redis", lambda o: _set(container(o), "readinessProbe",
+                                                                  {"tcpSocket": {"port": 6379}})),
+        hard=True,
+    ),
+    # The boundary of "weaker": a healthcheck lighter than the readiness probe is drift, but acceptable.
+    Mutation(
+        "dev healthcheck on /healthz, prod readiness on /readyz",
+        "health",
+        "somabrain/readiness",
+        dev("somabrain", lambda s: _healthcheck_path(s, "/readyz", "/healthz")),
     ),
     Mutation(
         "OPA healthcheck removed in compose",
@@ -208,12 +260,30 @@ MUTATIONS = [
         "resources",
         "sb_redis/memory",
         dev("sb_redis", lambda s: _set(s, "mem_limit", "1g")),
+        hard=True,
     ),
     Mutation(
         "dev SomaMemory CPU above the prod limit",
         "resources",
         "somamemory/cpu",
         dev("somamemory", lambda s: _set(s, "cpus", 2.0)),
+        hard=True,
+    ),
+    Mutation(
+        "k8s API memory limit cut below the dev limit",
+        "resources",
+        "somabrain/memory",
+        k8s("somabrain.yaml", "Deployment", "somabrain",
+            lambda o: _set(container(o)["resources"]["limits"], "memory", "256Mi")),
+        hard=True,
+    ),
+    Mutation(
+        "k8s API CPU limit cut below the dev limit",
+        "resources",
+        "somabrain/cpu",
+        k8s("somabrain.yaml", "Deployment", "somabrain",
+            lambda o: _set(container(o)["resources"]["limits"], "cpu", "500m")),
+        hard=True,
     ),
     Mutation(
         "Postgres data not persistent in dev",
@@ -248,7 +318,28 @@ MUTATIONS = [
         "somamemory->sb_postgres",
         dev("somamemory", lambda s: s.pop("depends_on")),
     ),
-    Mutation("DNS egress policy deleted", "connectivity", "somabrain->dns:53/UDP", _drop_dns_policy),
+    Mutation("DNS egress policy deleted", "connectivity", "somabrain->dns:53/UDP", _drop_dns_policy, hard=True),
+    Mutation(
+        "ingress controller blocked from the API",
+        "connectivity",
+        "ingress-nginx->somabrain:9696",
+        k8s("networkpolicies.yaml", "NetworkPolicy", "somabrain-ingress", _drop_ingress_from("ingress-nginx")),
+        hard=True,
+    ),
+    Mutation(
+        "the scrape of the API blocked in prod",
+        "connectivity",
+        "prometheus->somabrain:9696",
+        k8s("networkpolicies.yaml", "NetworkPolicy", "somabrain-ingress", _drop_ingress_from("monitoring")),
+        hard=True,
+    ),
+    Mutation(
+        "Kafka egress removed",
+        "connectivity",
+        "somabrain->kafka:9092",
+        k8s("networkpolicies.yaml", "NetworkPolicy", "somabrain-egress", _drop_kafka_egress),
+        hard=True,
+    ),
     # (somabrain off `memory` alone is no drift: it still shares `monitoring` with SomaMemory)
     Mutation(
         "SomaMemory off the memory network in dev",
@@ -266,15 +357,21 @@ MUTATIONS = [
             "sb-redis-ingress",
             lambda o: _set(o["spec"]["ingress"][0]["from"][0]["podSelector"], "matchLabels", {"app": "somamemory"}),
         ),
+        hard=True,
     ),
     Mutation(
         "literal Postgres password in compose",
         "security",
         "sb_postgres/POSTGRES_PASSWORD",
         dev("sb_postgres", lambda s: _set(s["environment"], "POSTGRES_PASSWORD", "hunter2")),
+        hard=True,
     ),
     Mutation(
-        "literal Postgres password in k8s", "security", "sb_postgres/POSTGRES_PASSWORD", _literal_postgres_password
+        "literal Postgres password in k8s",
+        "security",
+        "sb_postgres/POSTGRES_PASSWORD",
+        _literal_postgres_password,
+        hard=True,
     ),
     Mutation(
         "API runs as root in k8s",
@@ -376,6 +473,8 @@ def test_mutation_is_caught(tree: Path, capsys: pytest.CaptureFixture[str], muta
     result = run_gate(tree, capsys)
     assert result.code == 1, f"gate passed a tree with: {mutation.id}"
     assert (mutation.dimension, mutation.subject) in result.drifts(), result.drifts()
+    finding = result.by_subject(mutation.dimension, mutation.subject)
+    assert finding.get("hard", False) is mutation.hard, finding
 
 
 def test_secrets_the_operator_creates_resolve_as_provided(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:

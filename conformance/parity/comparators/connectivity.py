@@ -2,24 +2,35 @@
 
 Dev: A reaches B:p when they share a network (Docker does not filter ports). Prod: the NetworkPolicy
 evaluator, for the mapped workloads (external services through their peer in the mapping table, Kafka
-through the egress ipBlocks). For every ordered pair and every port B serves or A's URLs use:
+through the egress ipBlocks). For every ordered pair and every port B serves or A uses:
 - same verdict -> ok;
 - allowed in prod, blocked in dev -> drift;
 - allowed in dev, blocked in prod -> ok when prod allows some flow between the two in either direction
-  (compose networks are undirected: sharing one for B -> A opens A -> B too), else drift;
-- a flow an environment URL needs (A's SOMABRAIN_*_URL points at B:p), or a ServiceMonitor scrape, that
-  is blocked on either side -> drift.
+  (compose networks are undirected: sharing one for B -> A opens A -> B too), else drift. This is incidental
+  reachability (the compose backends share `data` by choice; none of them connects to the others): an
+  exception may accept it.
 Plus, per workload: DNS to kube-dns (53/UDP and TCP; Docker's embedded DNS always answers in dev), the
-ingress controller to each Ingress backend, and outside clients to each LoadBalancer Service."""
+ingress controller to each Ingress backend, and outside clients to each LoadBalancer Service.
+
+A flow the services *use*, blocked in prod, is a hard finding that no exception can accept: prod would fail
+where dev works. The used flows are derived from configuration, not from the network graph: an environment
+URL of A pointing at B:p (SOMABRAIN_*_URL, DSNs), the scrape (the dev Prometheus' static targets, and the
+ServiceMonitors when the manifests have them), DNS, the ingress controller to an Ingress backend and clients
+to a LoadBalancer Service. A used flow blocked in dev only is ordinary drift (dev is broken, not prod)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import yaml
+
 from conformance.netpol import KUBE_DNS, Pod, PolicyError, PolicySet, Port
-from conformance.parity.context import Pair, ParityContext, dev_ports
-from conformance.parity.findings import Finding, drift, ok
+from conformance.parity.context import Pair, ParityContext, dev_ports, host_path
+from conformance.parity.findings import Finding, drift, hard_drift, ok
 from conformance.parity.mapping import INGRESS_CONTROLLER, LOAD_BALANCER_CLIENT
 
 DIM = "connectivity"
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"  # the image's default --config.file
 
 
 def _word(allowed: bool) -> str:
@@ -51,10 +62,12 @@ def compare(ctx: ParityContext) -> list[Finding]:
         subject = f"{a_name}->{b_name}:{port}"
         need = needed.get((a_name, b_name, port))
         dev, prod = _word(dev_ok), _word(prod_ok)
-        if need and not (dev_ok and prod_ok):
-            out.append(drift(DIM, subject, dev, prod, f"needed ({need}) but blocked"))
+        if need and not prod_ok:
+            out.append(hard_drift(DIM, subject, dev, prod, f"used ({need}) but blocked in prod"))
+        elif need and not dev_ok:
+            out.append(drift(DIM, subject, dev, prod, f"used ({need}) but blocked in dev"))
         elif dev_ok == prod_ok:
-            out.append(ok(DIM, subject, dev, prod, f"needed: {need}" if need else None))
+            out.append(ok(DIM, subject, dev, prod, f"used: {need}" if need else None))
         elif prod_ok:
             out.append(drift(DIM, subject, dev, prod, "prod allows it, dev has no shared network"))
         elif any(v[1] for k, v in verdicts.items() if {k[0], k[1]} == {a_name, b_name}):
@@ -67,6 +80,7 @@ def compare(ctx: ParityContext) -> list[Finding]:
 
 
 def _needed(ctx: ParityContext, present: list[Pair]) -> dict[tuple[str, str, int], str]:
+    """The flows the services use, (client, server, port) -> what uses it (see the module docstring)."""
     needed: dict[tuple[str, str, int], str] = {}
     for a in present:
         if a.dev is None:
@@ -77,24 +91,54 @@ def _needed(ctx: ParityContext, present: list[Pair]) -> dict[tuple[str, str, int
                 needed[(a.name, ep.service, ep.port)] = name
     monitoring = next((p for p in present if p.mapping.peer is not None), None)
     if monitoring is not None:
-        for sm in ctx.k8s.of_kind("ServiceMonitor"):
-            selector = ((sm.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            for svc in ctx.k8s.services.values():
-                if not selector or svc.name not in {
-                    r["metadata"]["name"]
-                    for r in ctx.k8s.of_kind("Service")
-                    if selector.items() <= (r["metadata"].get("labels") or {}).items()
-                }:
-                    continue
-                target = next((p for p in present if svc.name in p.mapping.services), None)
-                if target is None or target.container is None:
-                    continue
-                for ep in (sm.get("spec") or {}).get("endpoints") or []:
-                    sp = next((s for s in svc.ports if s.name == ep.get("port")), None)
-                    number = target.container.port_number(sp.target) if sp else None
-                    if number:
-                        needed[(monitoring.name, target.name, number)] = f"ServiceMonitor {sm['metadata']['name']}"
+        needed.update(_scrape_targets(ctx, monitoring))
+        needed.update(_servicemonitor_targets(ctx, monitoring, present))
     return needed
+
+
+def _scrape_targets(ctx: ParityContext, monitoring: Pair) -> dict[tuple[str, str, int], str]:
+    """The dev Prometheus' static scrape targets that are compose services. Without a readable config there are
+    none: checking that file is `promtool check config`'s business (tests/deploy/test_prometheus_config.py)."""
+    assert monitoring.dev is not None
+    flag = next((c for c in monitoring.dev.command if c.startswith("--config.file=")), None)
+    path = host_path(monitoring.dev, flag.split("=", 1)[1] if flag else PROMETHEUS_CONFIG)
+    try:
+        config: Any = yaml.safe_load(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    found: dict[tuple[str, str, int], str] = {}
+    for job in (config or {}).get("scrape_configs") or []:
+        for static in job.get("static_configs") or []:
+            for target in static.get("targets") or []:
+                host, _, port = str(target).rpartition(":")
+                service = ctx.dev_host(host)
+                if service and service != monitoring.name and port.isdigit():
+                    found[(monitoring.name, service, int(port))] = f"scrape job {job.get('job_name')}"
+    return found
+
+
+def _servicemonitor_targets(
+    ctx: ParityContext, monitoring: Pair, present: list[Pair]
+) -> dict[tuple[str, str, int], str]:
+    found: dict[tuple[str, str, int], str] = {}
+    for sm in ctx.k8s.of_kind("ServiceMonitor"):
+        selector = ((sm.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        for svc in ctx.k8s.services.values():
+            if not selector or svc.name not in {
+                r["metadata"]["name"]
+                for r in ctx.k8s.of_kind("Service")
+                if selector.items() <= (r["metadata"].get("labels") or {}).items()
+            }:
+                continue
+            target = next((p for p in present if svc.name in p.mapping.services), None)
+            if target is None or target.container is None:
+                continue
+            for ep in (sm.get("spec") or {}).get("endpoints") or []:
+                sp = next((s for s in svc.ports if s.name == ep.get("port")), None)
+                number = target.container.port_number(sp.target) if sp else None
+                if number:
+                    found[(monitoring.name, target.name, number)] = f"ServiceMonitor {sm['metadata']['name']}"
+    return found
 
 
 def _ports(ctx: ParityContext, b: Pair, a: Pair, needed: dict[tuple[str, str, int], str]) -> list[int]:
@@ -129,7 +173,7 @@ def _dns(ctx: ParityContext, policies: PolicySet) -> list[Finding]:
                 out.append(ok(DIM, subject, dev, "allowed"))
             else:
                 out.append(
-                    drift(DIM, subject, dev, "blocked", "pods cannot resolve names: DNS to kube-system is blocked")
+                    hard_drift(DIM, subject, dev, "blocked", "pods cannot resolve names: DNS to kube-system is blocked")
                 )
     return out
 
@@ -171,7 +215,7 @@ def _from_outside(ctx: ParityContext, policies: PolicySet) -> list[Finding]:
         if published and allowed:
             out.append(ok(DIM, subject, dev, prod))
         elif not allowed:
-            out.append(drift(DIM, subject, dev, prod, f"the NetworkPolicies block {label} traffic to {pair.name}"))
+            out.append(hard_drift(DIM, subject, dev, prod, f"the NetworkPolicies block {label} traffic to {pair.name}"))
         else:
             out.append(drift(DIM, subject, dev, prod, "reachable from outside in prod, not published in dev"))
     return out

@@ -12,13 +12,12 @@ For every mapping row with `ingress` set (sb_ingress <-> Ingress somabrain, ingr
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from conformance.loaders.compose import ComposeService
 from conformance.loaders.nginx import Directive, NginxSyntaxError, parse_nginx, size_bytes
-from conformance.parity.context import Pair, ParityContext
+from conformance.parity.context import Pair, ParityContext, host_path
 from conformance.parity.findings import Finding, drift, ok
 from conformance.parity.mapping import by_k8s_service
 
@@ -44,7 +43,7 @@ def compare(ctx: ParityContext) -> list[Finding]:
             where = "compose" if pair.dev is None else "k8s"
             out.append(drift(DIM, pair.name, f"service {pair.name}" if pair.dev else None, prod, f"missing in {where}"))
             continue
-        server, problem = _tls_server(pair.dev)
+        server, problem = _tls_server(ctx, pair.dev)
         if server is None:
             out.append(drift(DIM, f"{pair.name}/config", problem, prod, "no TLS server to compare"))
             continue
@@ -52,34 +51,22 @@ def compare(ctx: ParityContext) -> list[Finding]:
     return out
 
 
-def _host_path(svc: ComposeService, container_path: str) -> Path | None:
-    """The host file a container path comes from, through the service's bind mounts (longest match)."""
-    best: tuple[int, Path] | None = None
-    for mount in svc.mounts:
-        if mount.kind != "bind":
-            continue
-        target = PurePosixPath(mount.target)
-        path = PurePosixPath(container_path)
-        if path == target or target in path.parents:
-            rest = path.relative_to(target)
-            if best is None or len(target.parts) > best[0]:
-                best = (len(target.parts), Path(mount.source) / rest)
-    return best[1] if best else None
-
-
-def _tls_server(svc: ComposeService) -> tuple[Directive | None, str]:
-    conf = _host_path(svc, CONF_PATH)
+def _tls_server(ctx: ParityContext, svc: ComposeService) -> tuple[Directive | None, str]:
+    """The TLS server block of the front's nginx.conf, else None and what is wrong (a finding's dev value, so
+    the file is named as the compose file writes it)."""
+    conf = host_path(svc, CONF_PATH)
     if conf is None:
         return None, f"nothing mounted at {CONF_PATH}"
+    shown = ctx.display_path(conf)
     try:
         root = parse_nginx(conf.read_text(encoding="utf-8"))
     except OSError as exc:
-        return None, f"{conf}: {exc.strerror or exc}"
+        return None, f"{shown}: {exc.strerror or exc}"
     except NginxSyntaxError as exc:
-        return None, f"{conf}: {exc}"
+        return None, f"{shown}: {exc}"
     server = next((s for s in root.find("server") if s.is_tls), None)
     if server is None:
-        return None, f"{conf}: no server listens with ssl"
+        return None, f"{shown}: no server listens with ssl"
     # http-level settings apply to the server unless it overrides them
     http = next(iter(root.find("http")), None)
     if http is not None:
@@ -109,7 +96,7 @@ def _compare(ctx: ParityContext, pair: Pair, svc: ComposeService, server: Direct
 
     # certificate source
     cert = (server.get("ssl_certificate") or ("",))[0]
-    host_cert = _host_path(svc, cert) if cert else None
+    host_cert = host_path(svc, cert) if cert else None
     secrets = sorted({t.get("secretName") for t in spec.get("tls") or [] if t.get("secretName")})
     wanted = (*CERT_DIR, f"{tls_hosts[0]}.crt") if tls_hosts else None
     dev = f"{cert} <- {'/'.join(host_cert.parts[-3:]) if host_cert else 'not mounted'}"

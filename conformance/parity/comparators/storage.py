@@ -17,7 +17,7 @@ from conformance.parity.findings import Finding, drift, ok
 DIM = "storage"
 
 
-def _dev(svc: ComposeService, path: str) -> tuple[str, str, Mount | None]:
+def _dev(ctx: ParityContext, svc: ComposeService, path: str) -> tuple[str, str, Mount | None]:
     mount = next((m for m in svc.mounts if m.target.rstrip("/") == path), None)
     if mount is None:
         return (
@@ -29,7 +29,7 @@ def _dev(svc: ComposeService, path: str) -> tuple[str, str, Mount | None]:
         return "persistent", f"persistent (volume {mount.source or 'anonymous'})", mount
     if mount.kind == "tmpfs":
         return "ephemeral", "ephemeral (tmpfs)", mount
-    rel = mount.source
+    rel = ctx.display_path(mount.source)
     if mount.read_only:
         return "config", f"config (bind {rel}, ro)", mount
     return "bind", f"host bind mount {rel}", mount
@@ -95,7 +95,7 @@ def compare(ctx: ParityContext) -> list[Finding]:
             str(m.get("mountPath", "")).rstrip("/") for m in pair.container.mounts
         }
         for path in sorted(paths):
-            dev_class, dev_text, dev_mount = _dev(pair.dev, path)
+            dev_class, dev_text, dev_mount = _dev(ctx, pair.dev, path)
             prod_class, prod_text, data = _prod(pair.workload, pair.container, ctx.k8s, path)
             subject = f"{pair.name}:{path}"
             if dev_class != prod_class:
