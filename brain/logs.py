@@ -19,8 +19,9 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def new_request_id(offered: str | None) -> str:
-    """Adopt the caller's id when it is safe to log, else make one."""
-    return offered if offered and _VALID_ID.match(offered) else uuid.uuid4().hex
+    """Adopt the caller's id when it is safe to log, else make one. `fullmatch`: the pattern's `$` alone would also
+    accept a trailing newline, which forges a log line."""
+    return offered if offered and _VALID_ID.fullmatch(offered) else uuid.uuid4().hex
 
 
 class _RequestIdFilter(logging.Filter):

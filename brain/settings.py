@@ -7,6 +7,9 @@ The strict-real switches (see DESIGN.md):
 - `SOMABRAIN_STRICT_REAL=1`: no stub component may serve; `PREDICTOR_PROVIDER=stub` is a start-up error.
 - `SOMABRAIN_FORCE_FULL_STACK=1`: every dependency URL (Redis, Postgres, Kafka, OPA) must be set.
 - `SOMABRAIN_REQUIRE_MEMORY=1`: `SOMABRAIN_MEMORY_HTTP_ENDPOINT` must be set and SomaMemory gates readiness.
+
+`SOMABRAIN_ENV=prod` alone turns auth on, and nothing else set beside it (the `somabrain-overrides` ConfigMap
+included) can turn it off. Auth on needs `SOMABRAIN_OPA_URL`: the token's roles mean something only to the policy.
 """
 
 from __future__ import annotations
@@ -160,8 +163,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, *, app: AppName = "api") -> Settings:
         """Read and check the settings for `app` ("api" or "memory"); raises ConfigError."""
         env = os.environ if environ is None else environ
+        environment: Environment = "prod" if _choice(env, "ENV", "dev", ("dev", "prod")) == "prod" else "dev"
         settings = cls(
-            env="prod" if _choice(env, "ENV", "dev", ("dev", "prod")) == "prod" else "dev",
+            env=environment,
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
             kafka_url=_kafka_url(env),
             opa_url=_url(env, "OPA_URL", ("http", "https")),
@@ -174,7 +178,7 @@ class Settings:
             predictor_provider="stub"
             if _choice(env, "PREDICTOR_PROVIDER", "mahal", ("mahal", "stub")) == "stub"
             else "mahal",
-            disable_auth=_flag(env, "DISABLE_AUTH", True),
+            disable_auth=_flag(env, "DISABLE_AUTH", environment == "dev"),
             jwt_public_key_path=env.get(PREFIX + "JWT_PUBLIC_KEY_PATH") or None,
             jwt_issuer=env.get(PREFIX + "JWT_ISSUER") or None,
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
@@ -213,15 +217,7 @@ class Settings:
                 f"{PREFIX}PREDICTOR_PROVIDER=stub is not allowed when {PREFIX}STRICT_REAL=1 "
                 "(use mahal, or unset STRICT_REAL for a non-strict dev run)"
             )
-        if self.disable_auth and self.strict_real and self.env == "prod":
-            raise ConfigError(
-                f"{PREFIX}DISABLE_AUTH=1 is refused when {PREFIX}STRICT_REAL=1 and {PREFIX}ENV=prod "
-                "(production always verifies JWTs)"
-            )
-        if not self.disable_auth:
-            for name in ("JWT_PUBLIC_KEY_PATH", "JWT_ISSUER", "JWT_AUDIENCE"):
-                if getattr(self, name.lower()) is None:
-                    raise ConfigError(f"{PREFIX}{name} is not set ({PREFIX}DISABLE_AUTH=0 needs it)")
+        self._check_auth()
         if self.require_memory and self.memory_queue:
             raise ConfigError(
                 f"{PREFIX}MEMORY_QUEUE=1 contradicts {PREFIX}REQUIRE_MEMORY=1 (a required SomaMemory is never "
@@ -240,6 +236,29 @@ class Settings:
                     "MEMORY_HTTP_ENDPOINT": f"{PREFIX}REQUIRE_MEMORY=1",
                 }.get(name, f"{PREFIX}FORCE_FULL_STACK=1")
                 raise ConfigError(f"{PREFIX}{name} is not set ({why}); set it to the service's URL")
+
+    def _check_auth(self) -> None:
+        """Production always verifies JWTs, and auth on always asks the policy.
+
+        Without a policy a valid token of any tenant, with any roles or none, could do everything; so auth on
+        without `OPA_URL` is a start-up error rather than a quietly weaker gate.
+        """
+        if self.disable_auth and self.env == "prod":
+            raise ConfigError(
+                f"{PREFIX}DISABLE_AUTH=1 is refused when {PREFIX}ENV=prod (production always verifies JWTs); "
+                "remove it, or set it to 0"
+            )
+        if self.disable_auth:
+            return
+        why = f"{PREFIX}ENV=prod" if self.env == "prod" else f"{PREFIX}DISABLE_AUTH=0"
+        for name in ("JWT_PUBLIC_KEY_PATH", "JWT_ISSUER", "JWT_AUDIENCE"):
+            if getattr(self, name.lower()) is None:
+                raise ConfigError(f"{PREFIX}{name} is not set (auth is on: {why})")
+        if self.opa_url is None:
+            raise ConfigError(
+                f"{PREFIX}OPA_URL is not set (auth is on: {why}, and every tenant request needs a policy decision); "
+                "set it to OPA's URL"
+            )
 
     def check_memory_service(self) -> None:
         """SomaMemory's own requirement: a Postgres DSN to persist into."""

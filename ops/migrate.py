@@ -255,7 +255,7 @@ def verify_bundle(bundle: Path, manifest: dict[str, Any]) -> list[TableEntry]:
         for e in entries:
             for name in (e.schema, e.table, *e.columns, *e.key):
                 pg.identifier(name)
-            if not CHECKSUM.match(e.checksum):
+            if not CHECKSUM.fullmatch(e.checksum):
                 raise ValueError(f"{e.label}: malformed checksum {e.checksum!r}")
             if Path(e.file).name != e.file.removeprefix("postgres/") or not e.file.startswith("postgres/"):
                 raise ValueError(f"{e.label}: file {e.file!r} is outside the bundle's postgres/")
@@ -290,7 +290,7 @@ def import_script(entry: TableEntry, data: bytes) -> bytes:
         f"EXECUTE format('SELECT setval(%L, GREATEST((SELECT max(%I) FROM {t}), 1))', r.seq, r.attname); "
         "END IF; END LOOP; END $$;"
     )
-    if not CHECKSUM.match(entry.checksum):
+    if not CHECKSUM.fullmatch(entry.checksum):
         raise OpsError(f"{entry.label}: malformed checksum {entry.checksum!r} in the manifest")
     check = (
         f"DO $$ DECLARE got text; BEGIN {pg.checksum_sql(entry.schema, entry.table)}"

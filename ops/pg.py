@@ -35,7 +35,7 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 def identifier(name: str) -> str:
     """`name` when it is a plain lower-case SQL identifier (all of SomaBrain's are); else ValueError. Every name
     that goes into SQL text passes here first, including those read from a migration bundle."""
-    if not IDENTIFIER.match(name):
+    if not IDENTIFIER.fullmatch(name):
         raise ValueError(f"not a plain SQL identifier: {name!r}")
     return name
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,27 @@ def test_config_errors_are_one_line_exit_2() -> None:
     assert bad_bind.returncode == 2 and "--bind" in bad_bind.stderr
     memory = _run_cli({}, "memory")
     assert memory.returncode == 2 and "SOMABRAIN_POSTGRES_DSN is not set" in memory.stderr
+
+
+
+def test_prod_refuses_to_start_without_auth_or_policy() -> None:
+    """ENV=prod alone decides: no STRICT_REAL needed. The port is held, so a start that is not refused fails too."""
+    prod = {"SOMABRAIN_ENV": "prod", "SOMABRAIN_REDIS_URL": "redis://x"}
+    jwt = {"SOMABRAIN_JWT_PUBLIC_KEY_PATH": "/secrets", "SOMABRAIN_JWT_ISSUER": "i", "SOMABRAIN_JWT_AUDIENCE": "a"}
+    cases = [
+        ({**prod, "SOMABRAIN_DISABLE_AUTH": "1"}, "SOMABRAIN_DISABLE_AUTH=1 is refused when SOMABRAIN_ENV=prod"),
+        (prod, "SOMABRAIN_JWT_PUBLIC_KEY_PATH is not set"),
+        ({**prod, **jwt}, "SOMABRAIN_OPA_URL is not set"),
+    ]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        bind = f"127.0.0.1:{held.getsockname()[1]}"
+        for env, expected in cases:
+            result = _run_cli(env, "api", "--bind", bind)
+            assert result.returncode == 2, result
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"somabrain api: configuration error: {expected}"), lines
 
 
 def test_help_describes_both_commands() -> None:

@@ -46,7 +46,7 @@ def test_exceptions_are_one_json_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert "ValueError: boom" in doc["exc"]
 
 
-@pytest.mark.parametrize("offered", [None, "", "has space", "x" * 129, "new\nline"])
+@pytest.mark.parametrize("offered", [None, "", "has space", "x" * 129, "new\nline", "trailing-newline\n"])
 def test_unsafe_request_ids_are_replaced(offered: str | None) -> None:
     made = logs.new_request_id(offered)
     assert made != offered and len(made) == 32

@@ -1,11 +1,19 @@
-"""What both apps share around their routes: JSON errors, request metrics, `/metrics` and `/openapi.json`."""
+"""What both apps share around their routes: JSON errors, request metrics, `/metrics` and `/openapi.json`.
+
+Every label of the request metrics takes its value from a fixed set: the app, a method of `KNOWN_METHODS`, the
+matched route template (or "unmatched"), a status or error code the service itself chose. A label a client could
+choose would add a series per distinct value, and in multiprocess mode fill the shared metrics directory.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart, Response, current_app, g, jsonify
 from quart import request as quart_request
 from werkzeug.exceptions import HTTPException
@@ -16,6 +24,14 @@ from brain.web.router import Request, Router
 
 log = logging.getLogger(__name__)
 
+#: The methods of RFC 9110, and PATCH (RFC 5789). A known method a route lacks is a 405 (with Allow); any other
+#: is a 501 answered before Quart sees the request, so before any metric or hook runs.
+KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+_UNKNOWN_METHOD_BODY: Final = json.dumps(
+    {"error": "method_not_implemented", "detail": "the request method is not one this service implements"}
+).encode()
+
 
 def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
     response = jsonify({"error": error, "detail": detail})
@@ -23,6 +39,20 @@ def _error(status: int, error: str, detail: str, headers: dict[str, str] | None 
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def refuse_unknown_methods(asgi_app: ASGIApp) -> ASGIApp:
+    """Wrap `asgi_app` so that a request with a method outside KNOWN_METHODS gets 501 and never reaches it."""
+
+    async def guarded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "http" and scope["method"] not in KNOWN_METHODS:
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_UNKNOWN_METHOD_BODY))]
+            await send({"type": "http.response.start", "status": 501, "headers": headers})
+            await send({"type": "http.response.body", "body": _UNKNOWN_METHOD_BODY, "more_body": False})
+            return
+        await asgi_app(scope, receive, send)
+
+    return guarded
 
 
 def _route_label() -> str:
@@ -100,3 +130,5 @@ def install(
         return _error(500, "internal", "unexpected server error; it has been logged")
 
     router.install(app, tenant_resolver)
+    # Quart's documented middleware hook; mypy sees the assignment as replacing a method.
+    app.asgi_app = refuse_unknown_methods(app.asgi_app)  # type: ignore[method-assign,assignment]

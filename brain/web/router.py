@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from quart import Quart, Response
 from quart import request as quart_request
+from werkzeug.http import parse_options_header
 
 from brain.errors import APIError
 from brain.web.schemas import ID_PATTERN, TENANT_PATTERN, ErrorBody
@@ -32,6 +33,7 @@ _ERROR_TEXT = {
     403: "Refused by policy",
     404: "No such item",
     413: "Request body too large",
+    415: "The body is not application/json (or application/*+json) in UTF-8",
     422: "The body does not match the schema",
     429: "Rate limit exceeded",
     503: "A required dependency is unavailable; nothing was written",
@@ -77,7 +79,7 @@ class Route:
         if self.tenant or self.params or self.body:
             statuses.add(400)
         if self.body:
-            statuses |= {413, 422}
+            statuses |= {413, 415, 422}
         return sorted(statuses)
 
 
@@ -213,18 +215,52 @@ def _ref(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+def is_tenant(value: str) -> bool:
+    """The whole value must match: with `re.match`, the pattern's `$` also matches before a trailing newline."""
+    return _TENANT_RE.fullmatch(value) is not None
+
+
+def is_item_id(value: str) -> bool:
+    """The whole value must match (see `is_tenant`): an id ending in a newline reached SomaMemory and the logs."""
+    return _ID_RE.fullmatch(value) is not None
+
+
 def header_tenant() -> str:
     raw = quart_request.headers.get(TENANT_HEADER)
     if raw is None:
         raise APIError(400, "missing_tenant", f"the {TENANT_HEADER} header is required")
-    if not _TENANT_RE.match(raw):
+    if not is_tenant(raw):
         raise APIError(
             400, "invalid_tenant", f"{TENANT_HEADER} must be 1-64 of A-Z a-z 0-9 _ . - and start with a letter or digit"
         )
     return raw
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """application/json or application/<name>+json, in UTF-8 (the only encoding JSON has, RFC 8259).
+
+    Anything else is refused, so that a body a browser may send cross-site without a preflight (text/plain, a
+    form) is never read as JSON.
+    """
+    mimetype, options = parse_options_header(content_type)
+    kind, _, subtype = mimetype.lower().partition("/")
+    if kind != "application" or not (subtype == "json" or (subtype.endswith("+json") and subtype != "+json")):
+        return False
+    return options.get("charset", "utf-8").lower() in ("utf-8", "utf8")
+
+
+def require_json_body() -> None:
+    """415 unless the body is declared JSON. A body with no Content-Type at all is still read as JSON, as before:
+    it claims no other media type, and existing callers (tests among them) send JSON without one."""
+    content_type = quart_request.headers.get("Content-Type")
+    if content_type is not None and not is_json_media_type(content_type):
+        raise APIError(
+            415, "unsupported_media_type", "the request body must be application/json (or application/*+json) in UTF-8"
+        )
+
+
 async def parse_body(model: type[BaseModel]) -> BaseModel:
+    require_json_body()
     raw = await quart_request.get_data(cache=False)
     try:
         return model.model_validate_json(raw)
@@ -242,7 +278,7 @@ async def parse_body(model: type[BaseModel]) -> BaseModel:
 def _view(route: Route, tenant_resolver: Callable[[], Awaitable[str]] | None) -> Callable[..., Awaitable[Response]]:
     async def view(**params: str) -> Response:
         for name, value in params.items():
-            if not _ID_RE.match(value):
+            if not is_item_id(value):
                 raise APIError(400, "invalid_id", f"path parameter {name} must be 32 lowercase hex digits")
         tenant = None
         if route.tenant:

@@ -80,3 +80,40 @@ async def test_malformed_item_id(client: Client, tenant: str) -> None:
     response = await client.delete("/memory/NOT-AN-ID", headers=headers(tenant))
     assert response.status_code == 400
     assert (await response.get_json())["error"] == "invalid_id"
+
+
+async def test_item_id_with_a_trailing_newline_is_400(client: Client, tenant: str) -> None:
+    """`re.match(...$)` let "<32 hex>\\n" through: `$` also matches before a trailing newline."""
+    response = await client.delete("/memory/" + "a" * 32 + "%0A", headers=headers(tenant))
+    assert response.status_code == 400
+    assert (await response.get_json())["error"] == "invalid_id"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded", "multipart/form-data",
+     "text/json", "application/jsonx", "application/json; charset=latin-1", "application/+json", "json"],
+)
+async def test_json_routes_answer_415_to_other_media_types(client: Client, tenant: str, content_type: str) -> None:
+    for path, body in (("/remember", b'{"content": "smuggled"}'), ("/recall", b'{"query": "smuggled"}'),
+                       ("/act", b'{"task": "smuggled"}')):
+        response = await client.post(path, data=body, headers={**headers(tenant), "Content-Type": content_type})
+        assert response.status_code == 415, (path, content_type)
+        assert await response.get_json() == {
+            "error": "unsupported_media_type",
+            "detail": "the request body must be application/json (or application/*+json) in UTF-8",
+        }
+    recalled = await client.post("/recall", json={"query": "smuggled"}, headers=headers(tenant))
+    assert await recalled.get_json() == {"wm": [], "memory": []}  # nothing written
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/json;charset=UTF-8",
+     "application/vnd.somabrain+json", "application/merge-patch+json; charset=utf-8", None],
+)
+async def test_json_media_types_are_accepted(client: Client, tenant: str, content_type: str | None) -> None:
+    """None: a body with no Content-Type at all is still read as JSON (current callers send some without one)."""
+    hdrs = headers(tenant) if content_type is None else {**headers(tenant), "Content-Type": content_type}
+    response = await client.post("/recall", data=b'{"query": "x"}', headers=hdrs)
+    assert response.status_code == 200, (content_type, await response.get_data(as_text=True))

@@ -76,4 +76,4 @@ def test_document_covers_every_route(api_schema: schemathesis.schemas.BaseSchema
     }
     assert operations == expected
     remember = doc["paths"]["/remember"]["post"]
-    assert set(remember["responses"]) >= {"201", "400", "413", "422", "503"}
+    assert set(remember["responses"]) >= {"201", "400", "413", "415", "422", "503"}

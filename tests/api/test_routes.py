@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+import string
+
 from quart.typing import TestClientProtocol as Client
 
 from tests.api.conftest import headers
+from tests.helpers.metrics import series
 
 
 async def test_health_has_the_fixed_shape_and_is_ready(client: Client) -> None:
@@ -100,3 +104,22 @@ async def test_request_id_is_echoed_or_made(client: Client, tenant: str) -> None
     assert given.headers["X-Request-ID"] == "abc-1"
     made = await client.get("/healthz")
     assert len(made.headers["X-Request-ID"]) == 32
+
+
+async def test_random_methods_are_501_and_add_no_metric_series(client: Client, tenant: str) -> None:
+    """A client-chosen method must never become a label: each new one would be a new series (in multiprocess
+    mode, a new entry in the shared directory), so unknown methods are refused before any metric is touched."""
+    rng = random.Random(14)
+    await client.get("/metrics")  # a scrape's own series appear from the next scrape on
+    before = series(await (await client.get("/metrics")).get_data(as_text=True))
+    paths = ["/remember", "/recall", "/health", "/metrics", "/nope", f"/memory/{'a' * 32}"]
+    for _ in range(300):
+        method = "".join(rng.choices(string.ascii_uppercase + string.ascii_lowercase, k=rng.randint(3, 12)))
+        response = await client.open(rng.choice(paths), method=method, headers=headers(tenant))
+        assert response.status_code == 501, (method, response.status_code)
+        assert await response.get_json() == {
+            "error": "method_not_implemented",
+            "detail": "the request method is not one this service implements",
+        }
+    after = series(await (await client.get("/metrics")).get_data(as_text=True))
+    assert after == before

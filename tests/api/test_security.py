@@ -8,6 +8,8 @@ stopped means protected routes deny (fail-closed); a missing key file is a start
 from __future__ import annotations
 
 import os
+import random
+import string
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import pytest
 
 from tests.api.conftest import auth_env as _auth_env
 from tests.helpers import jwt_keys
+from tests.helpers.metrics import series
 from tests.helpers.opa_standin import OpaStandin
 from tests.helpers.servers import AppServer
 
@@ -117,7 +120,7 @@ def test_opa_down_means_deny(strict_env: dict[str, str], keys: jwt_keys.KeyPair,
 def test_unreadable_key_file_is_a_startup_error(strict_env: dict[str, str], run_dir: Path) -> None:
     env = {**os.environ, **strict_env, "SOMABRAIN_DISABLE_AUTH": "0",
            "SOMABRAIN_JWT_PUBLIC_KEY_PATH": str(run_dir / "missing.pem"), "SOMABRAIN_JWT_ISSUER": "i",
-           "SOMABRAIN_JWT_AUDIENCE": "a"}
+           "SOMABRAIN_JWT_AUDIENCE": "a", "SOMABRAIN_OPA_URL": "http://127.0.0.1:1"}
     result = subprocess.run([sys.executable, "-m", "brain.cli", "api", "--bind", "127.0.0.1:1"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
@@ -131,3 +134,16 @@ def test_auth_cannot_be_disabled_in_strict_prod(strict_env: dict[str, str]) -> N
                             timeout=60)
     assert result.returncode == 2
     assert "SOMABRAIN_DISABLE_AUTH=1 is refused" in result.stderr
+
+
+def test_unauthenticated_random_methods_leave_metrics_alone(api: AppServer) -> None:
+    """Through real Hypercorn, with no token: the exposition has the same series before and after."""
+    rng = random.Random(500)
+    httpx.get(f"{api.url}/metrics")  # a scrape's own series appear from the next scrape on
+    before = series(httpx.get(f"{api.url}/metrics").text)
+    for _ in range(200):
+        method = "".join(rng.choices(string.ascii_letters, k=rng.randint(3, 16)))
+        response = httpx.request(method, f"{api.url}{rng.choice(['/remember', '/recall', '/nope', '/metrics'])}")
+        assert response.status_code == 501, (method, response.status_code)
+        assert response.json()["error"] == "method_not_implemented"
+    assert series(httpx.get(f"{api.url}/metrics").text) == before

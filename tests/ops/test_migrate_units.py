@@ -72,6 +72,8 @@ def test_verify_bundle_accepts_a_good_one_and_refuses_tampering(tmp_path: Path) 
     for name, override in {
         "injection": {"table": 'outbox"; DROP TABLE x; --'},
         "checksum": {"checksum": "1:42'; DROP"},
+        "newline-identifier": {"table": "outbox\n"},  # `$` of re.match also matches before a trailing newline
+        "newline-checksum": {"checksum": "1:42\n"},
         "path": {"file": "../../etc/passwd"},
         "rows": {"rows": 5},
         "sha": {"sha256": "0" * 64},
