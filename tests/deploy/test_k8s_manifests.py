@@ -169,6 +169,14 @@ def test_credentials_come_from_secrets_not_configmaps(base_manifests: list[Resou
     assert {"secretRef": {"name": "somabrain-postgres"}} in pg["envFrom"]
 
 
+@pytest.mark.parametrize("name", ["somabrain", "somamemory"])
+def test_the_overrides_configmap_cannot_make_an_app_leave_prod(base_manifests: list[Resource], name: str) -> None:
+    """SOMABRAIN_ENV=prod is what turns auth and the policy on for good (brain/settings.py). It is pinned in the
+    container's `env:`, which wins over every `envFrom` source, somabrain-overrides included."""
+    ctr = find(base_manifests, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "SOMABRAIN_ENV", "value": "prod"} in ctr["env"]
+
+
 def test_postgres_statefulset_and_ingress(base_manifests: list[Resource]) -> None:
     sts = find(base_manifests, "StatefulSet", "postgres")
     (claim,) = sts["spec"]["volumeClaimTemplates"]
