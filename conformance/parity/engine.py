@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from conformance.expectations import NAMESPACE, OPERATOR_SECRETS
@@ -12,6 +12,7 @@ from conformance.parity.comparators import COMPARATORS
 from conformance.parity.context import ParityContext
 from conformance.parity.exceptions import apply_exceptions, load_exceptions
 from conformance.parity.findings import DIMENSIONS, Finding, Status
+from conformance.parity.provenance import prod_origin
 
 
 @dataclass
@@ -45,7 +46,7 @@ def run_parity(
     ctx = ParityContext.build(project, manifests)
     findings: list[Finding] = []
     for comparator in COMPARATORS.values():
-        findings.extend(comparator(ctx))
+        findings.extend(replace(f, prod_from=prod_origin(f.dimension, f.subject, manifests)) for f in comparator(ctx))
     report = ParityReport(
         apply_exceptions(findings, exceptions),
         inputs={

@@ -44,6 +44,8 @@ class Finding:
     # literal credentials, privileged containers, a prod limit below the dev limit, a used flow or DNS blocked
     # in prod, prod readiness weaker than the dev healthcheck. Those must never differ that way.
     hard: bool = False
+    # Where the prod side is written: `FILE (KIND/NAME)` of k8s/, from kustomize's origins (parity/provenance.py).
+    prod_from: str | None = None
 
     def with_status(self, status: Status, reason: str | None) -> Finding:
         return replace(self, status=status, reason=reason)
@@ -60,6 +62,8 @@ class Finding:
             out["reason"] = self.reason
         if self.hard:
             out["hard"] = True
+        if self.prod_from:
+            out["prod_from"] = self.prod_from
         return out
 
 

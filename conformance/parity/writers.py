@@ -43,6 +43,8 @@ def write_text(findings: list[Finding], title: str, colour: bool = False, show_o
         lines.append(f"{label} {f.dimension:<12} {f.subject}")
         lines.append(f"{'':<9} dev:  {f.dev if f.dev is not None else '-'}")
         lines.append(f"{'':<9} prod: {f.prod if f.prod is not None else '-'}")
+        if f.prod_from and f.status is not Status.OK:
+            lines.append(f"{'':<9} from: {f.prod_from}")
         if f.reason:
             lines.append(f"{'':<9} why:  {f.reason}")
     lines.append(summary(findings))
@@ -67,7 +69,8 @@ def write_markdown(findings: list[Finding], title: str) -> str:
 
     def row(f: Finding) -> str:
         reason = (f.reason or "").replace("|", "\\|")
-        return f"| {icon[f.status]} | {f.dimension} | `{f.subject}` | {_md(f.dev)} | {_md(f.prod)} | {reason} |\n"
+        prod = _md(f.prod) + (f"<br><sub>{f.prod_from}</sub>" if f.prod_from and f.status is not Status.OK else "")
+        return f"| {icon[f.status]} | {f.dimension} | `{f.subject}` | {_md(f.dev)} | {prod} | {reason} |\n"
 
     ordered = _order(findings)
     notable = [f for f in ordered if f.status is not Status.OK]
