@@ -1,8 +1,8 @@
 """`somabrain migrate export|import`: move SomaBrain's data between environments (compose -> Kubernetes).
 
     somabrain migrate export --from dev  --out DIR      [--compose-project P]
-    somabrain migrate import --to   prod --from DIR     [--kube-context C]
-    somabrain migrate verify --on   prod --from DIR     (compare a live environment with a bundle)
+    somabrain migrate import --to   prod --from DIR     [--kube-context C] [--expect-sha256 HEX]
+    somabrain migrate verify --on   prod --from DIR     [--expect-sha256 HEX]  (compare an environment with a bundle)
 
 What moves:
 - Postgres, schemas `somabrain` (the API: memory_index, audit_events, outbox = the events not yet in Kafka) and
@@ -11,11 +11,15 @@ What moves:
 - The API's memory journal (SOMABRAIN_OUTBOX_DIR/memory-journal/*.json, writes accepted while SomaMemory was down).
 
 The bundle's manifest.json records, per table, the row count, the sha256 of the data file and a content checksum
-(see ops.pg.checksum_sql). Import first verifies every file against the manifest and refuses a mismatch; then, per
-table, in one transaction: COPY in, recompute the checksum in the target, and COMMIT only when it equals the
-manifest's. A table whose target content already equals the export is skipped, so a rerun after an interruption
-resumes where it stopped, and a finished import is a no-op. A non-empty target table that differs is refused: import
-goes into a fresh environment (start it first, so its services create the schema).
+(see ops.pg.checksum_sql). Export prints the manifest's own sha256; import takes it back as --expect-sha256 HEX,
+because checksums a bundle carries prove only that it agrees with itself. Import treats the bundle as untrusted input
+and checks all of it before it contacts the target: the manifest's sha256 (when given), every path (only
+postgres/SCHEMA.TABLE.copy and journal/NAME, no symlinks), every file against the manifest, and every data line
+against the grammar of COPY text. Then, per table, in one transaction: COPY in, recompute the checksum in the
+target, and COMMIT only when it equals the manifest's. The rows reach psql only as COPY data on stdin, never as
+part of a script (see import_args). A table whose target content already equals the export is skipped, so a rerun
+after an interruption resumes where it stopped, and a finished import is a no-op. A non-empty target table that
+differs is refused: import goes into a fresh environment (start it first, so its services create the schema).
 """
 
 # ruff: noqa: S608  SQL text is built only from identifiers that pass ops.pg.identifier() and checksums that
@@ -23,8 +27,10 @@ goes into a fresh environment (start it first, so its services create the schema
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -56,11 +62,17 @@ FORMAT = "somabrain-migration/1"
 MARK = "\\SBMIG"  # COPY text never starts a line with backslash + 'S', so these lines cannot be data
 API = "somabrain"
 CHECKSUM = re.compile(r"^[0-9]+:[0-9]+$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+JOURNAL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}$")  # no leading dot: no `..`, no hidden files
+# One field of COPY text as COPY TO writes it: NULL, or characters where a backslash only starts the escapes it
+# emits. So no exported line can hold `\.` (the end-of-data marker); possessive, so a bad line fails in linear time.
+COPY_FIELD = rb"(?:\\N|(?:[^\\\t\n\r]|\\[\\bfnrtv])*+)"
 
 JOURNAL_READ = r"""
 import base64, json, os, sys
 d = os.path.join(os.environ.get("SOMABRAIN_OUTBOX_DIR") or "/var/lib/somabrain/outbox", "memory-journal")
-files = sorted(f for f in os.listdir(d) if f.endswith(".json")) if os.path.isdir(d) else []
+names = os.listdir(d) if os.path.isdir(d) else []
+files = sorted(f for f in names if f.endswith(".json") and not f.startswith("."))
 out = {}
 for f in files:
     with open(os.path.join(d, f), "rb") as fh:
@@ -213,10 +225,13 @@ def export(target: Target, out: Path) -> dict[str, Any]:
         "postgres": {"schema_versions": versions, "tables": [asdict(e) for e in entries]},
         "journal": journal,
     }
+    body = (json.dumps(manifest, indent=2) + "\n").encode()
     tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.write_bytes(body)
     os.replace(tmp, manifest_path)
     say(f"wrote {manifest_path} ({sum(e.rows for e in entries)} rows, {len(journal)} journal files)")
+    say(f"manifest sha256 {hashlib.sha256(body).hexdigest()}: pass it to `migrate import --expect-sha256` "
+        "(through a channel other than the bundle's) so import can tell that the bundle is this one")
     return manifest
 
 
@@ -234,22 +249,42 @@ def export_journal(target: Target, out: Path) -> list[dict[str, str]]:
 
 
 # --- import ------------------------------------------------------------------------------------------------
-def load_manifest(bundle: Path) -> dict[str, Any]:
+@dataclass
+class Bundle:
+    """A bundle whose manifest, paths and files have all been checked: what import may send to a target."""
+
+    root: Path
+    manifest: dict[str, Any]
+    tables: list[TableEntry]
+    journal: list[dict[str, str]]
+
+
+def load_manifest(bundle: Path, expect_sha256: str | None = None) -> dict[str, Any]:
+    """The parsed manifest; refused when its bytes do not have the sha256 the operator expects."""
     path = bundle / "manifest.json"
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise OpsError(f"{path} does not exist: export first (somabrain migrate export --from dev --out "
                        f"{bundle})", EXIT_USAGE) from None
+    except OSError as exc:
+        raise OpsError(f"{path} cannot be read: {exc}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if expect_sha256 is not None and digest != expect_sha256:
+        raise OpsError(f"{path} has sha256 {digest}, --expect-sha256 says {expect_sha256}: this is not the "
+                       "bundle that was exported, refusing to import")
+    try:
+        manifest: dict[str, Any] = json.loads(raw.decode("utf-8"))
     except ValueError as exc:
         raise OpsError(f"{path} is not JSON: {exc}") from None
-    if manifest.get("format") != FORMAT:
-        raise OpsError(f"{path}: format {manifest.get('format')!r}, this tool reads {FORMAT}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise OpsError(f"{path}: not a {FORMAT} manifest, this tool reads only that format")
     return manifest
 
 
-def verify_bundle(bundle: Path, manifest: dict[str, Any]) -> list[TableEntry]:
-    """Every file exists and has the manifest's sha256 (and the tables their row counts); else refuse."""
+def manifest_entries(manifest: dict[str, Any]) -> list[TableEntry]:
+    """The manifest's tables, each name a plain identifier, each checksum well-formed and each file exactly where
+    export writes it (postgres/SCHEMA.TABLE.copy): names and checksums go into SQL, files are read from disk."""
     try:
         entries = [TableEntry(**t) for t in manifest["postgres"]["tables"]]
         for e in entries:
@@ -257,32 +292,84 @@ def verify_bundle(bundle: Path, manifest: dict[str, Any]) -> list[TableEntry]:
                 pg.identifier(name)
             if not CHECKSUM.fullmatch(e.checksum):
                 raise ValueError(f"{e.label}: malformed checksum {e.checksum!r}")
-            if Path(e.file).name != e.file.removeprefix("postgres/") or not e.file.startswith("postgres/"):
+            if e.file != f"postgres/{e.label}.copy":
                 raise ValueError(f"{e.label}: file {e.file!r} is outside the bundle's postgres/")
     except (KeyError, TypeError, ValueError) as exc:
         raise OpsError(f"the manifest is malformed, refusing to import: {exc}") from None
-    problems = []
-    for item in [*(asdict(e) for e in entries), *manifest.get("journal", [])]:
-        path = bundle / item["file"]
-        if not path.is_file():
-            problems.append(f"{item['file']}: missing")
-        elif sha256_file(path) != item["sha256"]:
-            problems.append(f"{item['file']}: sha256 differs from the manifest")
-    for e in entries:
-        path = bundle / e.file
-        if path.is_file():
-            with path.open("rb") as fh:
-                lines = sum(1 for _ in fh)
-            if lines != e.rows:
-                problems.append(f"{e.file}: {lines} rows, the manifest says {e.rows}")
-    if problems:
-        raise OpsError("the bundle does not match its manifest, refusing to import:\n  " + "\n  ".join(problems))
     return entries
 
 
-def import_script(entry: TableEntry, data: bytes) -> bytes:
+def journal_entries(manifest: dict[str, Any]) -> list[dict[str, str]]:
+    """The manifest's journal files, each journal/NAME with a plain NAME: a path from elsewhere must not make import
+    read, and upload into the target, any other file of this host."""
+    try:
+        files = [{"file": str(f["file"]), "sha256": str(f["sha256"])} for f in manifest.get("journal", [])]
+        for f in files:
+            folder, _, name = f["file"].partition("/")
+            if folder != "journal" or not JOURNAL_NAME.fullmatch(name):
+                raise ValueError(f"journal file {f['file']!r} is outside the bundle's journal/")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise OpsError(f"the manifest is malformed, refusing to import: {exc}") from None
+    return files
+
+
+def confined(bundle: Path, rel: str) -> Path:
+    """bundle/rel, refused (ValueError) when it or its folder is a symlink, which could lead out of the bundle; `rel`
+    itself has passed manifest_entries or journal_entries, so it holds no `..` and is not absolute."""
+    path = bundle / rel
+    for part in (path.parent, path):
+        if part.is_symlink():
+            raise ValueError(f"{rel}: {part.relative_to(bundle)} is a symlink, which could lead out of the bundle")
+    if not path.is_file():
+        raise ValueError(f"{rel}: missing")
+    return path
+
+
+def copy_problem(data: bytes, entry: TableEntry) -> str | None:
+    """Why `data` is not COPY text of the entry's columns as export writes it (None when it is). Such text cannot
+    hold the end-of-data marker `\\.`, so a bundle that does is refused before it reaches psql at all."""
+    row = re.compile(COPY_FIELD + (b"\t" + COPY_FIELD) * (len(entry.columns) - 1) + b"\n")
+    rows = 0
+    for rows, line in enumerate(io.BytesIO(data), start=1):
+        if not row.fullmatch(line):
+            return (f"{entry.file}: line {rows} is not a row of {len(entry.columns)} columns as COPY writes them "
+                    f"(such as a `\\.` line or a stray backslash): {line[:80]!r}")
+    if rows != entry.rows:
+        return f"{entry.file}: {rows} rows, the manifest says {entry.rows}"
+    return None
+
+
+def file_problem(bundle: Path, rel: str, sha256: str, entry: TableEntry | None = None) -> str | None:
+    """Why the bundle's file `rel` may not be imported (None when it may)."""
+    try:
+        data = confined(bundle, rel).read_bytes()
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return f"{rel}: sha256 differs from the manifest"
+    return copy_problem(data, entry) if entry is not None else None
+
+
+def open_bundle(root: Path, expect_sha256: str | None = None) -> Bundle:
+    """The bundle, checked in full before import contacts the target: a refusal imports nothing."""
+    manifest = load_manifest(root, expect_sha256)
+    entries, journal = manifest_entries(manifest), journal_entries(manifest)
+    problems = [p for e in entries if (p := file_problem(root, e.file, e.sha256, e)) is not None]
+    problems += [p for f in journal if (p := file_problem(root, f["file"], f["sha256"])) is not None]
+    if problems:
+        raise OpsError("the bundle does not match its manifest, refusing to import:\n  " + "\n  ".join(problems))
+    return Bundle(root, manifest, entries, journal)
+
+
+def import_args(entry: TableEntry) -> list[str]:
+    """psql arguments that load one table in one transaction and COMMIT only when the target's checksum equals the
+    manifest's. Every command is a -c of this tool's SQL (names and checksum checked by manifest_entries); with -c,
+    psql never reads its stdin as commands, so the rows, sent on stdin, are COPY data and nothing else: even a row
+    that ended the COPY early could not run SQL or `\\!` (the checksum would then roll the table back)."""
     t = pg.qualified(entry.schema, entry.table)
     cols = ", ".join(f'"{pg.identifier(c)}"' for c in entry.columns)
+    if not CHECKSUM.fullmatch(entry.checksum):
+        raise OpsError(f"{entry.label}: malformed checksum {entry.checksum!r} in the manifest")
     setval = (
         "DO $$ DECLARE r record; BEGIN FOR r IN SELECT a.attname, "
         f"pg_get_serial_sequence('{t}', a.attname) AS seq FROM pg_attribute a WHERE a.attrelid = '{t}'::regclass "
@@ -290,25 +377,25 @@ def import_script(entry: TableEntry, data: bytes) -> bytes:
         f"EXECUTE format('SELECT setval(%L, GREATEST((SELECT max(%I) FROM {t}), 1))', r.seq, r.attname); "
         "END IF; END LOOP; END $$;"
     )
-    if not CHECKSUM.fullmatch(entry.checksum):
-        raise OpsError(f"{entry.label}: malformed checksum {entry.checksum!r} in the manifest")
     check = (
         f"DO $$ DECLARE got text; BEGIN {pg.checksum_sql(entry.schema, entry.table)}"
         f" INTO got; IF got IS DISTINCT FROM '{entry.checksum}' THEN RAISE EXCEPTION "
         f"'SBMIG {entry.label}: target checksum % after import, the export says {entry.checksum}', got; "
         "END IF; END $$;"
     )
-    head = f"{pg.SESSION}\nBEGIN;\nCOPY {t} ({cols}) FROM STDIN;\n".encode()
-    tail = f"\\.\n{setval}\n{check}\nCOMMIT;\n\\q\n".encode()
-    return head + data + tail
+    commands = [pg.SESSION, "BEGIN", f"COPY {t} ({cols}) FROM STDIN", setval, check, "COMMIT"]
+    return [arg for command in commands for arg in ("-c", command)]
 
 
-def import_bundle(target: Target, bundle: Path) -> dict[str, str]:
-    manifest = load_manifest(bundle)
-    entries = verify_bundle(bundle, manifest)
-    say(f"bundle {bundle}: {len(entries)} tables and {len(manifest.get('journal', []))} journal files match the "
-        "manifest")
-    wanted = manifest["postgres"]["schema_versions"]
+def copy_input(data: bytes) -> bytes:
+    """psql's stdin for import_args: the rows, then the end-of-data marker (the exec protocol cannot close stdin)."""
+    return data + b"\\.\n"
+
+
+def import_bundle(target: Target, bundle: Bundle) -> dict[str, str]:
+    entries = bundle.tables
+    say(f"bundle {bundle.root}: {len(entries)} tables and {len(bundle.journal)} journal files match the manifest")
+    wanted = bundle.manifest["postgres"]["schema_versions"]
     have = pg.schema_versions(target)
     if have != wanted:
         raise OpsError(f"{target.describe()} has schema versions {have}, the export {wanted}: start the target's "
@@ -326,13 +413,15 @@ def import_bundle(target: Target, bundle: Path) -> dict[str, str]:
             raise OpsError(f"{e.label} in {target.describe()} already holds {before[e.label].split(':')[0]} rows "
                            "that differ from the export: import only into a fresh environment")
         else:
-            script = import_script(e, (bundle / e.file).read_bytes())
-            result = pg.psql(target, stdin=script)
+            data = confined(bundle.root, e.file).read_bytes()
+            if hashlib.sha256(data).hexdigest() != e.sha256:
+                raise OpsError(f"{e.file} changed after it was checked, refusing to import it")
+            result = pg.psql(target, args=import_args(e), stdin=copy_input(data))
             if result.code != 0:
                 raise OpsError(f"{e.label}: import refused and rolled back: {result.stderr.strip()[-500:]}")
             outcome[e.label] = "imported"
         say(f"  {e.label:<26} {e.rows:>8} rows  checksum {e.checksum}  {outcome[e.label]}")
-    journal = import_journal(target, bundle, manifest.get("journal", []))
+    journal = import_journal(target, bundle.root, bundle.journal)
     outcome["journal"] = journal
     say(f"  journal: {journal}")
     return outcome
@@ -341,7 +430,7 @@ def import_bundle(target: Target, bundle: Path) -> dict[str, str]:
 def import_journal(target: Target, bundle: Path, files: list[dict[str, str]]) -> str:
     if not files:
         return "nothing to import"
-    payload = json.dumps({Path(f["file"]).name: base64.b64encode((bundle / f["file"]).read_bytes()).decode()
+    payload = json.dumps({Path(f["file"]).name: base64.b64encode(confined(bundle, f["file"]).read_bytes()).decode()
                           for f in files}).encode()
     stdin = struct.pack(">Q", len(payload)) + payload
     result = exec_in(target, API, ["python3", "-c", JOURNAL_WRITE], stdin=stdin).check("writing the journal")
@@ -351,10 +440,9 @@ def import_journal(target: Target, bundle: Path, files: list[dict[str, str]]) ->
     return f"{len(summary['wrote'])} written, {len(summary['kept'])} already there"
 
 
-def verify(target: Target, bundle: Path) -> list[str]:
+def verify(target: Target, bundle: Path, expect_sha256: str | None = None) -> list[str]:
     """Differences between the environment's tables and the bundle (empty = equal)."""
-    manifest = load_manifest(bundle)
-    entries = [TableEntry(**t) for t in manifest["postgres"]["tables"]]
+    entries = manifest_entries(load_manifest(bundle, expect_sha256))
     now = pg.checksums(target, [e.as_table() for e in entries])
     diffs = []
     for e in entries:
@@ -379,23 +467,37 @@ def parser() -> UsageParser:
     ve = sub.add_parser("verify", help="compare an environment's tables with a bundle's manifest")
     ve.add_argument("--on", dest="env", choices=("dev", "prod"), required=True)
     ve.add_argument("--from", dest="bundle", type=Path, required=True, metavar="DIR")
+    for cmd in (im, ve):
+        cmd.add_argument("--expect-sha256", type=sha256_argument, default=None, metavar="HEX",
+                         help="refuse the bundle unless DIR/manifest.json has this sha256, the one `migrate export` "
+                              "printed: without it the bundle's checksums only show that it agrees with itself")
     for cmd in (ex, im, ve):
         add_target_arguments(cmd)
     return p
+
+
+def sha256_argument(text: str) -> str:
+    """--expect-sha256: 64 hex digits, in either case."""
+    if not SHA256.fullmatch(text.lower()):
+        raise argparse.ArgumentTypeError(f"not a sha256 (64 hex digits): {text!r}")
+    return text.lower()
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     target = build_target(args.env, args)
     try:
-        reachable(target)
         if args.action == "export":
+            reachable(target)
             export(target, args.out)
         elif args.action == "import":
-            import_bundle(target, args.bundle)
+            bundle = open_bundle(args.bundle, args.expect_sha256)  # all of it, before the target is touched
+            reachable(target)
+            import_bundle(target, bundle)
             say("import complete: every table's checksum equals the export's")
         else:
-            diffs = verify(target, args.bundle)
+            reachable(target)
+            diffs = verify(target, args.bundle, args.expect_sha256)
             if diffs:
                 raise OpsError(f"{len(diffs)} table(s) differ from the bundle: {', '.join(diffs)}", EXIT_BROKEN)
             say("every table equals the bundle")
