@@ -2,7 +2,8 @@
 
 State lives in `app.extensions["somabrain"]` (an `ApiState`, see state.py); handlers reach it with `state()`.
 Every tenant route passes the gate (JWT, OPA, rate limit) before its handler runs. A change is acknowledged only
-after its audit event is committed to the outbox in the same transaction as the API's record of the change.
+after its audit event is committed to the outbox in the same transaction as the API's record of the change; a
+delete, which cannot share a transaction with SomaMemory, is audited as `requested` before it starts.
 """
 
 from __future__ import annotations
@@ -193,27 +194,44 @@ async def act(req: Request, body: ActRequest) -> ActResponse:
     response=DeleteResponse, tenant=True, errors=(404, 503), tags=("memory",),
 )
 async def delete_memory(req: Request) -> DeleteResponse:
+    """Audit the request before anything is deleted, then the outcome: no delete ever happens without its event.
+
+    A 503 before the first event is committed means nothing was deleted; after it, the detail says what is known.
+    """
     st, tenant = state(), req.tenant
     assert tenant is not None
     item_id = req.params["item_id"]
-    found = False
-    if st.memory is not None:
-        try:
-            found = await st.memory.delete(tenant, item_id)
-        except MemoryUnavailable as exc:
-            raise _memory_down(exc) from exc
     try:
-        found = await st.wm.delete(tenant, item_id) or found
-    except RedisError as exc:
-        raise _wm_down(exc) from exc
-    if not found:
-        raise APIError(404, "not_found", f"no item {item_id} for this tenant")
-    try:
-        await st.audit(AuditEvent(tenant=tenant, subject=_subject(), action="delete", outcome="ok",
-                                  item_id=item_id), "delete")
+        await st.audit(AuditEvent(tenant=tenant, subject=_subject(), action="delete", outcome="requested",
+                                  item_id=item_id))
     except DB_ERRORS as exc:
         raise _db_down(exc) from exc
+    try:
+        found = await _delete_everywhere(st, tenant, item_id)
+    except (MemoryUnavailable, RedisError, OSError) as exc:
+        log.warning("delete of %s for tenant %s interrupted: %s", item_id, tenant, exc)
+        raise APIError(503, "delete_incomplete", "A store failed during the delete, so the item may be partly "
+                       "deleted; the request is audited. Retry the DELETE: it is idempotent") from exc
+    try:
+        await st.audit(AuditEvent(tenant=tenant, subject=_subject(), action="delete",
+                                  outcome="ok" if found else "not_found", item_id=item_id),
+                       "delete" if found else None)
+    except DB_ERRORS as exc:
+        log.warning("postgres unavailable after deleting %s: %s", item_id, exc)
+        done = "The item was deleted" if found else "No such item was found"
+        raise APIError(503, "audit_incomplete", f"{done} and the request is audited, but Postgres failed before "
+                       "the outcome was recorded. Retry the DELETE: it is idempotent") from exc
+    if not found:
+        raise APIError(404, "not_found", f"no item {item_id} for this tenant")
     return DeleteResponse(id=item_id, deleted=True)
+
+
+async def _delete_everywhere(st: ApiState, tenant: str, item_id: str) -> bool:
+    """Delete from the journal (tombstone), SomaMemory and working memory; True when any of them held the item."""
+    found = st.journal is not None and st.journal.forget(tenant, item_id)
+    if st.memory is not None:
+        found = await st.memory.delete(tenant, item_id) or found
+    return await st.wm.delete(tenant, item_id) or found
 
 
 @router.route("GET", "/health", summary="Health in the fixed shape, with per-component detail",

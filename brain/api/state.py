@@ -119,12 +119,15 @@ class ApiState:
             await memory.remember(entry["tenant"], entry["id"], entry["content"], entry["metadata"],
                                   entry["importance"])
 
+        async def forget(entry: dict[str, Any]) -> None:
+            await memory.delete(entry["tenant"], entry["id"])
+
         while True:
             await asyncio.sleep(self.settings.health_interval_s)
             if not self.journal.pending() or not self.monitor.snapshot.get("memory", {}).get("ok"):
                 continue
             try:
-                replayed = await self.journal.replay(send)
+                replayed = await self.journal.replay(send, forget)
                 metrics.JOURNAL_REPLAYED.inc(replayed)
             except MemoryUnavailable as exc:
                 log.warning("journal replay paused: %s", exc)

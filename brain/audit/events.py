@@ -19,7 +19,7 @@ class AuditEvent:
     tenant: str
     subject: str
     action: str  # remember | delete | act
-    outcome: str  # ok | queued | denied | unauthorized | rate_limited
+    outcome: str  # ok | queued | requested | not_found | denied | unauthorized | rate_limited
     item_id: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     ts: str = field(default_factory=_now)
