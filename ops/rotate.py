@@ -5,12 +5,22 @@
     somabrain rotate jwt-key --env prod --add NEW_PUBLIC.pem      (phase 1: both keys verify)
     somabrain rotate jwt-key --env prod --retire                  (phase 2, once no old token is alive)
 
-postgres-password: a new random password is set on the role with ALTER ROLE (open connections stay logged in;
-Postgres keeps one password per role, so the old one stops working for NEW connections at that moment), then the
-credential is updated where the apps read it (.env.local in dev, Secret somabrain-postgres in prod), the apps are
-rolled (compose: `up -d --no-deps somamemory somabrain`; prod: a rolling restart, maxUnavailable 0, so an old pod
-serves on its open connections until its replacement is Ready), and the conformance readiness rules are checked.
-If the apps do not become ready with the new password, the old one is put back on the role and in the store.
+postgres-password: the store the apps read the password from (.env.local in dev, Secret somabrain-postgres in
+prod) is also the rotation's journal, so the new password is never only on the role. Four steps:
+  1. stage: a new random password into the store as POSTGRES_PASSWORD_PENDING (the apps read only
+     POSTGRES_PASSWORD). Fails: nothing changed; rerun. (A write that landed although it reported failure leaves
+     a PENDING that the rerun takes as its new password.)
+  2. ALTER ROLE to it (open connections stay logged in; Postgres keeps one password per role, so the old one stops
+     working for NEW connections now). Fails: undo (ALTER ROLE back to POSTGRES_PASSWORD, drop PENDING).
+  3. promote: POSTGRES_PASSWORD = the new one and PENDING removed, in one write. Fails: undo, as in 2.
+  4. roll the apps (compose: `up -d --no-deps somamemory somabrain`; prod: a rolling restart, maxUnavailable 0, so
+     an old pod serves on its open connections until its replacement is Ready) and check the conformance readiness
+     rules. Fails: demote (POSTGRES_PASSWORD old again, the new one back as PENDING: the state after step 2), undo,
+     roll the apps back.
+The undo reads the store again and acts on what it holds (a promote whose answer was lost may have landed). If the
+undo itself stops, PENDING stays in the store: a rerun of the same command finds it and completes the rotation
+(ALTER ROLE to PENDING, promote, roll), whichever of the two passwords the role has by then. Every failure message
+says which state things are in and the command to run next.
 
 jwt-key: the API verifies with every *.pem of SOMABRAIN_JWT_PUBLIC_KEY_PATH when it is a directory (brain/auth.py).
 --add stores the new public key next to the old one in Secret somabrain-secrets, projects every key of the Secret
@@ -28,18 +38,20 @@ from __future__ import annotations
 
 import base64
 import secrets
+import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
-from cryptography.hazmat.primitives import serialization
-
-from conformance.targets.base import Target
+from brain.auth import load_verifier
+from brain.errors import ConfigError
+from conformance.targets.base import ProbeError, Target
 from conformance.targets.compose import ComposeTarget
 from conformance.targets.kube import KubeTarget
 from ops import pg
@@ -66,6 +78,9 @@ PG_SECRET = "somabrain-postgres"  # noqa: S105 - a Secret's name
 JWT_SECRET = "somabrain-secrets"  # noqa: S105 - a Secret's name
 JWT_DIR = "/secrets"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
+PENDING = "POSTGRES_PASSWORD_PENDING"  # the key holding the new password until it is current
+# What a step that talks to the outside world raises: the API server, an exec into the database, the env file.
+STEP_ERRORS = (KubeError, ProbeError, OSError, subprocess.SubprocessError)
 
 
 def say(message: str) -> None:
@@ -73,17 +88,41 @@ def say(message: str) -> None:
 
 
 # --- postgres ----------------------------------------------------------------------------------------------
+class PasswordStore(Protocol):
+    """Where the apps read the role's password (.env.local, Secret somabrain-postgres), and how they are rolled
+    onto a changed one. It is also the rotation's journal: a new password is in it (under PENDING) before it is
+    on the role, so no step's failure can leave the role with a password nobody knows."""
+
+    @property
+    def where(self) -> str:
+        """The store, as messages name it."""
+
+    @property
+    def roll_command(self) -> str:
+        """What rolls the apps by hand."""
+
+    def read(self) -> dict[str, str]:
+        """Every key, decoded."""
+
+    def write(self, changes: Mapping[str, str | None]) -> None:
+        """Set (str) or remove (None) keys in one atomic write."""
+
+    def roll(self, timeout: float) -> list[str]:
+        """Roll the apps onto the stored password and check readiness: the problems found."""
+
+
 def set_role_password(target: Target, user: str, password: str) -> None:
     pg.identifier(user)
     literal = password.replace("'", "''")
     pg.psql(target, stdin=f"ALTER ROLE \"{user}\" PASSWORD '{literal}';\n\\q\n".encode()).check("ALTER ROLE")
 
 
-def write_env_value(path: Path, key: str, value: str) -> None:
+def write_env_values(path: Path, changes: Mapping[str, str | None]) -> None:
+    """Set or remove KEY=VALUE lines, keeping every other line; atomic (a temporary file renamed over `path`),
+    so a failed write leaves the file as it was."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    out = [f"{key}={value}" if line.startswith(f"{key}=") else line for line in lines]
-    if not any(line.startswith(f"{key}=") for line in lines):
-        out.append(f"{key}={value}")
+    out = [line for line in lines if line.partition("=")[0] not in changes]
+    out += [f"{key}={value}" for key, value in changes.items() if value is not None]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
     tmp.chmod(path.stat().st_mode & 0o777)
@@ -138,63 +177,174 @@ def kube_restart(target: KubeTarget, names: tuple[str, ...], timeout: float,
     return problems or readiness_failures(target)
 
 
-def set_secret_value(target: KubeTarget, name: str, key: str, b64: str) -> None:
-    """Set one key of a Secret's `data` by a JSON merge patch. Unconditional on purpose: the value written does not
-    depend on the rest of the Secret (the role's password was just set to it), so a change of another key
-    meanwhile is kept by the server-side merge and is no reason to fail."""
-    retry_conflicts(lambda: merge_patch(target, secret_path(target, name), {"data": {key: b64}}),
-                    f"update of Secret {name} key {key}")
+@dataclass
+class EnvFileStore:
+    """dev: the compose env file; compose passes POSTGRES_PASSWORD into the apps' DSN when they are recreated."""
+
+    target: ComposeTarget
+    path: Path
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    @property
+    def roll_command(self) -> str:
+        return (f"docker compose -p {self.target.project} --env-file {self.path} -f compose/docker-compose.yml "
+                f"up -d --no-deps --wait {' '.join(APPS)}")
+
+    def read(self) -> dict[str, str]:
+        return read_env_file(self.path)
+
+    def write(self, changes: Mapping[str, str | None]) -> None:
+        write_env_values(self.path, changes)
+
+    def roll(self, timeout: float) -> list[str]:
+        return compose_roll(self.target, self.path, timeout)
 
 
-def rotate_postgres(target: Target, env_file: Path, timeout: float) -> int:
-    new = secrets.token_hex(24)
-    if isinstance(target, ComposeTarget):
-        env = read_env_file(env_file)
-        user, old = env.get("POSTGRES_USER", ""), env.get("POSTGRES_PASSWORD", "")
-        if not user or not old:
-            raise OpsError(f"{env_file} has no POSTGRES_USER/POSTGRES_PASSWORD (run scripts/dev_up.sh)", EXIT_USAGE)
-        set_role_password(target, user, new)
-        say(f"role {user}: new password set (open connections stay logged in)")
-        write_env_value(env_file, "POSTGRES_PASSWORD", new)
-        say(f"{env_file}: POSTGRES_PASSWORD updated; rolling {', '.join(APPS)}")
-        problems = compose_roll(target, env_file, timeout)
-        if problems:
-            set_role_password(target, user, old)
-            write_env_value(env_file, "POSTGRES_PASSWORD", old)
-            compose_roll(target, env_file, timeout)
-            raise OpsError("the apps are not ready with the new password; the old one is back:\n  "
-                           + "\n  ".join(problems))
-    elif isinstance(target, KubeTarget):
-        secret = get(target, secret_path(target, PG_SECRET))
-        data = secret.get("data") or {}
-        user = base64.b64decode(data.get("POSTGRES_USER", "")).decode()
-        old_b64 = data.get("POSTGRES_PASSWORD", "")
-        if not user or not old_b64:
-            raise OpsError(f"Secret {PG_SECRET} has no POSTGRES_USER/POSTGRES_PASSWORD", EXIT_USAGE)
-        set_role_password(target, user, new)
-        say(f"role {user}: new password set (open connections stay logged in)")
+@dataclass
+class SecretStore:
+    """prod: Secret somabrain-postgres, whose POSTGRES_PASSWORD the apps' pods read at start (secretKeyRef). A
+    key the apps do not read (PENDING) changes nothing in them."""
+
+    target: KubeTarget
+
+    @property
+    def where(self) -> str:
+        return f"Secret {PG_SECRET}"
+
+    @property
+    def roll_command(self) -> str:
+        return (f"kubectl rollout restart deployment/{' deployment/'.join(APPS)} -n {self.target.namespace}")
+
+    def read(self) -> dict[str, str]:
+        data = get(self.target, secret_path(self.target, PG_SECRET)).get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    def write(self, changes: Mapping[str, str | None]) -> None:
+        """A JSON merge patch of `data`, unconditional: the keys written do not depend on the rest of the Secret,
+        so another key changed meanwhile is kept by the server-side merge and is no reason to fail."""
+        data = {key: None if value is None else base64.b64encode(value.encode()).decode()
+                for key, value in changes.items()}
+        retry_conflicts(lambda: merge_patch(self.target, secret_path(self.target, PG_SECRET), {"data": data}),
+                        f"update of Secret {PG_SECRET} keys {', '.join(changes)}")
+
+    def roll(self, timeout: float) -> list[str]:
         try:
-            set_secret_value(target, PG_SECRET, "POSTGRES_PASSWORD", base64.b64encode(new.encode()).decode())
-            say(f"Secret {PG_SECRET}: POSTGRES_PASSWORD updated; rolling restart of {', '.join(APPS)}")
-            problems = kube_restart(target, APPS, timeout)
+            return kube_restart(self.target, APPS, timeout)
         except KubeError as exc:
-            # The role already has the new password: an app not given it cannot open a connection. Undo.
-            problems = [str(exc)]
-        if problems:
-            set_role_password(target, user, base64.b64decode(old_b64).decode())
-            try:
-                set_secret_value(target, PG_SECRET, "POSTGRES_PASSWORD", old_b64)
-                kube_restart(target, APPS, timeout)
-            except KubeError as exc:
-                raise OpsError("the apps are not ready with the new password, and putting the old one back "
-                               f"stopped half-way: the role has the old password again, but {exc}\n  check "
-                               f"POSTGRES_PASSWORD in Secret {PG_SECRET}, then: kubectl rollout restart "
-                               f"deployment/{' deployment/'.join(APPS)} -n {target.namespace}\n  first failure: "
-                               + "\n  ".join(problems)) from None
-            raise OpsError("the apps are not ready with the new password; the old one is back:\n  "
-                           + "\n  ".join(problems))
+            return [str(exc)]
+
+
+def stage_password(store: PasswordStore, new: str, rerun: str) -> None:
+    """Step 1: the new password into the store under PENDING, before the role has it."""
+    try:
+        store.write({PENDING: new})
+    except STEP_ERRORS as exc:
+        raise OpsError(f"could not store the new password as {PENDING} in {store.where}: {exc}\n"
+                       f"  state: the role and {store.where} keep the current password; the apps are untouched\n"
+                       f"  next: {rerun}") from None
+    say(f"{store.where}: new password stored as {PENDING}")
+
+
+def undo(target: Target, store: PasswordStore, user: str, rerun: str, why: str) -> None:
+    """Put the role back on the store's current password and drop PENDING; an OpsError saying what was reached
+    when that cannot be done.
+    It decides on what the store holds when read again, not on what this run believes it wrote: a write whose
+    answer was lost may have landed. Whatever part of it fails leaves PENDING in place, which a rerun completes."""
+    try:
+        stored = store.read()
+    except STEP_ERRORS as exc:
+        raise OpsError(f"{why}\n  state: unknown ({store.where} cannot be read back: {exc}); it holds the password "
+                       f"the role has, or that one under {PENDING}\n  next: {rerun}  (completes either way)") from None
+    if PENDING not in stored:  # the promotion landed after all: role and store agree on the new password
+        raise OpsError(f"{why}\n  state: the role and {store.where} have the new password; the apps were not "
+                       f"rolled\n  next: {store.roll_command}")
+    try:
+        set_role_password(target, user, stored["POSTGRES_PASSWORD"])
+        store.write({PENDING: None})
+    except STEP_ERRORS as exc:
+        raise OpsError(f"{why}\n  undo stopped: {exc}\n  state: {store.where} holds the current password and the "
+                       f"new one as {PENDING}; the role has one of the two\n"
+                       f"  next: {rerun}  (it finds {PENDING} and completes the rotation)") from None
+
+
+def undone(why: str, store: PasswordStore, rerun: str) -> OpsError:
+    return OpsError(f"{why}\n  undone: the role and {store.where} have the current password again; the apps are "
+                    f"untouched\n  next: {rerun}")
+
+
+def alter_role(target: Target, store: PasswordStore, user: str, new: str, rerun: str) -> None:
+    """Step 2: the role gets the new password; from here new connections need it."""
+    try:
+        set_role_password(target, user, new)
+    except STEP_ERRORS as exc:
+        why = f"ALTER ROLE {user} failed: {exc}"
+        undo(target, store, user, rerun, why)
+        raise undone(why, store, rerun) from None
+    say(f"role {user}: new password set (open connections stay logged in)")
+
+
+def promote(target: Target, store: PasswordStore, user: str, new: str, rerun: str) -> None:
+    """Step 3: PENDING becomes POSTGRES_PASSWORD, in one write."""
+    try:
+        store.write({"POSTGRES_PASSWORD": new, PENDING: None})
+    except STEP_ERRORS as exc:
+        why = f"could not make the new password current in {store.where}: {exc}"
+        undo(target, store, user, rerun, why)
+        raise undone(why, store, rerun) from None
+    say(f"{store.where}: POSTGRES_PASSWORD updated; rolling {', '.join(APPS)}")
+
+
+def roll_back(target: Target, store: PasswordStore, user: str, old: str, new: str, timeout: float,
+              rerun: str, problems: list[str]) -> NoReturn:
+    """Step 4 failed (the apps are not ready with the new password): demote it to PENDING with the old one
+    current again (the state after step 2, so `undo` applies and a rerun completes), undo, roll the apps back."""
+    why = "the apps are not ready with the new password:\n  " + "\n  ".join(problems)
+    try:
+        store.write({"POSTGRES_PASSWORD": old, PENDING: new})
+    except STEP_ERRORS as exc:
+        raise OpsError(f"{why}\n  undo stopped: {exc}\n  state: the role and {store.where} have the new "
+                       f"password\n  next: {store.roll_command}") from None
+    undo(target, store, user, rerun, why)
+    again = store.roll(timeout)
+    if again:
+        raise OpsError(f"{why}\n  state: the role and {store.where} have the old password again, but the apps "
+                       "did not roll back:\n  " + "\n  ".join(again) + f"\n  next: {store.roll_command}")
+    raise OpsError(f"{why}\n  undone: the old password is back on the role and in {store.where}, the apps rolled "
+                   f"back\n  next: {rerun}")
+
+
+def rotate_postgres(target: Target, store: PasswordStore, timeout: float, rerun: str) -> int:
+    """The four steps (see the module docstring); a PENDING left by a run that stopped is completed first."""
+    try:
+        values = store.read()
+    except (*STEP_ERRORS, ValueError) as exc:
+        raise OpsError(f"cannot read {store.where}: {exc}", EXIT_USAGE) from None
+    user, old = values.get("POSTGRES_USER", ""), values.get("POSTGRES_PASSWORD", "")
+    if not user or not old:
+        raise OpsError(f"{store.where} has no POSTGRES_USER/POSTGRES_PASSWORD", EXIT_USAGE)
+    new = values.get(PENDING, "")
+    if new:
+        say(f"{store.where}: {PENDING} left by a rotation that stopped half-way; completing it")
+    else:
+        new = secrets.token_hex(24)
+        stage_password(store, new, rerun)
+    alter_role(target, store, user, new, rerun)
+    promote(target, store, user, new, rerun)
+    problems = store.roll(timeout)
+    if problems:
+        roll_back(target, store, user, old, new, timeout, rerun, problems)
     say("readiness: OK with the new password; the old password no longer opens connections")
     return EXIT_OK
+
+
+def password_store(target: Target, env_file: Path) -> PasswordStore:
+    if isinstance(target, ComposeTarget):
+        return EnvFileStore(target, env_file)
+    assert isinstance(target, KubeTarget)
+    return SecretStore(target)
 
 
 # --- jwt ---------------------------------------------------------------------------------------------------
@@ -277,16 +427,49 @@ def retire_jwt_keys(target: KubeTarget) -> None:
     retry_conflicts(attempt, f"retiring keys of Secret {JWT_SECRET}")
 
 
+def api_env_value(target: KubeTarget, name: str) -> str | None:
+    """`name` in the API container's environment as Kubernetes builds it: `env` wins over `envFrom`, and a later
+    envFrom ConfigMap over an earlier one (an optional one may be absent)."""
+    spec = get(target, deployment_path(target, "somabrain"))["spec"]["template"]["spec"]
+    container = next((c for c in spec["containers"] if c["name"] == "somabrain"), spec["containers"][0])
+    for var in container.get("env") or []:
+        if var.get("name") == name and "value" in var:
+            return str(var["value"])
+    for source in reversed(container.get("envFrom") or []):
+        ref = source.get("configMapRef") or {}
+        if not ref.get("name"):
+            continue
+        try:
+            data = get(target, f"/api/v1/namespaces/{target.namespace}/configmaps/{ref['name']}").get("data") or {}
+        except KubeError as exc:
+            if exc.status == 404 and ref.get("optional"):
+                continue
+            raise
+        if name in data:
+            return str(data[name])
+    return None
+
+
+def checked_key(target: KubeTarget, path: Path) -> bytes:
+    """The key file, once the API would load it: brain.auth.load_verifier itself, with the algorithm the API is
+    configured with (SOMABRAIN_JWT_ALGORITHM, default RS256, as brain.settings reads it). So --add refuses exactly
+    what would stop the API at start-up: no PEM public key or certificate, a private key, an empty or oversized
+    file, a key type other than RSA/EC, an RSA key under 2048 bits, a key that does not fit the algorithm."""
+    if path.is_dir():
+        raise OpsError(f"{path} is a directory; --add takes one PEM public key file", EXIT_USAGE)
+    algorithm = (api_env_value(target, "SOMABRAIN_JWT_ALGORITHM") or "rs256").strip().upper() or "RS256"
+    try:  # issuer and audience take no part in checking the key; load_verifier only needs them non-empty
+        load_verifier(path, issuer=PROG, audience=PROG, algorithms=(algorithm,), variable="--add")
+        return path.read_bytes()
+    except ConfigError as exc:
+        raise OpsError(f"the API ({algorithm}) would refuse this key: {exc}", EXIT_USAGE) from None
+    except OSError as exc:
+        raise OpsError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
+
+
 def rotate_jwt(target: KubeTarget, add: Path | None, retire: bool, timeout: float) -> int:
     if add is not None:
-        try:
-            pem = add.read_bytes()
-            serialization.load_pem_public_key(pem)
-        except OSError as exc:
-            raise OpsError(f"cannot read {add}: {exc.strerror}", EXIT_USAGE) from None
-        except ValueError as exc:
-            raise OpsError(f"{add} is not a PEM public key: {exc}", EXIT_USAGE) from None
-        add_jwt_key(target, pem)
+        add_jwt_key(target, checked_key(target, add))
     else:
         retire_jwt_keys(target)
     try:
@@ -331,7 +514,8 @@ def main(argv: list[str]) -> int:
         say(f"{PROG} {args.what}: {target.describe()}")
         started = time.monotonic()
         if args.what == "postgres-password":
-            code = rotate_postgres(target, args.env_file, args.timeout)
+            store = password_store(target, args.env_file)
+            code = rotate_postgres(target, store, args.timeout, f"{PROG} {shlex.join(argv)}")
         else:
             assert isinstance(target, KubeTarget)
             code = rotate_jwt(target, args.add, args.retire, args.timeout)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conformance.targets.kube import KubeTarget
 from ops import rotate
@@ -184,7 +184,8 @@ def secret_data(cluster: Cluster, name: str) -> dict[str, str]:
 
 
 def public_pem(path: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A key the API accepts with its default RS256 (an EC key is refused, as the API would refuse it)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
     return path
@@ -323,14 +324,16 @@ def test_postgres_password_by_patches_and_undone_when_the_restart_gives_up(
     rotated = secret_data(cluster, "somabrain-postgres")
     password = base64.b64decode(rotated["POSTGRES_PASSWORD"]).decode()
     assert roles == [(user, password)] and rotated == {**before, "POSTGRES_PASSWORD": rotated["POSTGRES_PASSWORD"]}
-    assert [(w[0], w[2]) for w in patches.writes()] == [("PATCH", MERGE)] + [("PATCH", STRATEGIC)] * 2
+    # stage the new password as POSTGRES_PASSWORD_PENDING, promote it, restart both
+    assert [(w[0], w[2]) for w in patches.writes()] == [("PATCH", MERGE)] * 2 + [("PATCH", STRATEGIC)] * 2
 
     roles.clear()
     patches.conflicts["deployments/somabrain"] = CONFLICT_ATTEMPTS  # somamemory rolls, somabrain gives up
     capsys.readouterr()
     assert rotate.main(["postgres-password", "--env", "prod", *cluster.args()]) == 2
     err = capsys.readouterr().err
-    assert "the apps are not ready with the new password; the old one is back" in err
+    assert "the apps are not ready with the new password" in err
+    assert "undone: the old password is back on the role and in Secret somabrain-postgres" in err
     assert f"restart of deployment/somabrain: gave up after {CONFLICT_ATTEMPTS} attempts" in err
     assert [r[1] for r in roles][1:] == [password]  # the new one, then the previous one back
     assert secret_data(cluster, "somabrain-postgres") == rotated
