@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 export PATH := $(shell scripts/cluster/toolchain.sh bindir):$(PATH)
 export TILT_DISABLE_ANALYTICS := 1
 
-.PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench up down clean \
-	lint-security load load-baseline load-oom doctor cluster cluster-down cluster-status cluster-toolchain cluster-test \
+.PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench bench-recall up down \
+	clean lint-security load load-baseline load-oom doctor cluster cluster-down cluster-status cluster-toolchain cluster-test \
 	cluster-tier dev-bundle
 
 help: ## list the targets
@@ -56,6 +56,11 @@ dev: deps ## run the API (:9696) and SomaMemory (:9595) locally against private 
 
 bench: deps ## service-core benchmark: /health and /act vs bare Quart, mahal vs numpy (by hand, not in CI)
 	$(PY) -m tests.bench.bench_core
+
+# The last commit whose SomaMemory recalled by scanning a tenant's newest 50,000 rows: bench-recall's "before".
+RECALL_BASELINE ?= 120ff52
+bench-recall: deps ## recall at 1k/10k/100k memories: the index vs the scan of RECALL_BASELINE (by hand, ~5 min)
+	$(PY) -m tests.bench.bench_recall --baseline $(RECALL_BASELINE) $(BENCH_RECALL_ARGS)
 
 up: deps ## start the compose stack (builds images locally when no registry answers) and wait until ready
 	@scripts/stack.sh up

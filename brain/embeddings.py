@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -85,3 +86,10 @@ def from_bytes(raw: bytes, dim: int) -> Vector:
     if vec.shape != (dim,):
         raise ValueError(f"stored vector has {vec.size} dimensions, expected {dim}")
     return vec.astype(np.float32)
+
+
+def matrix_from_bytes(raws: Sequence[bytes], dim: int) -> npt.NDArray[np.float32]:
+    """Stored vectors as the rows of one float32 matrix, in one copy (ValueError if one has another dimension)."""
+    if any(len(raw) != 4 * dim for raw in raws):
+        raise ValueError(f"a stored vector does not have {dim} dimensions")
+    return np.frombuffer(b"".join(raws), dtype="<f4").reshape(len(raws), dim).astype(np.float32)

@@ -6,8 +6,9 @@
 
 What moves:
 - Postgres, schemas `somabrain` (the API: memory_index, audit_events, outbox = the events not yet in Kafka) and
-  `somamemory` (SomaMemory's memories): one COPY per table, all in ONE repeatable-read snapshot, run by psql inside
-  the postgres workload. `schema_migrations` is compared, not copied: the target's services create the schema.
+  `somamemory` (SomaMemory's memories and their change feed): one COPY per table, all in ONE repeatable-read
+  snapshot, run by psql inside the postgres workload. `schema_migrations` is compared, not copied: the target's
+  services create the schema.
 - The API's memory journal (SOMABRAIN_OUTBOX_DIR/memory-journal/*.json, writes accepted while SomaMemory was down).
 
 The bundle's manifest.json records, per table, the row count, the sha256 of the data file and a content checksum

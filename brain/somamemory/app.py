@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -10,13 +11,14 @@ from typing import Any
 from pydantic import Field
 from quart import Quart, current_app
 
-from brain import __version__, metrics
+from brain import __version__, metrics, tasks
 from brain.db import DB_ERRORS, Database
 from brain.embeddings import HashingEmbedder
 from brain.errors import APIError
 from brain.health import HealthMonitor
 from brain.settings import Settings
-from brain.somamemory.store import MIGRATIONS, SCHEMA, MemoryStore
+from brain.somamemory.schema import MIGRATIONS, SCHEMA
+from brain.somamemory.store import MemoryStore
 from brain.web import common
 from brain.web.probes import add_probe_routes
 from brain.web.router import Request, Router
@@ -134,23 +136,45 @@ def create_app(settings: Settings | None = None) -> Quart:
     assert settings.postgres_dsn is not None
     db = Database(settings.postgres_dsn, SCHEMA, MIGRATIONS, timeout_s=settings.dependency_timeout_s)
 
+    store = MemoryStore(db, HashingEmbedder(settings.embed_dim))
+
     async def check_postgres() -> dict[str, Any]:
         return {"ok": await db.ping()}
 
+    warm_up_failure: list[str] = []
+
+    async def check_recall_index() -> dict[str, Any]:
+        """Ready once this worker has built every tenant's index: a replica takes traffic with its indexes built,
+        rather than building a big tenant's on the first request that needs it."""
+        stats = store.index.stats()
+        found = {"ok": store.warm, "tenants": stats.tenants, "vectors": stats.vectors, "bytes": stats.nbytes}
+        return found | ({"error": warm_up_failure[0]} if warm_up_failure else {})
+
     monitor = HealthMonitor(
-        APP_NAME, {"postgres": check_postgres}, settings.health_interval_s, settings.dependency_timeout_s
+        APP_NAME, {"postgres": check_postgres, "recall_index": check_recall_index}, settings.health_interval_s,
+        settings.dependency_timeout_s,
     )
     app = Quart(APP_NAME)
-    store = MemoryStore(db, HashingEmbedder(settings.embed_dim))
     app.extensions["somamemory"] = MemoryState(settings, db, store, monitor)
+    warming: list[asyncio.Task[None]] = []
+
+    async def warm_up() -> None:
+        try:
+            await store.warm_up()
+        except Exception as exc:  # not Postgres being away (warm_up waits for it): bad data or a bug; /health says it
+            log.exception("recall index warm-up failed")
+            warm_up_failure.append(f"warm-up failed: {type(exc).__name__}: {exc}"[:300])
+        await monitor.refresh()  # ready now, not at the next health interval
 
     @app.before_serving
     async def _start() -> None:
         await monitor.refresh()
         monitor.start()
+        warming.append(asyncio.create_task(warm_up(), name=f"{APP_NAME}-warm-up"))
 
     @app.after_serving
     async def _stop() -> None:
+        await tasks.cancel(warming.pop() if warming else None)
         await monitor.stop()
         await db.close()
         metrics.READY.labels(APP_NAME).set(0)

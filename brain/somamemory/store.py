@@ -1,33 +1,68 @@
-"""SomaMemory's Postgres store: one row per memory, embeddings as float32 bytes, recall by cosine in numpy."""
+"""SomaMemory's Postgres store: one row per memory (embedding as float32 bytes), recalled through a vector index.
+
+Recall asks this worker's index of the tenant (brain/somamemory/index.py, caught up with Postgres first) for
+candidates, then reads only their embeddings from Postgres, scores them exactly, and reads content and metadata for
+the top k alone, both in one snapshot. Rows the index still holds but Postgres no longer does (deleted by another
+replica a moment ago, or behind the change feed's back) are simply not found, so they are never returned.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from brain.db import Database
-from brain.embeddings import HashingEmbedder, cosine_scores, from_bytes, to_bytes
+from brain.db import DB_ERRORS, Database
+from brain.embeddings import HashingEmbedder, cosine_scores, matrix_from_bytes, to_bytes
+from brain.somamemory.index import ChangePage, Cursor, RecallIndex
+from brain.somamemory.schema import SCHEMA
 
-SCHEMA = "somamemory"
-MIGRATIONS = [
-    """
-    CREATE TABLE "{schema}".memories (
-        tenant text NOT NULL,
-        id text NOT NULL,
-        content text NOT NULL,
-        metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-        importance double precision NOT NULL,
-        embedding bytea NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (tenant, id)
-    )
-    """,
-]
-#: Recall scans at most this many of a tenant's newest memories.
-RECALL_SCAN_LIMIT = 50_000
+log = logging.getLogger(__name__)
+
+#: Candidates asked of the index per result wanted, and at least this many: rescoring that many exactly is cheap,
+#: and it is what lets an approximate index give exact top-k results.
+CANDIDATES_PER_RESULT = 5
+MIN_CANDIDATES = 50
+#: Pause between warm-up attempts while Postgres cannot be reached.
+WARM_UP_RETRY_S = 1.0
+
+_PUT = f"""
+WITH change AS (SELECT "{SCHEMA}".next_seq($1) AS seq)
+INSERT INTO "{SCHEMA}".memories (tenant, id, content, metadata, importance, embedding, seq)
+SELECT $1, m.id, m.content, m.metadata, m.importance, m.embedding, change.seq
+FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::float8[], $6::bytea[])
+    AS m (id, content, metadata, importance, embedding)
+CROSS JOIN change
+ON CONFLICT (tenant, id) DO UPDATE
+SET content = EXCLUDED.content, metadata = EXCLUDED.metadata, importance = EXCLUDED.importance,
+    embedding = EXCLUDED.embedding, seq = EXCLUDED.seq
+"""
+
+# Both sides are read by (tenant, seq, key) indexes, in feed order; keys of live rows and of tombstones never meet.
+_CHANGES = f"""
+(SELECT key, seq, embedding FROM "{SCHEMA}".memories
+ WHERE tenant = $1 AND (seq, key) > ($2, $3) ORDER BY seq, key LIMIT $4)
+UNION ALL
+(SELECT key, seq, NULL::bytea FROM "{SCHEMA}".tombstones
+ WHERE tenant = $1 AND (seq, key) > ($2, $3) ORDER BY seq, key LIMIT $4)
+ORDER BY seq, key LIMIT $4
+"""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A memory to store; `id` is the caller's (retrying the same id replaces the memory, not duplicates it)."""
+
+    id: str
+    content: str
+    metadata: dict[str, Any]
+    importance: float
 
 
 @dataclass(frozen=True)
@@ -43,49 +78,99 @@ class MemoryStore:
     def __init__(self, db: Database, embedder: HashingEmbedder) -> None:
         self._db = db
         self._embedder = embedder
+        self.index = RecallIndex(embedder.dim, self._changes)
+        #: Every tenant's index was built once since start-up (readiness waits for it).
+        self.warm = False
 
     async def put(self, tenant: str, item_id: str, content: str, metadata: dict[str, Any], importance: float) -> None:
         """Insert (or, for a retried id, replace) a memory; returns once Postgres has committed it."""
-        vec = self._embedder.embed(content)
+        await self.put_many(tenant, [Memory(item_id, content, metadata, importance)])
+
+    async def put_many(self, tenant: str, memories: Sequence[Memory]) -> None:
+        """Insert or replace memories in one statement and one change number (a later duplicate id wins)."""
+        unique = list({m.id: m for m in memories}.values())
+        if not unique:
+            return
+        embeddings = [to_bytes(self._embedder.embed(m.content)) for m in unique]
         async with self._db.pool.acquire() as conn:
             await conn.execute(
-                f"""
-                INSERT INTO "{SCHEMA}".memories (tenant, id, content, metadata, importance, embedding)
-                VALUES ($1, $2, $3, $4::jsonb, $5, $6)
-                ON CONFLICT (tenant, id) DO UPDATE
-                SET content = EXCLUDED.content, metadata = EXCLUDED.metadata,
-                    importance = EXCLUDED.importance, embedding = EXCLUDED.embedding
-                """,
-                tenant, item_id, content, json.dumps(metadata), importance, to_bytes(vec),
+                _PUT, tenant, [m.id for m in unique], [m.content for m in unique],
+                [json.dumps(m.metadata) for m in unique], [m.importance for m in unique], embeddings,
             )
 
     async def recall(self, tenant: str, query: str, top_k: int) -> list[Recalled]:
-        async with self._db.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f'SELECT id, content, metadata, importance, embedding FROM "{SCHEMA}".memories '
-                "WHERE tenant = $1 ORDER BY created_at DESC LIMIT $2",
-                tenant, RECALL_SCAN_LIMIT,
-            )
-        if not rows:
+        vec = self._embedder.embed(query)
+        keys = await self.index.candidates(tenant, vec, max(top_k * CANDIDATES_PER_RESULT, MIN_CANDIDATES))
+        if not len(keys):
             return []
-        dim = self._embedder.dim
-        matrix = np.stack([from_bytes(bytes(row["embedding"]), dim) for row in rows])
-        scores = cosine_scores(self._embedder.embed(query), matrix)
-        order = np.argsort(-scores, kind="stable")[:top_k]
+        # Rows are looked up by key alone, so the plan is the key index whatever the statistics say (filtering on
+        # the tenant too lets a planner that has not yet seen a bulk load scan the tenant's rows instead). Keys are
+        # unique across tenants and the tenant's index holds only its own; checking the tenant still costs nothing.
+        async with self._db.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = [
+                r for r in await conn.fetch(
+                    f'SELECT key, tenant, seq, embedding FROM "{SCHEMA}".memories WHERE key = ANY($1::bigint[])',
+                    keys.tolist(),
+                )
+                if r["tenant"] == tenant
+            ]
+            if not rows:
+                return []
+            scores = cosine_scores(vec, matrix_from_bytes([bytes(r["embedding"]) for r in rows], self._embedder.dim))
+            # Best score first; among equal scores, the most recently written.
+            seqs = np.array([r["seq"] for r in rows], dtype=np.int64)
+            best = np.lexsort((-seqs, -scores))[:top_k]
+            chosen = {int(rows[i]["key"]): float(np.clip(scores[i], -1.0, 1.0)) for i in best}
+            found = await conn.fetch(
+                f'SELECT key, id, content, metadata, importance FROM "{SCHEMA}".memories WHERE key = ANY($1::bigint[])',
+                list(chosen),
+            )
+        by_key = {int(r["key"]): r for r in found}
         return [
             Recalled(
-                id=rows[i]["id"],
-                content=rows[i]["content"],
-                metadata=json.loads(rows[i]["metadata"]),
-                importance=float(rows[i]["importance"]),
-                score=float(np.clip(scores[i], -1.0, 1.0)),
+                id=row["id"], content=row["content"], metadata=json.loads(row["metadata"]),
+                importance=float(row["importance"]), score=score,
             )
-            for i in order
+            for key, score in chosen.items()
+            if (row := by_key.get(key)) is not None
         ]
 
     async def delete(self, tenant: str, item_id: str) -> bool:
-        async with self._db.pool.acquire() as conn:
+        async with self._db.pool.acquire() as conn, conn.transaction():
+            # The counter lock first, as a write takes it (schema.py): a delete and a write never deadlock.
+            await conn.execute(f'SELECT "{SCHEMA}".next_seq($1)', tenant)
             deleted = await conn.fetchval(
                 f'DELETE FROM "{SCHEMA}".memories WHERE tenant = $1 AND id = $2 RETURNING id', tenant, item_id
             )
         return deleted is not None
+
+    async def warm_up(self) -> None:
+        """Build every tenant's index from Postgres, retrying while Postgres cannot be reached; then `warm`."""
+        started = time.perf_counter()
+        while True:
+            try:
+                await self._db.connect()
+                async with self._db.pool.acquire() as conn:
+                    tenants = [r["tenant"] for r in await conn.fetch(f'SELECT tenant FROM "{SCHEMA}".tenant_changes')]
+                for tenant in tenants:
+                    await self.index.catch_up(tenant)
+                break
+            except DB_ERRORS as exc:
+                log.warning("recall index warm-up waits for Postgres: %s", exc)
+                await asyncio.sleep(WARM_UP_RETRY_S)
+        self.warm = True
+        stats = self.index.stats()
+        log.info("recall index warm: %d tenants, %d vectors, %.1f MiB, in %.1f s", stats.tenants, stats.vectors,
+                 stats.nbytes / 2**20, time.perf_counter() - started)
+
+    async def _changes(self, tenant: str, after: Cursor, limit: int) -> ChangePage:
+        async with self._db.pool.acquire() as conn:
+            rows = await conn.fetch(_CHANGES, tenant, after.seq, after.key, limit)
+        live = [r for r in rows if r["embedding"] is not None]
+        return ChangePage(
+            keys=np.array([r["key"] for r in live], dtype=np.uint64),
+            vectors=matrix_from_bytes([bytes(r["embedding"]) for r in live], self._embedder.dim),
+            deleted=np.array([r["key"] for r in rows if r["embedding"] is None], dtype=np.uint64),
+            last=Cursor(rows[-1]["seq"], rows[-1]["key"]) if rows else after,
+            full=len(rows) == limit,
+        )

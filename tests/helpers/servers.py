@@ -62,11 +62,12 @@ class Process:
     """A subprocess with its log in a file, started and stopped on demand."""
 
     def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
-                 user: str | None = None) -> None:
+                 user: str | None = None, cwd: Path = ROOT) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.user = user
+        self.cwd = cwd
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -75,7 +76,7 @@ class Process:
         if self.user is not None and os.geteuid() == 0:
             argv = ["runuser", "-u", self.user, "--", *argv]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
         if self.proc is None:
@@ -168,14 +169,15 @@ def somabrain_argv(command: str, port: int, *extra: str) -> list[str]:
 
 
 class AppServer:
-    """`somabrain api` or `somabrain memory` as a real Hypercorn process."""
+    """`somabrain api` or `somabrain memory` as a real Hypercorn process; `source` is the tree whose `brain`
+    package it runs (default this checkout; a benchmark passes an exported older commit)."""
 
-    def __init__(self, command: str, env: dict[str, str], log_dir: Path, *extra: str) -> None:
+    def __init__(self, command: str, env: dict[str, str], log_dir: Path, *extra: str, source: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **env}
         self.process = Process(f"{command}-{self.port}", somabrain_argv(command, self.port, *extra), log_dir,
-                               env=full_env)
+                               env=full_env, cwd=source)
 
     def start(self, ready: bool = True) -> None:
         self.process.start()

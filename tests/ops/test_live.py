@@ -100,7 +100,7 @@ def test_migration_round_trip(live_project: str, target_project: str, tmp_path: 
     manifest = json.loads((bundle / "manifest.json").read_text())
     tables = {t["schema"] + "." + t["table"]: t for t in manifest["postgres"]["tables"]}
     assert set(tables) == {"somabrain.audit_events", "somabrain.memory_index", "somabrain.outbox",
-                           "somamemory.memories"}
+                           "somamemory.memories", "somamemory.tenant_changes", "somamemory.tombstones"}
     assert tables["somamemory.memories"]["rows"] >= 2
     assert tenant.encode() in (bundle / tables["somamemory.memories"]["file"]).read_bytes()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.servers import AppServer, PostgresServer
+from tests.helpers.servers import AppServer, PostgresServer, http_status, wait_for
 
 
 @pytest.fixture
@@ -30,6 +30,8 @@ def test_memories_survive_a_restart(memory: AppServer, tenant: str) -> None:
     assert stored.json() == {"id": item_id}
     assert memory.stop() == 0  # SIGTERM: graceful, exit 0
     memory.start()
+    index = httpx.get(f"{memory.url}/health").json()["components"]["recall_index"]
+    assert index["ok"] and index["vectors"] >= 1  # ready means rebuilt from Postgres
     found = httpx.post(f"{memory.url}/recall", json={"query": "where is the vault code"}, headers=hdrs).json()
     assert [r["id"] for r in found["results"]] == [item_id]
     assert 0 < found["results"][0]["score"] <= 1
@@ -70,11 +72,54 @@ def test_postgres_down_is_503_not_500(tmp_path: Path, run_dir: Path, tenant: str
         assert response.status_code == 503
         assert response.json()["error"] == "storage_unavailable"
         pg.start()
-        from tests.helpers.servers import http_status, wait_for
-
         wait_for(lambda: http_status(server.url + "/readyz") == 200, "SomaMemory ready again after Postgres returns")
         assert httpx.post(f"{server.url}/remember", json={"content": "after the outage"},
                           headers={"X-Tenant-ID": tenant}).status_code == 201
+    finally:
+        server.stop()
+        pg.cleanup()
+
+
+def test_two_instances_see_each_others_writes_and_deletes(postgres_server: PostgresServer, run_dir: Path,
+                                                          memory_server: AppServer, tenant: str) -> None:
+    """Two SomaMemory processes (two workers each) over one Postgres: whichever answers, it answers the same."""
+    other = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn}, run_dir, "--workers", "2")
+    other.start()
+    try:
+        one, two, hdrs = memory_server.url, other.url, {"X-Tenant-ID": tenant}
+
+        def recall(url: str, query: str) -> list[str]:
+            found = httpx.post(f"{url}/recall", json={"query": query}, headers=hdrs)
+            assert found.status_code == 200
+            return [r["id"] for r in found.json()["results"]]
+
+        item = httpx.post(f"{one}/remember", json={"content": "the boat leaves at dawn"}, headers=hdrs).json()["id"]
+        assert [recall(two, "boat dawn") for _ in range(4)] == [[item]] * 4  # new connections: either worker
+        assert httpx.delete(f"{two}/memories/{item}", headers=hdrs).status_code == 200
+        assert recall(one, "boat dawn") == []
+    finally:
+        other.stop()
+
+
+def test_a_stored_vector_it_cannot_index_is_reported_not_ready(run_dir: Path, tenant: str) -> None:
+    """A vector of another dimension (SOMABRAIN_EMBED_DIM changed under existing data) stops the warm-up: /health
+    names the cause and the instance stays unready, rather than serving recall without that tenant."""
+    pg = PostgresServer(run_dir)
+    pg.start()
+    env = {"SOMABRAIN_POSTGRES_DSN": pg.dsn, "SOMABRAIN_HEALTH_INTERVAL": "0.2"}
+    server = AppServer("memory", {**env, "SOMABRAIN_EMBED_DIM": "128"}, run_dir)
+    try:
+        server.start()
+        assert httpx.post(f"{server.url}/remember", json={"content": "short vectors"},
+                          headers={"X-Tenant-ID": tenant}).status_code == 201
+        server.stop()
+        server = AppServer("memory", env, run_dir)
+        server.start(ready=False)
+        wait_for(lambda: "error" in httpx.get(f"{server.url}/health").json()["components"]["recall_index"],
+                 "the warm-up failure in /health")
+        index = httpx.get(f"{server.url}/health").json()["components"]["recall_index"]
+        assert not index["ok"] and "256 dimensions" in index["error"]
+        assert http_status(f"{server.url}/readyz") == 503
     finally:
         server.stop()
         pg.cleanup()
