@@ -29,6 +29,8 @@ APPS = {
 }
 
 EXIT_CONFIG = 2
+# The extra (pyproject) that holds the operator tools' dependencies.
+OPS_INSTALL = "pip install 'somabrain[ops]'"
 
 
 def _tools() -> dict[str, EntryPoint]:
@@ -44,8 +46,8 @@ def _run_tool(ep: EntryPoint, argv: Sequence[str]) -> int:
     try:
         command = ep.load()
     except ImportError as exc:
-        print(f"somabrain {ep.name}: not available in this installation ({exc}); install the full project "
-              "(pip install -e .) to get the operator tools", file=sys.stderr)
+        print(f"somabrain {ep.name}: not available in this installation ({exc}); install the operator tools: "
+              f"{OPS_INSTALL}", file=sys.stderr)
         return EXIT_CONFIG
     return int(command(list(argv)))
 

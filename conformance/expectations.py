@@ -136,7 +136,6 @@ STRICT_ENV: Mapping[str, str] = {
     "SOMABRAIN_STRICT_REAL": "1",
     "SOMABRAIN_FORCE_FULL_STACK": "1",
     "SOMABRAIN_REQUIRE_MEMORY": "1",
-    "SOMABRAIN_ENABLE_BEST": "1",
     "SOMABRAIN_PREDICTOR_PROVIDER": "mahal",
 }
 AUTH_DISABLED: Mapping[str, str] = {"dev": "1", "prod": "0"}

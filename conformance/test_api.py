@@ -5,7 +5,8 @@ negative_data_rejection, positive_data_acceptance, missing_required_header, unsu
 allow_header_conformance, ignored_auth, use_after_free, ensure_resource_availability,
 object_level_authorization). One test per operation of the DESIGN route table, then the stateful phase
 (schemathesis' state machine over the document's links). With auth on, every call carries a valid token for
-the environment (issuer/audience from the API workload; key from --jwt-private-key). 0 failures.
+the environment (issuer/audience from the API workload; key from --jwt-private-key). 0 failures and 0 errors:
+each check's `observed` carries the counts of its run (conformance.api_tally), also when it fails.
 
 dev: the base URL is 127.0.0.1 and the published port of somabrain:9696; prod: --base-url (default the
 port-forward http://127.0.0.1:9696).
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
+from conformance.api_tally import ApiTally
 from conformance.conftest import Check, Settings
 from conformance.expectations import API, API_OPERATIONS, JWT_ROLES, JWT_TENANT, STATEFUL_LINKS
 from conformance.targets.auth import AuthSetupError, auth_enabled, mint_token
@@ -107,36 +109,37 @@ def test_operation(method: str, path: str, api_schema: Any, auth_headers: dict[s
                    check: Check) -> None:
     operation = api_schema[path][method]
     checks = all_checks()
-    calls: dict[int, int] = {}
+    tally = ApiTally()
+
+    def call(case: schemathesis.Case[Any]) -> None:
+        response = case.call(base_url=settings.base_url, headers=auth_headers or None, timeout=15,
+                             verify=api_verify(settings))
+        tally.response(response.status_code)
+        case.validate_response(response, checks=checks, headers=auth_headers or None)
 
     @given(case=_strategy(operation))
     @hsettings(max_examples=settings.api_examples, deadline=None, suppress_health_check=list(HealthCheck),
                database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink], derandomize=True)
     def run(case: schemathesis.Case[Any]) -> None:
-        response = case.call(base_url=settings.base_url, headers=auth_headers or None, timeout=15,
-                             verify=api_verify(settings))
-        calls[response.status_code] = calls.get(response.status_code, 0) + 1
-        case.validate_response(response, checks=checks, headers=auth_headers or None)
+        tally.run(lambda: call(case))
 
-    check.expected = {"failures": 0, "checks": [c.__name__ for c in checks]}
-    check.observed = {"status_codes": calls}
-    run()
-    check.observed = {"failures": 0, "status_codes": dict(sorted(calls.items()))}
+    check.expected = {"failures": 0, "errors": 0, "checks": [c.__name__ for c in checks]}
+    try:
+        run()
+    finally:
+        check.observed = tally.observed()
 
 
 def _strategy(operation: Any) -> Any:
-    """Valid and invalid requests: negative_data_rejection needs the invalid ones (where any exist)."""
-    positive = operation.as_strategy(GenerationMode.POSITIVE)
-    try:
-        return st.one_of(positive, operation.as_strategy(GenerationMode.NEGATIVE))
-    except Exception:
-        return positive
+    """Valid and invalid requests: negative_data_rejection needs the invalid ones. Where nothing can be negated,
+    schemathesis rejects the negative draws itself, so any exception building the strategy is a real error."""
+    return st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
 
 
 def test_stateful(api_schema: Any, auth_headers: dict[str, str], settings: Settings, check: Check) -> None:
     """schemathesis' state machine: sequences of calls linked by the document (e.g. remember -> delete)."""
     checks = all_checks()
-    calls: list[str] = []
+    tally = ApiTally()
     base = api_schema.as_state_machine()
 
     class Workflow(base):  # type: ignore[misc, valid-type]
@@ -145,15 +148,14 @@ def test_stateful(api_schema: Any, auth_headers: dict[str, str], settings: Setti
                     "verify": api_verify(settings)}
 
         def validate_response(self, response: Any, case: schemathesis.Case[Any], **kwargs: Any) -> None:
-            calls.append(f"{case.method} {case.path} -> {response.status_code}")
-            case.validate_response(response, checks=checks, headers=auth_headers or None)
+            tally.response(response.status_code, f"{case.method} {case.path} -> {response.status_code}")
+            tally.run(lambda: case.validate_response(response, checks=checks, headers=auth_headers or None))
 
-    check.expected = {"failures": 0}
-    Workflow.run(settings=hsettings(max_examples=max(5, settings.api_examples // 2), stateful_step_count=6,
-                                    deadline=None, suppress_health_check=list(HealthCheck), database=None,
-                                    derandomize=True))
-    histogram: dict[str, int] = {}
-    for call in calls:
-        histogram[call] = histogram.get(call, 0) + 1
-    check.observed = {"failures": 0, "calls": len(calls), "by_outcome": dict(sorted(histogram.items()))}
-    assert calls, "the stateful phase made no call"
+    check.expected = {"failures": 0, "errors": 0}
+    try:
+        Workflow.run(settings=hsettings(max_examples=max(5, settings.api_examples // 2), stateful_step_count=6,
+                                        deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                                        derandomize=True))
+    finally:
+        check.observed = tally.observed()
+    assert tally.cases, "the stateful phase made no call"

@@ -126,14 +126,14 @@ def test_pinned_values_and_hard_findings(tree: Path, capsys: pytest.CaptureFixtu
     result = run_gate(tree, capsys)
     assert result.code == 1 and ("env", "somabrain/SOMABRAIN_DISABLE_AUTH") in result.drifts()
     # strict-real differences cannot be accepted, even by a matching exception
-    compose_service(tree, "somabrain", lambda s: s["environment"].update(SOMABRAIN_ENABLE_BEST="0"))
+    compose_service(tree, "somabrain", lambda s: s["environment"].update(SOMABRAIN_REQUIRE_MEMORY="0"))
     path = tree / "exc.yaml"
     path.write_text(
         EXCEPTIONS.read_text()
-        + "  - {dimension: env, subject: somabrain/SOMABRAIN_ENABLE_BEST, dev: '0', prod: '1', reason: exactly it}\n"
+        + "  - {dimension: env, subject: somabrain/SOMABRAIN_REQUIRE_MEMORY, dev: '0', prod: '1', reason: exactly it}\n"
     )
     result = run_gate(tree, capsys, exceptions=path)
-    finding = result.by_subject("env", "somabrain/SOMABRAIN_ENABLE_BEST")
+    finding = result.by_subject("env", "somabrain/SOMABRAIN_REQUIRE_MEMORY")
     assert finding["status"] == "drift" and "cannot accept a hard finding" in finding["reason"]
 
 

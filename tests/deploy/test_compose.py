@@ -135,7 +135,6 @@ def test_somabrain_environment(compose: dict[str, Any]) -> None:
             "SOMABRAIN_STRICT_REAL",
             "SOMABRAIN_FORCE_FULL_STACK",
             "SOMABRAIN_REQUIRE_MEMORY",
-            "SOMABRAIN_ENABLE_BEST",
             "SOMABRAIN_DISABLE_AUTH",
         )
     } == dict.fromkeys(
@@ -143,7 +142,6 @@ def test_somabrain_environment(compose: dict[str, Any]) -> None:
             "SOMABRAIN_STRICT_REAL",
             "SOMABRAIN_FORCE_FULL_STACK",
             "SOMABRAIN_REQUIRE_MEMORY",
-            "SOMABRAIN_ENABLE_BEST",
             "SOMABRAIN_DISABLE_AUTH",
         ),
         "1",
