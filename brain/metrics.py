@@ -49,6 +49,11 @@ PREDICTOR_LATENCY = Histogram(
 )
 AUDIT_PUBLISHED = Counter("somabrain_audit_published_total", "Audit events acknowledged by Kafka")
 AUDIT_PUBLISH_FAILURES = Counter("somabrain_audit_publish_failures_total", "Failed outbox drain attempts")
+#: Why the gate refused a request: a fixed set, so no client can add a series.
+REFUSAL_REASONS = ("unauthenticated", "forbidden", "rate_limited", "unavailable")
+REFUSALS = Counter(
+    "somabrain_refusals_total", "Tenant-route requests the gate refused, by reason", ["app", "reason"]
+)
 JOURNAL_QUEUED = Counter("somabrain_journal_queued_total", "/remember writes queued while SomaMemory was down")
 JOURNAL_REPLAYED = Counter("somabrain_journal_replayed_total", "Queued writes replayed into SomaMemory")
 

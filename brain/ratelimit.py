@@ -1,6 +1,6 @@
-"""Per-tenant token buckets in Redis, shared by every worker and replica.
+"""Token buckets in Redis, shared by every worker and replica: one limiter per tenant, one per client address.
 
-Each tenant's bucket holds up to `burst` tokens and refills at `rate` tokens per second; a request takes one. The
+Each key's bucket holds up to `burst` tokens and refills at `rate` tokens per second; a request takes one. The
 refill-and-take runs as one Lua script using Redis' clock, so concurrent requests on any replica never overspend.
 When Redis cannot answer, `fail_open` decides: let requests through, or refuse them with 503.
 """
@@ -41,7 +41,8 @@ class Verdict:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, rate: float, burst: int, fail_open: bool) -> None:
+    def __init__(self, redis: Redis, rate: float, burst: int, fail_open: bool, scope: str = "tenant") -> None:
+        self.scope = scope
         self.rate = rate
         self.burst = burst
         self.fail_open = fail_open
@@ -51,18 +52,23 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.rate > 0
 
-    async def check(self, tenant: str) -> Verdict:
-        result = await self._take(keys=[f"sb:rl:{{{tenant}}}"], args=[self.rate, self.burst])
+    def _key(self, name: str) -> str:
+        """Tenant buckets keep their original keys; other scopes get their own namespace."""
+        prefix = "sb:rl:" if self.scope == "tenant" else f"sb:rl:{self.scope}:"
+        return f"{prefix}{{{name}}}"
+
+    async def check(self, name: str) -> Verdict:
+        result = await self._take(keys=[self._key(name)], args=[self.rate, self.burst])
         allowed, tokens = int(result[0]), float(result[1])
         retry = 0 if allowed else max(1, math.ceil((1 - tokens) / self.rate))
         return Verdict(bool(allowed), retry)
 
-    async def enforce(self, tenant: str) -> None:
-        """Raise 429 (with Retry-After) when the tenant is over its rate; 503 if Redis is down and failing closed."""
+    async def enforce(self, name: str) -> None:
+        """Raise 429 (with Retry-After) when `name` is over its rate; 503 if Redis is down and failing closed."""
         if not self.enabled:
             return
         try:
-            verdict = await self.check(tenant)
+            verdict = await self.check(name)
         except RedisError as exc:
             if self.fail_open:
                 return
@@ -70,6 +76,6 @@ class RateLimiter:
                            "the rate limiter (Redis) is unavailable; refusing rather than running unlimited") from exc
         if not verdict.allowed:
             raise APIError(
-                429, "rate_limited", f"tenant is over {self.rate:g} requests/s (burst {self.burst})",
+                429, "rate_limited", f"{self.scope} is over {self.rate:g} requests/s (burst {self.burst})",
                 {"Retry-After": str(verdict.retry_after_s)},
             )

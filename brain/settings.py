@@ -14,6 +14,7 @@ included) can turn it off. Auth on needs `SOMABRAIN_OPA_URL`: the token's roles 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,6 +101,15 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], *, need_po
     return value
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses or CIDR networks, normalised (e.g. `10.0.0.0/8, 127.0.0.1`)."""
+    raw = env.get(PREFIX + name) or ""
+    try:
+        return tuple(str(ipaddress.ip_network(part.strip(), strict=False)) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected IP addresses or CIDR networks ({exc})") from None
+
+
 def _redact(url: str) -> str:
     """Hide a password in a URL so that error messages and logs never show it."""
     try:
@@ -126,7 +136,6 @@ class Settings:
     strict_real: bool = False
     force_full_stack: bool = False
     require_memory: bool = False
-    enable_best: bool = False
     predictor_provider: PredictorProvider = "mahal"
 
     disable_auth: bool = True
@@ -146,6 +155,12 @@ class Settings:
     rate_limit_rps: float = 200.0
     rate_limit_burst: int = 400
     rate_limit_fail_open: bool = False
+    #: Per client address, for callers without a verified identity (see brain.api.gate).
+    rate_limit_address_rps: float = 1000.0
+    rate_limit_address_burst: int = 2000
+    #: Peers whose X-Forwarded-For is believed (the ingress); empty: the address is the TCP peer's, always.
+    trusted_proxies: tuple[str, ...] = ()
+    refusal_audit_window_s: float = 60.0
 
     # Working memory, predictor and health tuning.
     wm_capacity: int = 256
@@ -174,7 +189,6 @@ class Settings:
             strict_real=_flag(env, "STRICT_REAL", False),
             force_full_stack=_flag(env, "FORCE_FULL_STACK", False),
             require_memory=_flag(env, "REQUIRE_MEMORY", False),
-            enable_best=_flag(env, "ENABLE_BEST", False),
             predictor_provider="stub"
             if _choice(env, "PREDICTOR_PROVIDER", "mahal", ("mahal", "stub")) == "stub"
             else "mahal",
@@ -194,6 +208,10 @@ class Settings:
             rate_limit_rps=_float(env, "RATE_LIMIT_RPS", 200.0, 0.0, 1e6),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 400, 1, 10_000_000),
             rate_limit_fail_open=_flag(env, "RATE_LIMIT_FAIL_OPEN", False),
+            rate_limit_address_rps=_float(env, "RATE_LIMIT_ADDRESS_RPS", 1000.0, 0.0, 1e6),
+            rate_limit_address_burst=_int(env, "RATE_LIMIT_ADDRESS_BURST", 2000, 1, 10_000_000),
+            trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
+            refusal_audit_window_s=_float(env, "REFUSAL_AUDIT_WINDOW", 60.0, 1.0, 3600.0),
             wm_capacity=_int(env, "WM_CAPACITY", 256, 1, 100_000),
             wm_ttl_seconds=_int(env, "WM_TTL_SECONDS", 3600, 1, 30 * 86400),
             embed_dim=_int(env, "EMBED_DIM", 256, 16, 4096),

@@ -1,9 +1,10 @@
 """The SomaBrain API app factory and its routes.
 
 State lives in `app.extensions["somabrain"]` (an `ApiState`, see state.py); handlers reach it with `state()`.
-Every tenant route passes the gate (JWT, OPA, rate limit) before its handler runs. A change is acknowledged only
-after its audit event is committed to the outbox in the same transaction as the API's record of the change; a
-delete, which cannot share a transaction with SomaMemory, is audited as `requested` before it starts.
+Every tenant route passes the gate (JWT, rate limits, then OPA: brain.api.gate) before its handler runs. A change
+is acknowledged only after its audit event is committed to the outbox in the same transaction as the API's record
+of the change; a delete, which cannot share a transaction with SomaMemory, is audited as `requested` before it
+starts.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from brain.errors import APIError
 from brain.memory_client import MemoryUnavailable
 from brain.settings import Settings
 from brain.web import common
+from brain.web.clients import is_internal
 from brain.web.probes import add_probe_routes
 from brain.web.router import Request, Router
 from brain.web.schemas import DeleteResponse, MemoryItem, RecallRequest, RememberRequest
@@ -234,12 +236,14 @@ async def _delete_everywhere(st: ApiState, tenant: str, item_id: str) -> bool:
     return await st.wm.delete(tenant, item_id) or found
 
 
-@router.route("GET", "/health", summary="Health in the fixed shape, with per-component detail",
+@router.route("GET", "/health", summary="Health in the fixed shape; the detail (errors) only from inside the workload",
               response=HealthResponse, tags=("ops",))
 async def health(_: Request) -> HealthResponse:
+    """Public through the Ingress, so it shows booleans only; probes and operators on 127.0.0.1 see why."""
     st = state()
     return health_document(
-        st.monitor.snapshot, st.predictor.provider, st.settings.strict_real, st.monitor.failing()
+        st.monitor.snapshot, st.predictor.provider, st.settings.strict_real, st.monitor.failing(),
+        internal=is_internal(),
     )
 
 

@@ -55,16 +55,30 @@ class HealthResponse(Strict):
     ready: bool
 
 
+def public_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may see of a component: its booleans (ok, real, warmed, fail_closed, ...).
+
+    A boolean says whether, never why: error strings, exception text, hostnames, counts and latencies stay in the
+    internal view.
+    """
+    return {key: value for key, value in detail.items() if isinstance(value, bool)}
+
+
 def health_document(
-    snapshot: dict[str, dict[str, Any]], provider: str, strict_real: bool, failing: list[str]
+    snapshot: dict[str, dict[str, Any]], provider: str, strict_real: bool, failing: list[str], *, internal: bool
 ) -> HealthResponse:
-    """The fixed health shape (DESIGN.md), with per-component detail beside the required keys."""
-    memory = snapshot.get("memory", {"ok": False, "configured": False})
+    """The fixed health shape (DESIGN.md), with per-component detail beside the required keys.
+
+    `internal` (a caller inside the workload, see brain.web.clients.is_internal) gets every detail the checks
+    recorded; anyone else gets only `public_detail`, which still answers every readiness question.
+    """
+    shown = snapshot if internal else {name: public_detail(detail) for name, detail in snapshot.items()}
+    memory = shown.get("memory", {"ok": False, "configured": False})
     components: dict[str, Any] = {
-        "memory": {"http": bool(memory["ok"]), **{k: v for k, v in memory.items() if k != "ok"}},
+        "memory": {"http": bool(memory.get("ok")), **{k: v for k, v in memory.items() if k != "ok"}},
         "wm_items": "tenant-scoped",
     }
-    for name, detail in snapshot.items():
+    for name, detail in shown.items():
         if name != "memory":
             components[name] = detail
     return HealthResponse.model_validate(

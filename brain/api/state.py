@@ -15,6 +15,7 @@ from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
 from brain.audit.journal import JournalError, MemoryJournal
 from brain.audit.publisher import OutboxPublisher
+from brain.audit.refusals import RefusalAudit
 from brain.audit.writer import AuditWriter
 from brain.auth import JWTVerifier, load_verifier
 from brain.db import Database
@@ -26,6 +27,7 @@ from brain.policy import PolicyClient
 from brain.predictor import MahalPredictor, Predictor, StubPredictor
 from brain.ratelimit import RateLimiter
 from brain.settings import Settings, kafka_bootstrap
+from brain.web.clients import networks
 from brain.wm import WorkingMemory
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class ApiState:
     publisher: OutboxPublisher | None = None
     journal: MemoryJournal | None = None
     audit_writer: AuditWriter | None = None
+    refusals: RefusalAudit | None = None
     monitor: HealthMonitor = field(init=False)
     _replayer: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -90,6 +93,8 @@ class ApiState:
         self.monitor.start()
         if self.audit_writer is not None:
             self.audit_writer.start()
+        if self.refusals is not None:
+            self.refusals.start()
         if self.publisher is not None:
             self.publisher.start()
         if self.journal is not None and self.memory is not None:
@@ -98,6 +103,8 @@ class ApiState:
     async def stop(self) -> None:
         await tasks.cancel(self._replayer)
         await self.monitor.stop()
+        if self.refusals is not None:  # its last window goes through the writer, so before the writer stops
+            await self.refusals.stop()
         if self.audit_writer is not None:
             await self.audit_writer.stop()
         if self.publisher is not None:
@@ -177,14 +184,16 @@ def build_state(settings: Settings) -> ApiState:
         Database(settings.postgres_dsn, audit_store.SCHEMA, audit_store.MIGRATIONS, timeout)
         if settings.postgres_dsn else None
     )
-    limiter = RateLimiter(redis, settings.rate_limit_rps, settings.rate_limit_burst, settings.rate_limit_fail_open)
+    tenants = RateLimiter(redis, settings.rate_limit_rps, settings.rate_limit_burst, settings.rate_limit_fail_open)
+    addresses = RateLimiter(redis, settings.rate_limit_address_rps, settings.rate_limit_address_burst,
+                            settings.rate_limit_fail_open, scope="address")
     st = ApiState(
         settings=settings,
         redis=redis,
         embedder=HashingEmbedder(settings.embed_dim),
         predictor=predictor,
         wm=WorkingMemory(redis, settings.embed_dim, settings.wm_capacity, settings.wm_ttl_seconds),
-        gate=Gate(verifier, policy, limiter),
+        gate=Gate(verifier, policy, tenants, addresses, networks(settings.trusted_proxies), APP_NAME),
         memory=MemoryClient(settings.memory_http_endpoint, timeout) if settings.memory_http_endpoint else None,
         db=db,
         policy=policy,
@@ -194,13 +203,9 @@ def build_state(settings: Settings) -> ApiState:
         ),
         journal=MemoryJournal(settings.outbox_dir) if settings.journal_enabled else None,
     )
-
-    async def audit_refusal(tenant: str, subject: str, action: str, outcome: str) -> None:
-        await st.audit(AuditEvent(tenant=tenant, subject=subject, action=action, outcome=outcome))
-
-    st.gate.on_refusal = audit_refusal
     if db is not None:
         st.audit_writer = AuditWriter(db, st.audit_topic)
+        st.refusals = st.gate.refusals = RefusalAudit(st.audit, settings.refusal_audit_window_s)
     st.monitor = HealthMonitor(APP_NAME, _checks(st), settings.health_interval_s, timeout, required=st.required())
     return st
 

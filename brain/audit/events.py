@@ -21,6 +21,8 @@ class AuditEvent:
     action: str  # remember | delete | act
     outcome: str  # ok | queued | requested | not_found | denied | unauthorized | rate_limited
     item_id: str | None = None
+    #: How many occurrences this event stands for: 1, except for aggregated refusals (brain.audit.refusals).
+    count: int = 1
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     ts: str = field(default_factory=_now)
     schema_version: int = SCHEMA_VERSION

@@ -43,6 +43,8 @@ MIGRATIONS = [
         attempts integer NOT NULL DEFAULT 0
     );
     """,
+    # Aggregated refusals (brain.audit.refusals): one row stands for `count` refused requests.
+    'ALTER TABLE "{schema}".audit_events ADD COLUMN count integer NOT NULL DEFAULT 1',
 ]
 
 
@@ -74,10 +76,10 @@ async def commit(
     """
     p = _Params()
     parts = [
-        f'INSERT INTO "{SCHEMA}".audit_events (id, ts, tenant, subject, action, outcome, item_id, schema_version) '
-        f"VALUES ({p('id', event.id)}, {p('ts', event.ts, '::text::timestamptz')}, {p('tenant', event.tenant)}, "
+        f'INSERT INTO "{SCHEMA}".audit_events (id, ts, tenant, subject, action, outcome, item_id, schema_version, '
+        f"count) VALUES ({p('id', event.id)}, {p('ts', event.ts, '::text::timestamptz')}, {p('tenant', event.tenant)}, "
         f"{p('subject', event.subject)}, {p('action', event.action)}, {p('outcome', event.outcome)}, "
-        f"{p('item', event.item_id)}, {p('version', event.schema_version)})"
+        f"{p('item', event.item_id)}, {p('version', event.schema_version)}, {p('count', event.count)})"
     ]
     if index == "remember":
         parts.append(

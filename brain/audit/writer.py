@@ -20,16 +20,16 @@ log = logging.getLogger(__name__)
 
 def _batch_sql(outbox: bool) -> str:
     events = (
-        f'INSERT INTO "{SCHEMA}".audit_events (id, ts, tenant, subject, action, outcome, item_id, schema_version) '
-        "SELECT * FROM unnest($1::text[], $2::text[]::timestamptz[], $3::text[], $4::text[], $5::text[], "
-        "$6::text[], $7::text[], $8::int[])"
+        f'INSERT INTO "{SCHEMA}".audit_events (id, ts, tenant, subject, action, outcome, item_id, schema_version, '
+        "count) SELECT * FROM unnest($1::text[], $2::text[]::timestamptz[], $3::text[], $4::text[], $5::text[], "
+        "$6::text[], $7::text[], $8::int[], $9::int[])"
     )
     if not outbox:
         return events
     return (
         f"WITH e AS ({events}) "
         f'INSERT INTO "{SCHEMA}".outbox (event_id, topic, key, payload) '
-        "SELECT id, $9, key, payload FROM unnest($1::text[], $3::text[], $10::text[]) AS t(id, key, payload)"
+        "SELECT id, $10, key, payload FROM unnest($1::text[], $3::text[], $11::text[]) AS t(id, key, payload)"
     )
 
 
@@ -89,7 +89,7 @@ class AuditWriter:
         args: list[object] = [
             [e.id for e in events], [e.ts for e in events], [e.tenant for e in events],
             [e.subject for e in events], [e.action for e in events], [e.outcome for e in events],
-            [e.item_id for e in events], [e.schema_version for e in events],
+            [e.item_id for e in events], [e.schema_version for e in events], [e.count for e in events],
         ]
         if self._topic is not None:
             args += [self._topic, [e.to_json() for e in events]]
