@@ -364,7 +364,9 @@ def open_bundle(root: Path, expect_sha256: str | None = None) -> Bundle:
 
 def import_args(entry: TableEntry) -> list[str]:
     """psql arguments that load one table in one transaction and COMMIT only when the target's checksum equals the
-    manifest's. Every command is a -c of this tool's SQL (names and checksum checked by manifest_entries); with -c,
+    manifest's; each sequence of the table moves past the rows' values, never back (the target may have handed out
+    higher ones already, e.g. SomaMemory's keys, which its tombstones keep after the rows are gone). Every command
+    is a -c of this tool's SQL (names and checksum checked by manifest_entries); with -c,
     psql never reads its stdin as commands, so the rows, sent on stdin, are COPY data and nothing else: even a row
     that ended the COPY early could not run SQL or `\\!` (the checksum would then roll the table back)."""
     t = pg.qualified(entry.schema, entry.table)
@@ -375,7 +377,8 @@ def import_args(entry: TableEntry) -> list[str]:
         "DO $$ DECLARE r record; BEGIN FOR r IN SELECT a.attname, "
         f"pg_get_serial_sequence('{t}', a.attname) AS seq FROM pg_attribute a WHERE a.attrelid = '{t}'::regclass "
         "AND a.attnum > 0 AND NOT a.attisdropped LOOP IF r.seq IS NOT NULL THEN "
-        f"EXECUTE format('SELECT setval(%L, GREATEST((SELECT max(%I) FROM {t}), 1))', r.seq, r.attname); "
+        f"EXECUTE format('SELECT setval(%L, GREATEST((SELECT max(%I) FROM {t}), (SELECT last_value FROM %s), 1))', "
+        "r.seq, r.attname, r.seq); "
         "END IF; END LOOP; END $$;"
     )
     check = (

@@ -13,6 +13,8 @@ the table:
   commit; writes to different tenants do not wait for each other.
 - `tombstones`: a deleted row's key, with the change number of its delete, written by a statement trigger, so any
   DELETE (the store's, an operator's, an older release's) reaches the feed. One small row per deleted memory.
+  Migration 3: a key handed out again (after an import brought tombstones ahead of the target's sequence) takes
+  its tombstone over at its own delete.
 - `stamp_seq`: a row trigger that stamps a change number on a write that did not bring one: an older release still
   serving during a rolling update, or hand-written SQL. The store stamps one number per statement itself (a row
   trigger bumping the counter for each row of a bulk insert slows down as the counter row's versions pile up). A
@@ -86,5 +88,21 @@ MIGRATIONS = [
     END $$;
     CREATE TRIGGER record_deletes AFTER DELETE ON "{schema}".memories
         REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".record_deletes();
+    """,
+    # 3: a key can come back. `somabrain migrate import` brings tombstones whose keys the target's sequence has not
+    # handed out yet; a new row then gets such a key, and its delete would fail on the tombstone's primary key.
+    # The newer delete takes the tombstone over: the feed then says "key gone at this seq" for the new owner.
+    """
+    CREATE OR REPLACE FUNCTION "{schema}".record_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        WITH changed AS (
+            SELECT t.tenant, "{schema}".next_seq(t.tenant) AS seq
+            FROM (SELECT DISTINCT tenant FROM gone ORDER BY tenant) AS t
+        )
+        INSERT INTO "{schema}".tombstones (key, tenant, seq)
+        SELECT g.key, g.tenant, c.seq FROM gone AS g JOIN changed AS c USING (tenant)
+        ON CONFLICT (key) DO UPDATE SET tenant = EXCLUDED.tenant, seq = EXCLUDED.seq;
+        RETURN NULL;
+    END $$;
     """,
 ]

@@ -255,6 +255,18 @@ def test_import_command_loads_rows_and_sets_the_sequence(workload_env: dict[str,
     assert sql(workload_env, "SELECT nextval('somabrain.outbox_seq_seq')") == "8"
 
 
+def test_import_never_moves_a_sequence_back(workload_env: dict[str, str]) -> None:
+    """The target's sequence is past the bundle's rows (it handed out keys before the import, as a running
+    SomaMemory does, whose tombstones keep the keys of deleted rows): import leaves it there. Setting it to the
+    rows' maximum made new keys collide with those tombstones (a DELETE failed with 503 in the cluster's load)."""
+    sql(workload_env, "SELECT setval('somabrain.outbox_seq_seq', 100)")
+    data = b"1\ta\n7\tb\n"
+    e = entry(checksum_of(workload_env, data), 2)
+    proc = psql(workload_env, migrate.import_args(e), migrate.copy_input(data))
+    assert proc.returncode == 0, proc.stderr
+    assert sql(workload_env, "SELECT nextval('somabrain.outbox_seq_seq')") == "101"
+
+
 @pytest.mark.parametrize("tail", [b"CREATE TABLE public.pwned (x int);\n", b"\\! touch {marker}\n",
                                   b"COMMIT;\n\\! touch {marker}\nCREATE TABLE public.pwned (x int);\n"])
 def test_rows_that_end_the_copy_run_nothing(workload_env: dict[str, str], tmp_path: Path, tail: bytes) -> None:

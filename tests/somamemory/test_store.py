@@ -131,6 +131,31 @@ async def test_a_delete_is_honoured_at_once_by_every_replica(open_store: OpenSto
     assert other.index.stats().vectors >= 2
 
 
+async def test_a_key_handed_out_again_can_be_deleted(open_store: OpenStore, pg: PostgresServer,
+                                                   tenant: str) -> None:
+    """After `migrate import` brings tombstones ahead of the target's key sequence, a new memory can get a key a
+    tombstone already holds; its delete must still succeed (it failed on the tombstone's primary key: a 503 in the
+    cluster's load run) and reach every replica."""
+    one, other = await open_store(), await open_store()
+    first, second, kept = new_id(), new_id(), new_id()
+    await one.put_many(tenant, [Memory(kept, "the kettle is on the stove", {}, 0.5)])
+    await one.put(tenant, first, "the kettle whistles at dawn", {}, 0.5)
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        key = await conn.fetchval("SELECT key FROM somamemory.memories WHERE id = $1", first)
+        assert await one.delete(tenant, first)
+        # what an import leaves: the sequence behind a tombstone's key
+        await conn.execute("SELECT setval(pg_get_serial_sequence('somamemory.memories', 'key'), $1, false)", key)
+        await one.put(tenant, second, "the kettle whistles at dusk", {}, 0.5)
+        assert await conn.fetchval("SELECT key FROM somamemory.memories WHERE id = $1", second) == key
+        assert set(await recall_ids(other, tenant, "kettle")) == {kept, second}
+        assert await one.delete(tenant, second)
+    finally:
+        await conn.close()
+    assert await recall_ids(other, tenant, "kettle") == [kept]
+    assert await recall_ids(await open_store(), tenant, "kettle") == [kept]
+
+
 async def test_a_restarted_store_recalls_everything(open_store: OpenStore, tenant: str) -> None:
     texts = [f"{text} {i}" for i, text in enumerate(corpus.memories(300, seed=13))]
     ids = await fill(await open_store(), tenant, texts)
