@@ -48,6 +48,24 @@ def memory_server(postgres_server: PostgresServer, run_dir: Path) -> Iterator[Ap
     server.stop()
 
 
+@pytest.fixture
+def private_postgres(run_dir: Path) -> Iterator[PostgresServer]:
+    """A Postgres of the test's own, for tests that stop it or count every row it holds."""
+    server = PostgresServer(run_dir)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def private_memory(postgres_server: PostgresServer, run_dir: Path) -> Iterator[AppServer]:
+    """A SomaMemory process of the test's own (the session's is shared), for tests that stop or restart it."""
+    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn}, run_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def strict_env(redis_server: RedisServer, postgres_server: PostgresServer, memory_server: AppServer) -> dict[str, str]:
     """The strict-real environment the compose stack uses, pointed at this session's servers (auth off, no OPA)."""

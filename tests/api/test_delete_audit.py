@@ -4,7 +4,7 @@ what is known. The API gets a Postgres (or a SomaMemory) of its own here, so tha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,22 +18,6 @@ from tests.api.conftest import headers
 from tests.helpers.servers import AppServer, PostgresServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def api_pg(run_dir: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(run_dir)
-    server.start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def own_memory(postgres_server: PostgresServer, run_dir: Path) -> Iterator[AppServer]:
-    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn}, run_dir)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def _until(predicate: Callable[[], bool], what: str) -> None:
@@ -74,29 +58,29 @@ async def _outcomes(dsn: str, tenant: str, item_id: str) -> list[str]:
     return [r["outcome"] for r in rows]
 
 
-async def test_delete_with_postgres_down_deletes_nothing(strict_env: dict[str, str], api_pg: PostgresServer,
+async def test_delete_with_postgres_down_deletes_nothing(strict_env: dict[str, str], private_postgres: PostgresServer,
                                                          tenant: str) -> None:
-    async with _client({**strict_env, "SOMABRAIN_POSTGRES_DSN": api_pg.dsn}) as client:
+    async with _client({**strict_env, "SOMABRAIN_POSTGRES_DSN": private_postgres.dsn}) as client:
         item_id = await _remember(client, tenant, "kept while the audit store is down")
-        api_pg.stop()
+        private_postgres.stop()
         refused = await client.delete(f"/memory/{item_id}", headers=headers(tenant))
         assert refused.status_code == 503
         assert (await refused.get_json())["error"] == "audit_unavailable"
         assert item_id in await _in_memory(client, tenant, "kept while the audit store is down")  # truly unwritten
 
-        api_pg.start()
+        private_postgres.start()
         deleted = await client.delete(f"/memory/{item_id}", headers=headers(tenant))
         assert deleted.status_code == 200, await deleted.get_data(as_text=True)
         assert item_id not in await _in_memory(client, tenant, "kept while the audit store is down")
-    assert await _outcomes(api_pg.dsn, tenant, item_id) == ["requested", "ok"]
+    assert await _outcomes(private_postgres.dsn, tenant, item_id) == ["requested", "ok"]
 
 
 async def test_delete_interrupted_by_somamemory_says_the_outcome_is_unknown(
-    strict_env: dict[str, str], own_memory: AppServer, tenant: str
+    strict_env: dict[str, str], private_memory: AppServer, tenant: str
 ) -> None:
-    async with _client({**strict_env, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": own_memory.url}) as client:
+    async with _client({**strict_env, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": private_memory.url}) as client:
         item_id = await _remember(client, tenant, "deleted while SomaMemory dies")
-        own_memory.stop()
+        private_memory.stop()
         response = await client.delete(f"/memory/{item_id}", headers=headers(tenant))
         body = await response.get_json()
     assert response.status_code == 503
@@ -106,18 +90,18 @@ async def test_delete_interrupted_by_somamemory_says_the_outcome_is_unknown(
 
 
 async def test_a_journalled_item_deleted_before_replay_stays_deleted(
-    strict_env: dict[str, str], own_memory: AppServer, tenant: str, tmp_path: Path
+    strict_env: dict[str, str], private_memory: AppServer, tenant: str, tmp_path: Path
 ) -> None:
-    env = {**strict_env, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": own_memory.url, "SOMABRAIN_REQUIRE_MEMORY": "0",
+    env = {**strict_env, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": private_memory.url, "SOMABRAIN_REQUIRE_MEMORY": "0",
            "SOMABRAIN_MEMORY_QUEUE": "1", "SOMABRAIN_OUTBOX_DIR": str(tmp_path)}
     async with _client(env) as client:
-        own_memory.stop()
+        private_memory.stop()
         queued = await client.post("/remember", json={"content": "queued then deleted"}, headers=headers(tenant))
         assert queued.status_code == 202
         item_id = (await queued.get_json())["id"]
         deleted = await client.delete(f"/memory/{item_id}", headers=headers(tenant))
         assert deleted.status_code == 503  # SomaMemory is still down, so the delete is not complete yet
-        own_memory.start()
+        private_memory.start()
         journal = tmp_path / "memory-journal"
         await _until(lambda: not list(journal.glob("*.json")), "the journal to replay")
         assert item_id not in await _in_memory(client, tenant, "queued then deleted")  # not resurrected

@@ -34,15 +34,6 @@ FLOOD = 60
 
 
 @pytest.fixture
-def private_pg(run_dir: Path) -> Iterator[PostgresServer]:
-    """A Postgres of this test's own, so that the audit rows counted are this test's only."""
-    server = PostgresServer(run_dir)
-    server.start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
 def limits_env(strict_env: dict[str, str], run_dir: Path) -> Iterator[dict[str, str]]:
     """The strict environment with a Redis of this test's own: every client here is 127.0.0.1, one bucket."""
     server = RedisServer(run_dir)
@@ -104,9 +95,9 @@ async def _events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 def test_unauthenticated_flood_writes_a_bounded_number_of_audit_rows(
     limits_env: dict[str, str], keys: jwt_keys.KeyPair, opa: OpaStandin, run_dir: Path,
-    private_pg: PostgresServer, kafka: TansuBroker,
+    private_postgres: PostgresServer, kafka: TansuBroker,
 ) -> None:
-    env = {**auth_env(limits_env, keys, run_dir, opa.url), "SOMABRAIN_POSTGRES_DSN": private_pg.dsn,
+    env = {**auth_env(limits_env, keys, run_dir, opa.url), "SOMABRAIN_POSTGRES_DSN": private_postgres.dsn,
            "SOMABRAIN_KAFKA_URL": kafka.url, "SOMABRAIN_RATE_LIMIT_ADDRESS_RPS": "0.01",
            "SOMABRAIN_RATE_LIMIT_ADDRESS_BURST": "20"}
     api = AppServer("api", env, run_dir)
@@ -118,7 +109,7 @@ def test_unauthenticated_flood_writes_a_bounded_number_of_audit_rows(
         assert metric(api.url, "somabrain_refusals_total", reason="rate_limited") == FLOOD - 20
     finally:
         assert api.stop() == 0  # a graceful stop writes the open window
-    rows = asyncio.run(_refusal_rows(private_pg.dsn))
+    rows = asyncio.run(_refusal_rows(private_postgres.dsn))
     assert len(rows) == 2, rows  # one per (outcome, action), not one per request
     assert {(r["outcome"], r["count"]) for r in rows} == {("unauthorized", 20), ("rate_limited", FLOOD - 20)}
     assert {r["tenant"] for r in rows} == {"*"}

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.helpers.servers import AppServer, PostgresServer, http_status, wait_for
 
 
-@pytest.fixture
-def memory(postgres_server: PostgresServer, run_dir: Path) -> Iterator[AppServer]:
-    """A private SomaMemory process (the session one is shared; this one gets restarted)."""
-    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn}, run_dir)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_memories_survive_a_restart(memory: AppServer, tenant: str) -> None:
+def test_memories_survive_a_restart(private_memory: AppServer, tenant: str) -> None:
+    memory = private_memory
     item_id = uuid.uuid4().hex
     hdrs = {"X-Tenant-ID": tenant}
     stored = httpx.post(f"{memory.url}/remember", json={"id": item_id, "content": "the vault code is in the safe"},
