@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -29,13 +28,11 @@ def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subp
     )
 
 
-def test_the_repo_passes_fast_with_markdown_output() -> None:
-    started = time.perf_counter()
+def test_the_repo_passes_with_markdown_output() -> None:
+    """The gate's speed (under 3 s for the repo) is measured, not asserted here: tests never depend on timing."""
     result = cli("parity", "--format", "markdown")
-    elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| status | dimension | subject |" in result.stdout and "accepted" in result.stdout
-    assert elapsed < 3.0, f"the gate took {elapsed:.2f}s (target: under 3 s, interpreter start included)"
 
 
 def test_help_lists_formats_and_exit_codes() -> None:
