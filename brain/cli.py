@@ -141,9 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # workers=0 serves in this process (one worker); more spawn processes sharing the socket.
     config.workers = 0 if args.workers == 1 else args.workers
     config.graceful_timeout = args.graceful_timeout
-    config.loglevel = args.log_level.upper()
-    config.errorlog = "-"
+    # Hypercorn logs through this logger as it is (no handler of its own); every worker applies logconfig_dict.
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.accesslog = None
+    config.logconfig_dict = logs.dict_config(args.log_level, args.log_format)
     logging.getLogger(__name__).info(
         "serving %s on %s with %d worker(s)", APPS[args.command][2], args.bind, args.workers
     )

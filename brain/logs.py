@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.config
 import re
-import sys
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def new_request_id(offered: str | None) -> str:
@@ -35,6 +37,7 @@ class JsonFormatter(logging.Formatter):
         doc: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
+            "pid": record.process,  # tells the lines of `--workers N` processes apart
             "logger": record.name,
             "msg": record.getMessage(),
         }
@@ -46,15 +49,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+def dict_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
+    """The whole logging set-up as a `logging.config.dictConfig` dict, so that it can travel to other processes.
+
+    The CLI hands it to Hypercorn as `Config.logconfig_dict`: Hypercorn applies it in every worker it spawns (they
+    start with blank logging). Hypercorn's own loggers get no handler of theirs and propagate to the root's one, so
+    each line is written once, by our formatter.
+    """
+    level = level.upper()
+    hypercorn = {"level": level, "handlers": [], "propagate": True}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": _RequestIdFilter}},
+        "formatters": {"json": {"()": JsonFormatter}, "text": {"format": _TEXT_FORMAT}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": fmt,
+                       "filters": ["request_id"]},
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "hypercorn.error": hypercorn,
+            "hypercorn.access": hypercorn,
+            # httpx logs every request at INFO, which would be one line per background health check.
+            "httpx": {"level": max(logging.WARNING, logging.getLevelName(level))},
+        },
+    }
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # httpx logs every request at INFO, which would be one line per background health check.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    """Set up this process's logging; Hypercorn's workers get the same through `dict_config`."""
+    logging.config.dictConfig(dict_config(level, fmt))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from brain import logs
+from tests.helpers.servers import AppServer, PostgresServer
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +57,23 @@ def test_unsafe_request_ids_are_replaced(offered: str | None) -> None:
 
 def test_safe_request_id_is_adopted() -> None:
     assert logs.new_request_id("trace-abc.123:4") == "trace-abc.123:4"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_served_logs_are_json_lines_once_each(workers: str, postgres_server: PostgresServer, run_dir: Path) -> None:
+    """Hypercorn's own lines go through our formatter in every worker process, and none is written twice."""
+    memory = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn}, run_dir,
+                       "--log-format", "json", "--workers", workers)
+    memory.start()
+    try:
+        for _ in range(10):
+            assert httpx.get(memory.url + "/healthz", headers={"Connection": "close"}).status_code == 200
+    finally:
+        assert memory.stop() == 0
+    lines = memory.process.log_path.read_text().splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert all({"ts", "level", "logger", "msg"} <= doc.keys() for doc in docs), lines
+    starts = [doc for doc in docs if doc["logger"] == "hypercorn.error" and doc["msg"].startswith("Running on")]
+    assert len(starts) == int(workers), lines
+    assert len({(doc["ts"], doc["pid"], doc["logger"], doc["msg"]) for doc in docs}) == len(docs), lines
+    assert len({doc["pid"] for doc in starts}) == int(workers), lines
