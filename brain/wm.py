@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from brain.embeddings import Vector, cosine_scores, from_bytes, to_bytes
 
@@ -87,7 +88,15 @@ class WorkingMemory:
 
     async def items(self, tenant: str) -> list[WMItem]:
         """The tenant's live items (expired ones are skipped)."""
-        raw = await self._redis.hgetall(_keys(tenant)[0])
+        return self.decode_items(await self._redis.hgetall(_keys(tenant)[0]))
+
+    def queue_items(self, pipe: Pipeline, tenant: str) -> None:
+        """Queue the read of the tenant's items on `pipe` (its reply goes to `decode_items`), so that a caller with
+        other Redis work (/act's predictor update) pays one round trip for both."""
+        pipe.hgetall(_keys(tenant)[0])
+
+    def decode_items(self, raw: dict[bytes | str, bytes | str]) -> list[WMItem]:
+        """The live items of an items-hash reply."""
         horizon = time.time() - self.ttl_seconds
         out = []
         for key, value in raw.items():

@@ -9,7 +9,6 @@ starts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from pathlib import Path
@@ -32,15 +31,17 @@ from brain.api.state import APP_NAME, ApiState, build_state
 from brain.audit.events import AuditEvent
 from brain.audit.journal import JournalError
 from brain.db import DB_ERRORS
-from brain.embeddings import cosine_scores
+from brain.embeddings import Vector, cosine_scores
 from brain.errors import APIError
 from brain.memory_client import MemoryUnavailable
+from brain.predictor import Prediction
 from brain.settings import Settings
 from brain.web import common
 from brain.web.clients import is_internal
 from brain.web.probes import add_probe_routes
 from brain.web.router import Request, Router
 from brain.web.schemas import DeleteResponse, MemoryItem, RecallRequest, RememberRequest
+from brain.wm import WMItem
 
 log = logging.getLogger(__name__)
 _WRITE_ERRORS: tuple[type[Exception], ...] = (RedisError, *DB_ERRORS)
@@ -174,7 +175,7 @@ async def act(req: Request, body: ActRequest) -> ActResponse:
     assert tenant is not None
     vec = st.embedder.embed(body.task)
     try:
-        items, prediction = await asyncio.gather(st.wm.items(tenant), st.predictor.observe(tenant, vec))
+        items, prediction = await _read_and_observe(st, tenant, vec)
     except RedisError as exc:
         raise APIError(503, "predictor_unavailable", "Redis is unavailable; statistics were not updated") from exc
     try:
@@ -189,6 +190,16 @@ async def act(req: Request, body: ActRequest) -> ActResponse:
         pred_error=pred_error, novelty=novelty, salience=salience, d2=max(prediction.d2, 0.0),
         provider=st.predictor.provider,
     )
+
+
+async def _read_and_observe(st: ApiState, tenant: str, vec: Vector) -> tuple[list[WMItem], Prediction]:
+    """Working memory's items and the predictor's update in one Redis round trip (a pipeline, not a transaction:
+    the two need no atomicity together, and their keys live in different cluster slots)."""
+    async with st.redis.pipeline(transaction=False) as pipe:
+        st.wm.queue_items(pipe, tenant)
+        st.predictor.queue_observe(pipe, tenant, vec)
+        raw_items, *stats = await pipe.execute()
+    return st.wm.decode_items(raw_items), await st.predictor.scored(stats, vec)
 
 
 @router.route(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from redis.asyncio.client import Pipeline
 
 from brain.embeddings import Vector
 
@@ -26,6 +28,11 @@ class Predictor(Protocol):
 
     def warmed(self) -> bool: ...
 
-    async def observe(self, tenant: str, vec: Vector) -> Prediction:
-        """Score `vec` against the tenant's statistics, then fold it into them."""
+    def queue_observe(self, pipe: Pipeline, tenant: str, vec: Vector) -> None:
+        """Queue on `pipe` whatever folding `vec` into the tenant's statistics needs (possibly nothing), so the
+        caller's own Redis reads share the round trip."""
+        ...
+
+    async def scored(self, replies: list[Any], vec: Vector) -> Prediction:
+        """Score `vec` against the tenant's statistics, from the replies of what `queue_observe` queued."""
         ...

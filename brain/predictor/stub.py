@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from redis.asyncio.client import Pipeline
+
 from brain.embeddings import Vector
 from brain.predictor.base import Prediction
 
@@ -19,5 +23,8 @@ class StubPredictor:
     def warmed(self) -> bool:
         return True
 
-    async def observe(self, tenant: str, vec: Vector) -> Prediction:
+    def queue_observe(self, pipe: Pipeline, tenant: str, vec: Vector) -> None:
+        """Nothing to learn, so nothing to queue."""
+
+    async def scored(self, replies: list[Any], vec: Vector) -> Prediction:
         return Prediction(d2=0.0, surprise=0.0)
