@@ -41,6 +41,17 @@ class GateResult:
         return hits[0]
 
 
+@dataclass(frozen=True)
+class Mutation:
+    """One drift introduced into a copied tree, and the finding the gate must report for it."""
+
+    id: str
+    dimension: str
+    subject: str
+    apply: Callable[[Path], None]
+    hard: bool = False
+
+
 def copy_tree(dest: Path) -> Path:
     """compose/, k8s/ (without leftovers of the kind secrets older dev_up.sh wrote), the Dockerfile, pyproject.toml."""
     for name in ("compose", "k8s"):

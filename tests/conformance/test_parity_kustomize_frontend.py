@@ -7,24 +7,15 @@ Service port replaced the existing one."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conformance.conftest import run_gate
+from tests.conformance.conftest import Mutation, run_gate
 
 Kustomization = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Mutation:
-    id: str
-    dimension: str
-    subject: str
-    apply: Callable[[Path], None]
 
 
 def entry_point(change: Callable[[Kustomization], None]) -> Callable[[Path], None]:

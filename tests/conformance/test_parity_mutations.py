@@ -6,24 +6,14 @@ Plus the clean tree (exit 0)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conformance.conftest import compose_service, container, edit_k8s, run_gate
+from tests.conformance.conftest import Mutation, compose_service, container, edit_k8s, run_gate
 
 BASE = Path("k8s") / "base"
-
-
-@dataclass(frozen=True)
-class Mutation:
-    id: str
-    dimension: str
-    subject: str
-    apply: Callable[[Path], None]
-    hard: bool = False
 
 
 def k8s(file: str, kind: str, name: str, change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
