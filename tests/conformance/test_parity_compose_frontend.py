@@ -140,7 +140,7 @@ def test_interpolation_from_the_env_file_and_defaults(
 def test_a_missing_required_variable_is_an_input_error(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """With an env file, no placeholders: Compose refuses, and the gate says so in one line (exit 2)."""
     path = tree / "test.env"
-    path.write_text("POSTGRES_USER=somabrain\n")
+    path.write_text("POSTGRES_USER=somabrain\nPOSTGRES_DB=somabrain\n")  # one missing: of several, Compose names any
     result = run_gate(tree, capsys, "--env-file", str(path))
     assert result.code == 2
     assert "required variable POSTGRES_PASSWORD is missing a value: run scripts/dev_up.sh first" in result.stderr
