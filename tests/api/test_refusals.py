@@ -99,7 +99,9 @@ def test_unauthenticated_flood_writes_a_bounded_number_of_audit_rows(
 ) -> None:
     env = {**auth_env(limits_env, keys, run_dir, opa.url), "SOMABRAIN_POSTGRES_DSN": private_postgres.dsn,
            "SOMABRAIN_KAFKA_URL": kafka.url, "SOMABRAIN_RATE_LIMIT_ADDRESS_RPS": "0.01",
-           "SOMABRAIN_RATE_LIMIT_ADDRESS_BURST": "20"}
+           "SOMABRAIN_RATE_LIMIT_ADDRESS_BURST": "20",
+           # one window for the whole run, however slow the machine: the graceful stop writes it
+           "SOMABRAIN_REFUSAL_AUDIT_WINDOW": "3600"}
     api = AppServer("api", env, run_dir)
     api.start()
     try:
