@@ -26,7 +26,10 @@ def https_health() -> dict[str, object]:
 
 
 def test_tilt_ci_brings_every_workload_up(healthy: subprocess.CompletedProcess[str]) -> None:
-    assert "SUCCESS. All workloads are healthy." in healthy.stdout + healthy.stderr
+    out = healthy.stdout + healthy.stderr
+    # The evidence in CI's log: each resource's last Ready line and tilt ci's verdict.
+    print("\n".join(line for line in out.splitlines() if "Ready" in line or "SUCCESS" in line)[-3000:])
+    assert "SUCCESS. All workloads are healthy." in out
 
 
 def test_the_api_is_ready_through_the_ingress(healthy: subprocess.CompletedProcess[str]) -> None:
@@ -60,6 +63,8 @@ def test_prod_conformance_passes_live(healthy: subprocess.CompletedProcess[str],
     assert run.returncode == 0, run.stdout[-6000:]
     counts = by_dimension(report)
     print("prod conformance by dimension:", json.dumps(counts, sort_keys=True))
+    table = next(c for c in json.loads(report.read_text())["checks"] if c["id"] == "netpol/truth_table")
+    print(table["observed"]["table"])
     assert {d for d, per in counts.items() if per.get("passed")} >= {"api", "dns", "netpol", "readiness", "tls"}
     assert all(set(per) == {"passed"} for per in counts.values()), counts
 
@@ -80,6 +85,7 @@ def test_the_seeds_networkpolicy_is_caught_live(healthy: subprocess.CompletedPro
         kubectl("label", "namespace", "somabrain-prod", "name-", check=False)
         kubectl("apply", "-f", str(backup))
     assert run.returncode == 1, run.stdout[-3000:]
+    print("\n".join(line for line in run.stdout.splitlines() if "does not resolve" in line)[:1500])
     assert "does not resolve" in run.stdout and "name resolution" in run.stdout, run.stdout[-3000:]
 
 
