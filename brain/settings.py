@@ -8,6 +8,9 @@ The strict-real switches (see DESIGN.md):
 - `SOMABRAIN_FORCE_FULL_STACK=1`: every dependency URL (Redis, Postgres, Kafka, OPA) must be set.
 - `SOMABRAIN_REQUIRE_MEMORY=1`: `SOMABRAIN_MEMORY_HTTP_ENDPOINT` must be set and SomaMemory gates readiness.
 
+Kafka (`SOMABRAIN_KAFKA_*`, see `KafkaSettings`): TLS and SASL for the audit publisher, and the audit topic's
+replication. With `SOMABRAIN_ENV=prod` the topic is the operator's: by default the service does not create it.
+
 `SOMABRAIN_ENV=prod` alone turns auth on, and nothing else set beside it (the `somabrain-overrides` ConfigMap
 included) can turn it off. Auth on needs `SOMABRAIN_OPA_URL`: the token's roles mean something only to the policy.
 """
@@ -16,9 +19,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from brain.errors import ConfigError
@@ -122,6 +126,89 @@ def _redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+SECURITY_PROTOCOLS: tuple[SecurityProtocol, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: tuple[SaslMechanism, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How the audit publisher reaches Kafka (`SOMABRAIN_KAFKA_*`), and what it may do to the audit topic there.
+
+    The defaults are the dev ones (plaintext, the topic created with one replica); `SOMABRAIN_ENV=prod` changes the
+    topic defaults only: no creation, and a replication factor of 3 with min.insync.replicas 2 to check against.
+    """
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    #: A file holding the password (a mounted Secret); read again at every new connection, so a rotation needs
+    #: no restart.
+    sasl_password_file: str | None = None
+    #: CA bundle the broker's certificate must chain to; None: the system's trust store.
+    ssl_cafile: str | None = None
+    #: Client certificate (and key, unless the certificate file holds it too), for brokers that require mTLS.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    create_topic: bool = True
+    topic_partitions: int = 1
+    topic_replication_factor: int = 1
+    topic_min_insync_replicas: int = 1
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def password(self) -> str:
+        """The SASL password: the file's content (trailing newline dropped) when a file is set, else the variable."""
+        if self.sasl_password_file is None:
+            return self.sasl_password or ""
+        name = f"{PREFIX}KAFKA_SASL_PASSWORD_FILE={self.sasl_password_file!r}"
+        try:
+            with open(self.sasl_password_file, encoding="utf-8") as handle:
+                value = handle.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}: cannot read the password ({exc.__class__.__name__}: {exc})") from None
+        if not value:
+            raise ConfigError(f"{name}: the file is empty")
+        return value
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """aiokafka's SSL context: the broker's certificate and host name are verified against `ssl_cafile` (or the
+        system's CAs), and `ssl_certfile`/`ssl_keyfile` are presented when set. Files are read now, so a context
+        built at every new connection picks up rotated ones."""
+        from aiokafka.helpers import create_ssl_context
+
+        try:
+            context: ssl.SSLContext = create_ssl_context(cafile=self.ssl_cafile)
+        except OSError as exc:  # ssl.SSLError included
+            raise ConfigError(
+                f"{PREFIX}KAFKA_SSL_CAFILE={self.ssl_cafile!r}: not a readable PEM CA bundle ({exc})"
+            ) from None
+        if self.ssl_certfile is not None:
+            try:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            except OSError as exc:
+                raise ConfigError(
+                    f"{PREFIX}KAFKA_SSL_CERTFILE={self.ssl_certfile!r} (key {PREFIX}KAFKA_SSL_KEYFILE="
+                    f"{self.ssl_keyfile!r}): not a readable PEM certificate and matching key ({exc})"
+                ) from None
+        return context
+
+    def check_files(self) -> None:
+        """Read the password file and the TLS files once at start-up, so that a wrong path fails there."""
+        if self.sasl:
+            self.password()
+        if self.tls:
+            self.ssl_context()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the two apps read from the environment. Construct with `Settings.from_env()`."""
@@ -149,6 +236,7 @@ class Settings:
     outbox_dir: str = "/var/lib/somabrain/outbox"
     memory_queue: bool = False
     kafka_required: bool = False
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     audit_topic: str = "soma.audit"
     policy_timeout_s: float = 0.5
     policy_cache_ttl_s: float = 2.0
@@ -202,6 +290,7 @@ class Settings:
             # Queue /remember in the local journal while SomaMemory is down: only when memory is not required.
             memory_queue=_flag(env, "MEMORY_QUEUE", not _flag(env, "REQUIRE_MEMORY", False)),
             kafka_required=_flag(env, "KAFKA_REQUIRED", False),
+            kafka=_kafka_settings(env, environment),
             audit_topic=env.get(PREFIX + "AUDIT_TOPIC") or "soma.audit",
             policy_timeout_s=_float(env, "POLICY_TIMEOUT", 0.5, 0.01, 30.0),
             policy_cache_ttl_s=_float(env, "POLICY_CACHE_TTL", 2.0, 0.0, 300.0),
@@ -254,6 +343,8 @@ class Settings:
                     "MEMORY_HTTP_ENDPOINT": f"{PREFIX}REQUIRE_MEMORY=1",
                 }.get(name, f"{PREFIX}FORCE_FULL_STACK=1")
                 raise ConfigError(f"{PREFIX}{name} is not set ({why}); set it to the service's URL")
+        if self.kafka_url is not None:  # the publisher's files: a wrong path is a start-up error, not a health one
+            self.kafka.check_files()
 
     def _check_auth(self) -> None:
         """Production always verifies JWTs, and auth on always asks the policy.
@@ -319,3 +410,94 @@ def _kafka_url(env: Mapping[str, str]) -> str | None:
 def kafka_bootstrap(kafka_url: str) -> str:
     """The aiokafka bootstrap_servers string for a validated KAFKA_URL."""
     return kafka_url.removeprefix("kafka://")
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = (env.get(PREFIX + name) or "").strip()
+    return value or None
+
+
+def _upper_choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = env.get(PREFIX + name)
+    value = (raw or "").strip().upper()
+    if not value:
+        return None
+    if value not in allowed:
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _kafka_settings(env: Mapping[str, str], environment: Environment) -> KafkaSettings:
+    """`SOMABRAIN_KAFKA_*` beside the URL: security protocol, SASL, TLS files and the audit topic's shape.
+
+    A setting that the chosen protocol would ignore (a CA file with PLAINTEXT, a user without SASL) is an error:
+    left as it is, it would look like protection that is not there.
+    """
+    protocol = _upper_choice(env, "KAFKA_SECURITY_PROTOCOL", SECURITY_PROTOCOLS) or "PLAINTEXT"
+    mechanism = _upper_choice(env, "KAFKA_SASL_MECHANISM", SASL_MECHANISMS)
+    username = _text(env, "KAFKA_SASL_USERNAME")
+    password = env.get(PREFIX + "KAFKA_SASL_PASSWORD") or None
+    password_file = _text(env, "KAFKA_SASL_PASSWORD_FILE")
+    cafile, certfile, keyfile = (_text(env, f"KAFKA_SSL_{n}") for n in ("CAFILE", "CERTFILE", "KEYFILE"))
+    sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+    tls = protocol in ("SSL", "SASL_SSL")
+    why = f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}"
+
+    sasl_set = [n for n, v in (("MECHANISM", mechanism), ("USERNAME", username), ("PASSWORD", password),
+                               ("PASSWORD_FILE", password_file)) if v is not None]
+    if sasl_set and not sasl:
+        name = f"{PREFIX}KAFKA_SASL_{sasl_set[0]}"
+        raise ConfigError(f"{name} is set but {why} uses no SASL; set the protocol to SASL_SSL, or unset {name}")
+    if sasl:
+        mechanism = mechanism or "SCRAM-SHA-512"
+        if username is None:
+            raise ConfigError(f"{PREFIX}KAFKA_SASL_USERNAME is not set ({why} authenticates with SASL {mechanism})")
+        if password is not None and password_file is not None:
+            raise ConfigError(
+                f"{PREFIX}KAFKA_SASL_PASSWORD and {PREFIX}KAFKA_SASL_PASSWORD_FILE are both set; keep one "
+                "(the file, for a mounted Secret)"
+            )
+        if password is None and password_file is None:
+            raise ConfigError(
+                f"{PREFIX}KAFKA_SASL_PASSWORD_FILE is not set ({why} needs the password of {username!r}); point it "
+                f"at the mounted Secret's file, or set {PREFIX}KAFKA_SASL_PASSWORD"
+            )
+        if mechanism == "PLAIN" and not tls and environment == "prod":
+            raise ConfigError(
+                f"{PREFIX}KAFKA_SASL_MECHANISM=PLAIN with {why} sends the password in clear; refused when "
+                f"{PREFIX}ENV=prod (use SASL_SSL, or a SCRAM mechanism)"
+            )
+
+    ssl_set = [n for n, v in (("CAFILE", cafile), ("CERTFILE", certfile), ("KEYFILE", keyfile)) if v is not None]
+    if ssl_set and not tls:
+        name = f"{PREFIX}KAFKA_SSL_{ssl_set[0]}"
+        raise ConfigError(f"{name} is set but {why} uses no TLS; set the protocol to SSL or SASL_SSL, or unset {name}")
+    if keyfile is not None and certfile is None:
+        raise ConfigError(
+            f"{PREFIX}KAFKA_SSL_KEYFILE is set without {PREFIX}KAFKA_SSL_CERTFILE (the client certificate it "
+            "belongs to)"
+        )
+
+    prod = environment == "prod"
+    replication = _int(env, "KAFKA_TOPIC_REPLICATION_FACTOR", 3 if prod else 1, 1, 32767)
+    # Kafka's usual pairing: one replica may be down and acks=all writes still go through (3 -> 2, 2 -> 1).
+    min_insync = _int(env, "KAFKA_TOPIC_MIN_INSYNC_REPLICAS", min(2, max(1, replication - 1)), 1, 32767)
+    if min_insync > replication:
+        raise ConfigError(
+            f"{PREFIX}KAFKA_TOPIC_MIN_INSYNC_REPLICAS={min_insync} exceeds {PREFIX}KAFKA_TOPIC_REPLICATION_FACTOR="
+            f"{replication}: no acks=all write could ever be acknowledged"
+        )
+    return KafkaSettings(
+        security_protocol=cast(SecurityProtocol, protocol),  # checked against SECURITY_PROTOCOLS above
+        sasl_mechanism=cast(SaslMechanism, mechanism) if sasl else None,
+        sasl_username=username,
+        sasl_password=password,
+        sasl_password_file=password_file,
+        ssl_cafile=cafile,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        create_topic=_flag(env, "KAFKA_CREATE_TOPIC", not prod),
+        topic_partitions=_int(env, "KAFKA_TOPIC_PARTITIONS", 1, 1, 10_000),
+        topic_replication_factor=replication,
+        topic_min_insync_replicas=min_insync,
+    )

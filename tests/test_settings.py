@@ -169,3 +169,136 @@ def test_compose_dev_env_still_starts_with_auth_off() -> None:
     env = {k: re.sub(r"\$\{\w+[^}]*\}", "x", str(v)) for k, v in environment.items()}  # ${POSTGRES_USER:?...}
     s = Settings.from_env(env)
     assert s.env == "dev" and s.disable_auth and s.opa_url
+
+
+# --- Kafka: security protocol, SASL, TLS files, the audit topic ------------------------------------------------
+
+KAFKA = {"SOMABRAIN_REDIS_URL": "redis://localhost", "SOMABRAIN_KAFKA_URL": "kafka://kafka:9092"}
+SASL = {**KAFKA, "SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SOMABRAIN_KAFKA_SASL_USERNAME": "somabrain",
+        "SOMABRAIN_KAFKA_SASL_PASSWORD": "hunter2"}
+
+
+def test_kafka_defaults_in_dev_create_the_topic_with_one_replica() -> None:
+    kafka = Settings.from_env(KAFKA).kafka
+    assert kafka.security_protocol == "PLAINTEXT" and not kafka.tls and not kafka.sasl
+    assert kafka.create_topic
+    assert (kafka.topic_partitions, kafka.topic_replication_factor, kafka.topic_min_insync_replicas) == (1, 1, 1)
+
+
+def test_kafka_defaults_in_prod_leave_the_topic_to_the_operator() -> None:
+    kafka = Settings.from_env(_k8s_env()).kafka
+    assert not kafka.create_topic
+    assert (kafka.topic_replication_factor, kafka.topic_min_insync_replicas) == (3, 2)
+    assert Settings.from_env({**_k8s_env(), "SOMABRAIN_KAFKA_CREATE_TOPIC": "1"}).kafka.create_topic
+
+
+@pytest.mark.parametrize(("replication", "min_insync"), [("1", 1), ("2", 1), ("3", 2), ("5", 2)])
+def test_min_insync_replicas_defaults_to_one_replica_of_slack(replication: str, min_insync: int) -> None:
+    kafka = Settings.from_env({**KAFKA, "SOMABRAIN_KAFKA_TOPIC_REPLICATION_FACTOR": replication}).kafka
+    assert kafka.topic_min_insync_replicas == min_insync
+
+
+def test_sasl_settings_parse_case_insensitively_with_scram_512_by_default() -> None:
+    kafka = Settings.from_env({**SASL, "SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "sasl_ssl"}).kafka
+    assert kafka.security_protocol == "SASL_SSL" and kafka.tls and kafka.sasl
+    assert kafka.sasl_mechanism == "SCRAM-SHA-512"
+    assert kafka.password() == "hunter2"
+    mechanism = Settings.from_env({**SASL, "SOMABRAIN_KAFKA_SASL_MECHANISM": "scram-sha-256"}).kafka.sasl_mechanism
+    assert mechanism == "SCRAM-SHA-256"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "TLS"},
+         "SOMABRAIN_KAFKA_SECURITY_PROTOCOL='TLS': expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+        ({**SASL, "SOMABRAIN_KAFKA_SASL_MECHANISM": "GSSAPI"},
+         "SOMABRAIN_KAFKA_SASL_MECHANISM='GSSAPI': expected one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN"),
+        ({**SASL, "SOMABRAIN_KAFKA_SASL_USERNAME": ""},
+         "SOMABRAIN_KAFKA_SASL_USERNAME is not set (SOMABRAIN_KAFKA_SECURITY_PROTOCOL=SASL_SSL authenticates"),
+        ({**SASL, "SOMABRAIN_KAFKA_SASL_PASSWORD": ""}, "SOMABRAIN_KAFKA_SASL_PASSWORD_FILE is not set"),
+        ({**SASL, "SOMABRAIN_KAFKA_SASL_PASSWORD_FILE": "/run/secrets/kafka"},
+         "SOMABRAIN_KAFKA_SASL_PASSWORD and SOMABRAIN_KAFKA_SASL_PASSWORD_FILE are both set"),
+        ({"SOMABRAIN_KAFKA_SASL_USERNAME": "somabrain"},
+         "SOMABRAIN_KAFKA_SASL_USERNAME is set but SOMABRAIN_KAFKA_SECURITY_PROTOCOL=PLAINTEXT uses no SASL"),
+        ({"SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SOMABRAIN_KAFKA_SSL_CAFILE": "/ca.pem",
+          "SOMABRAIN_KAFKA_SASL_USERNAME": "u", "SOMABRAIN_KAFKA_SASL_PASSWORD": "p"},
+         "SOMABRAIN_KAFKA_SSL_CAFILE is set but SOMABRAIN_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT uses no TLS"),
+        ({"SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "SSL", "SOMABRAIN_KAFKA_SSL_KEYFILE": "/client.key"},
+         "SOMABRAIN_KAFKA_SSL_KEYFILE is set without SOMABRAIN_KAFKA_SSL_CERTFILE"),
+        ({"SOMABRAIN_KAFKA_TOPIC_REPLICATION_FACTOR": "2", "SOMABRAIN_KAFKA_TOPIC_MIN_INSYNC_REPLICAS": "3"},
+         "SOMABRAIN_KAFKA_TOPIC_MIN_INSYNC_REPLICAS=3 exceeds SOMABRAIN_KAFKA_TOPIC_REPLICATION_FACTOR=2"),
+        ({"SOMABRAIN_KAFKA_TOPIC_REPLICATION_FACTOR": "0"},
+         "SOMABRAIN_KAFKA_TOPIC_REPLICATION_FACTOR=0: must be between 1 and"),
+        ({"SOMABRAIN_KAFKA_TOPIC_PARTITIONS": "many"}, "SOMABRAIN_KAFKA_TOPIC_PARTITIONS='many': expected a whole"),
+        ({"SOMABRAIN_KAFKA_CREATE_TOPIC": "maybe"}, "SOMABRAIN_KAFKA_CREATE_TOPIC='maybe': expected 1 or 0"),
+    ],
+    ids=["protocol", "mechanism", "no-user", "no-password", "two-passwords", "sasl-without-sasl",
+         "ca-without-tls", "key-without-cert", "isr-over-rf", "rf-zero", "partitions", "create-flag"],
+)
+def test_bad_kafka_combinations_name_the_variable(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**KAFKA, **overrides})
+    text = str(info.value)
+    assert text.startswith(message), text
+    assert "\n" not in text and "hunter2" not in text
+
+
+def test_plain_over_plaintext_is_refused_in_prod_only() -> None:
+    plain = {**SASL, "SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SOMABRAIN_KAFKA_SASL_MECHANISM": "PLAIN"}
+    assert Settings.from_env(plain).kafka.sasl_mechanism == "PLAIN"  # dev: allowed (aiokafka warns)
+    with pytest.raises(ConfigError, match=r"^SOMABRAIN_KAFKA_SASL_MECHANISM=PLAIN with .*SASL_PLAINTEXT sends the "
+                                          r"password in clear; refused when SOMABRAIN_ENV=prod"):
+        Settings.from_env({**_k8s_env(), **plain})
+    over_tls = {**plain, "SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    assert Settings.from_env({**_k8s_env(), **over_tls}).kafka.sasl_mechanism == "PLAIN"
+
+
+def test_the_kafka_password_never_shows_in_repr() -> None:
+    s = Settings.from_env(SASL)
+    assert "hunter2" not in repr(s) and "hunter2" not in repr(s.kafka)
+
+
+def test_password_file_is_read_at_start_and_again_at_each_call(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    env = {k: v for k, v in SASL.items() if k != "SOMABRAIN_KAFKA_SASL_PASSWORD"}
+    kafka = Settings.from_env({**env, "SOMABRAIN_KAFKA_SASL_PASSWORD_FILE": str(secret)}).kafka
+    assert kafka.password() == "s3cret"  # the trailing newline of `echo ... >` dropped
+    secret.write_text("rotated")
+    assert kafka.password() == "rotated"  # a rotated Secret: the next connection uses it
+
+    with pytest.raises(ConfigError, match=r"^SOMABRAIN_KAFKA_SASL_PASSWORD_FILE='.*missing': cannot read the passw"):
+        Settings.from_env({**env, "SOMABRAIN_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "missing")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match=r"^SOMABRAIN_KAFKA_SASL_PASSWORD_FILE='.*empty': the file is empty"):
+        Settings.from_env({**env, "SOMABRAIN_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "empty")})
+
+
+def test_tls_files_are_checked_at_start(tmp_path: Path) -> None:
+    from tests.helpers.secure_kafka import make_tls_files
+
+    files = make_tls_files(tmp_path / "tls")
+    tls = {**KAFKA, "SOMABRAIN_KAFKA_SECURITY_PROTOCOL": "SSL"}
+    ok = Settings.from_env({**tls, "SOMABRAIN_KAFKA_SSL_CAFILE": str(files.ca),
+                            "SOMABRAIN_KAFKA_SSL_CERTFILE": str(files.client_cert),
+                            "SOMABRAIN_KAFKA_SSL_KEYFILE": str(files.client_key)})
+    context = ok.kafka.ssl_context()
+    assert context.check_hostname and context.verify_mode.name == "CERT_REQUIRED"
+
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    with pytest.raises(ConfigError, match=r"^SOMABRAIN_KAFKA_SSL_CAFILE='.*not\.pem': not a readable PEM CA bundle"):
+        Settings.from_env({**tls, "SOMABRAIN_KAFKA_SSL_CAFILE": str(not_pem)})
+    with pytest.raises(ConfigError, match=r"^SOMABRAIN_KAFKA_SSL_CERTFILE='.*client\.pem' \(key SOMABRAIN_KAFKA_SSL_"):
+        Settings.from_env({**tls, "SOMABRAIN_KAFKA_SSL_CERTFILE": str(files.client_cert),
+                           "SOMABRAIN_KAFKA_SSL_KEYFILE": str(files.server_key)})  # the key of another certificate
+
+
+def test_kafka_files_are_the_api_s_concern_only(tmp_path: Path) -> None:
+    """SomaMemory gets the same ConfigMap but does not publish: a Kafka Secret mounted on the API pod only is fine."""
+    env = {**SASL, "SOMABRAIN_POSTGRES_DSN": "postgresql://p@127.0.0.1/x", "SOMABRAIN_KAFKA_SASL_PASSWORD": "",
+           "SOMABRAIN_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "not-mounted-here")}
+    assert Settings.from_env(env, app="memory").kafka.sasl
+    with pytest.raises(ConfigError, match=r"^SOMABRAIN_KAFKA_SASL_PASSWORD_FILE"):
+        Settings.from_env(env)

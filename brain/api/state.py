@@ -198,7 +198,7 @@ def build_state(settings: Settings) -> ApiState:
         db=db,
         policy=policy,
         publisher=(
-            OutboxPublisher(db, kafka_bootstrap(settings.kafka_url), settings.audit_topic)
+            OutboxPublisher(db, kafka_bootstrap(settings.kafka_url), settings.audit_topic, kafka=settings.kafka)
             if db is not None and settings.kafka_url else None
         ),
         journal=MemoryJournal(settings.outbox_dir) if settings.journal_enabled else None,

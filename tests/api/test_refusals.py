@@ -28,6 +28,7 @@ from brain.settings import Settings
 from tests.api.conftest import auth_env
 from tests.helpers import jwt_keys
 from tests.helpers.opa_standin import OpaStandin
+from tests.helpers.secure_kafka import create_topic
 from tests.helpers.servers import AppServer, PostgresServer, RedisServer, TansuBroker, wait_for
 
 FLOOD = 60
@@ -46,6 +47,7 @@ def limits_env(strict_env: dict[str, str], run_dir: Path) -> Iterator[dict[str, 
 def kafka(run_dir: Path) -> Iterator[TansuBroker]:
     broker = TansuBroker(run_dir)
     broker.start()
+    create_topic(broker.bootstrap, "soma.audit")  # SOMABRAIN_ENV=prod: the service creates no topic, the operator does
     yield broker
     broker.stop()
 

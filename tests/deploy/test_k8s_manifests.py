@@ -233,6 +233,11 @@ def test_kind_overlay_differs_only_where_documented(
     base_env = find(base_manifests, "ConfigMap", "somabrain-env")["data"]
     kind_env = find(kind_manifests, "ConfigMap", "somabrain-env")["data"]
     assert {k for k in base_env if base_env[k] != kind_env[k]} == {"SOMABRAIN_KAFKA_URL"}
+    # The dev broker is the overlay's own, with one node: the API creates the audit topic there, one replica.
+    assert {k: kind_env[k] for k in set(kind_env) - set(base_env)} == {
+        "SOMABRAIN_KAFKA_CREATE_TOPIC": "1", "SOMABRAIN_KAFKA_TOPIC_REPLICATION_FACTOR": "1",
+        "SOMABRAIN_KAFKA_TOPIC_MIN_INSYNC_REPLICAS": "1",
+    }
     kafka_rule = find(kind_manifests, "NetworkPolicy", "somabrain-egress")["spec"]["egress"][4]
     assert kafka_rule["ports"] == [{"protocol": "TCP", "port": 9092}]
     assert kafka_rule["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kafka"}
