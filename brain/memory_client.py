@@ -1,4 +1,9 @@
-"""The API's HTTP client for SomaMemory (`SOMABRAIN_MEMORY_HTTP_ENDPOINT`)."""
+"""The API's HTTP client for SomaMemory (`SOMABRAIN_MEMORY_HTTP_ENDPOINT`).
+
+A failure says what is known about the operation: `MemoryUnavailable` itself means it certainly did not take effect
+(SomaMemory was never reached, refused the request, or said it wrote nothing); its subclass `MemoryOutcomeUnknown`
+means it may have (the request may have arrived, but no answer said how it ended).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,50 @@ from brain.web.router import TENANT_HEADER
 
 
 class MemoryUnavailable(Exception):
-    """SomaMemory could not be reached or did not confirm the operation."""
+    """SomaMemory could not be reached or did not confirm the operation. Raised as this class (not a subclass): the
+    operation certainly did not take effect."""
+
+
+class MemoryOutcomeUnknown(MemoryUnavailable):
+    """The request may have reached SomaMemory and taken effect, but no answer said so: a read timeout, the connection
+    lost once the request was on its way, or a 5xx other than SomaMemory's own 503 `storage_unavailable`.
+
+    `broken` is true when the connection broke (rather than timed out or answered an error): a new connection is
+    then likely to get through, and a write idempotent by id can be sent again to settle the outcome.
+    """
+
+    def __init__(self, message: str, *, broken: bool = False) -> None:
+        super().__init__(message)
+        self.broken = broken
+
+
+class MemoryConflict(Exception):
+    """SomaMemory holds another memory under this id (an idempotency key used for a different body): nothing was
+    written."""
+
+
+#: Failures before any byte of the request can have been sent: nothing took effect.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+#: SomaMemory's 503 that says it wrote nothing (Postgres refused the write or was never reached).
+_NOTHING_WRITTEN = "storage_unavailable"
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def _refusal(response: httpx.Response) -> str:
+    """The reason SomaMemory gave for a 401, for the log: the token is wrong or missing, not SomaMemory down."""
+    if response.status_code != 401:
+        return ""
+    try:
+        return f": {response.json().get('error')}, check SOMABRAIN_MEMORY_TOKEN"
+    except ValueError:
+        return ""
 
 
 class MemoryClient:
@@ -33,20 +81,49 @@ class MemoryClient:
             if rid:  # one request id across the API and SomaMemory logs
                 headers["X-Request-ID"] = rid
             return await self._http.request(method, path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except _NOT_SENT as exc:
             raise MemoryUnavailable(f"SomaMemory {method} {path} failed: {type(exc).__name__}") from exc
+        except httpx.TimeoutException as exc:  # read or write timeout: the request may be under way
+            raise MemoryOutcomeUnknown(f"SomaMemory {method} {path} timed out: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:  # the connection broke or garbled once the request was on its way
+            raise MemoryOutcomeUnknown(f"SomaMemory {method} {path} failed: {type(exc).__name__}",
+                                       broken=True) from exc
 
     async def remember(
         self, tenant: str, item_id: str, content: str, metadata: dict[str, Any], importance: float
     ) -> None:
-        response = await self._call(
-            "POST",
-            "/remember",
-            tenant,
-            {"id": item_id, "content": content, "metadata": metadata, "importance": importance},
-        )
-        if response.status_code != 201:
-            raise MemoryUnavailable(f"SomaMemory did not confirm the write (HTTP {response.status_code})")
+        """Store the memory under `item_id`, the caller's id; returns once SomaMemory has it (201).
+
+        SomaMemory's writes are idempotent by id: the same write again answers 201 and stores nothing twice. So when
+        the connection breaks with the outcome unknown (SomaMemory restarting, a keep-alive connection it closed),
+        the write is sent once more, on a new connection, and its answer settles the outcome. A timeout is not
+        resent: SomaMemory or its Postgres is slow, and a second wait would double the caller's for the same end.
+        Raises MemoryConflict (another memory holds the id), MemoryOutcomeUnknown, or MemoryUnavailable (nothing
+        was written).
+        """
+        body = {"id": item_id, "content": content, "metadata": metadata, "importance": importance}
+        try:
+            await self._remember_once(tenant, body)
+        except MemoryOutcomeUnknown as exc:
+            if not exc.broken:
+                raise
+            try:
+                await self._remember_once(tenant, body)
+            except MemoryUnavailable as again:  # the first attempt may still have landed: still unknown
+                raise MemoryOutcomeUnknown(f"{exc}; sent again: {again}") from again
+
+    async def _remember_once(self, tenant: str, body: dict[str, Any]) -> None:
+        response = await self._call("POST", "/remember", tenant, body)
+        status = response.status_code
+        if status == 201:
+            return
+        code = _error_code(response)
+        if status == 409 and code == "idempotency_conflict":
+            raise MemoryConflict(f"SomaMemory holds another memory under {body['id']}")
+        detail = f"SomaMemory did not confirm the write (HTTP {status}{f' {code}' if code else ''}{_refusal(response)})"
+        if 400 <= status < 500 or (status == 503 and code == _NOTHING_WRITTEN):
+            raise MemoryUnavailable(detail)  # refused, or SomaMemory says it wrote nothing
+        raise MemoryOutcomeUnknown(detail)
 
     async def recall(self, tenant: str, query: str, top_k: int) -> list[dict[str, Any]]:
         response = await self._call("POST", "/recall", tenant, {"query": query, "top_k": top_k})

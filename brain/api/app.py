@@ -4,18 +4,22 @@ State lives in `app.extensions["somabrain"]` (an `ApiState`, see state.py); hand
 Every tenant route passes the gate (JWT, rate limits, then OPA: brain.api.gate) before its handler runs. A change
 is acknowledged only after its audit event is committed to the outbox in the same transaction as the API's record
 of the change; a delete, which cannot share a transaction with SomaMemory, is audited as `requested` before it
-starts.
+starts. A /remember whose SomaMemory outcome is unknown is audited as `unknown` (when Postgres allows), and its
+write id comes from the request's idempotency key, so that a retry converges on the same memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from quart import Quart, Response, current_app, g
+from quart import request as quart_request
 from redis.exceptions import RedisError
 
 from brain import __version__, metrics
@@ -33,13 +37,13 @@ from brain.audit.journal import JournalError
 from brain.db import DB_ERRORS
 from brain.embeddings import Vector, cosine_scores
 from brain.errors import APIError
-from brain.memory_client import MemoryUnavailable
+from brain.memory_client import MemoryConflict, MemoryOutcomeUnknown, MemoryUnavailable
 from brain.predictor import Prediction
 from brain.settings import Settings
 from brain.web import common
 from brain.web.clients import is_internal
 from brain.web.probes import add_probe_routes
-from brain.web.router import Request, Router
+from brain.web.router import HeaderParam, Request, Router
 from brain.web.schemas import DeleteResponse, MemoryItem, RecallRequest, RememberRequest
 from brain.wm import WMItem
 
@@ -81,31 +85,104 @@ def _db_down(exc: Exception) -> APIError:
                     "nothing was written")
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: 1-128 of A-Z a-z 0-9 . _ : + / = -, bare or in double quotes (the Structured Field string of the IETF draft).
+IDEMPOTENCY_KEY_PATTERN = r'^(?:[A-Za-z0-9._:+/=-]{1,128}|"[A-Za-z0-9._:+/=-]{1,128}")$'
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+def _write_key() -> str:
+    """The request's idempotency key: its Idempotency-Key header, else its request id (X-Request-ID when the client
+    sent a well-formed one, else the one made for this request, which the response echoes)."""
+    offered = quart_request.headers.getlist(IDEMPOTENCY_HEADER)
+    if not offered:
+        rid: str | None = getattr(g, "request_id", None)
+        return rid or uuid.uuid4().hex
+    if len(offered) > 1 or not _IDEMPOTENCY_KEY.fullmatch(offered[0]):
+        raise APIError(400, "invalid_idempotency_key", f"{IDEMPOTENCY_HEADER} must be one value of 1-128 of "
+                       "A-Z a-z 0-9 . _ : + / = -, bare or in double quotes")
+    return offered[0].strip('"')
+
+
+def _write_id(tenant: str, key: str) -> str:
+    """The id a /remember stores under: 128 bits of SHA-256 over the tenant and the idempotency key, as 32 lowercase
+    hex digits (the memory id format). One tenant's key never names another tenant's memory."""
+    return hashlib.sha256(f"somabrain/remember\0{tenant}\0{key}".encode()).hexdigest()[:32]
+
+
+def _key_reused(key: str, item_id: str) -> APIError:
+    return APIError(409, "idempotency_conflict", f"the idempotency key {key} was already used for a different "
+                    f"memory ({item_id}); nothing was written. Use a new key for a new memory")
+
+
+#: Why a /remember may be stored although it failed.
+_UNCONFIRMED = "SomaMemory did not confirm the write"
+_NOT_UNDONE = ("SomaMemory stored the write, which could be neither completed (working memory or the audit failed) "
+               "nor undone")
+
+
+async def _outcome_unknown(st: ApiState, tenant: str, item_id: str, key: str, why: str = _UNCONFIRMED) -> APIError:
+    """The answer when the write may be stored, after recording it as `unknown` in the audit trail (when Postgres
+    allows: no change, acknowledged or not, without its event)."""
+    audited = ""
+    if st.db is not None:
+        try:
+            await st.audit(AuditEvent(tenant=tenant, subject=_subject(), action="remember", outcome="unknown",
+                                      item_id=item_id))
+            audited = " (audited as unknown)"
+        except DB_ERRORS as exc:
+            log.error("remember %s for tenant %s has an unknown outcome and could not be audited: %s", item_id,
+                      tenant, exc)
+            audited = " (Postgres could not audit it either)"
+    return APIError(503, "memory_outcome_unknown", f"{why}, so it may be stored under id {item_id}{audited}. Retry "
+                    f"with {IDEMPOTENCY_HEADER}: {key}: the retry converges on that id, storing the memory once")
+
+
 @router.route(
     "POST", "/remember", summary="Store an item in SomaMemory and working memory", body=RememberRequest,
-    response=RememberResponse, status=201, also=(202,), tenant=True, tags=("memory",),
+    response=RememberResponse, status=201, also=(202,), tenant=True, errors=(409, 503), tags=("memory",),
+    headers=(HeaderParam(
+        IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_PATTERN,
+        "Makes the write idempotent: the same key (per tenant) always writes the same id, so a retry converges on "
+        "one memory; the same key with a different body is a 409. Without it the request id (X-Request-ID) is the "
+        "key.",
+    ),),
     links={"DeleteRemembered": {
         "operationId": "delete_memory",
         "parameters": {"item_id": "$response.body#/id", "header.X-Tenant-ID": "$request.header.X-Tenant-ID"},
     }},
 )
 async def remember(req: Request, body: RememberRequest) -> Response:
-    """201 once SomaMemory, working memory and the audit outbox all have it; 202 when queued in the journal."""
+    """201 once SomaMemory, working memory and the audit outbox all have it; 202 when queued in the journal.
+
+    Every store writes by id and the id comes from the idempotency key, so a retry lands on the same memory. A 503
+    says nothing was written only when that is known; when SomaMemory may hold the write (its answer was lost), the
+    write goes to the journal if there is one (replay is idempotent by id: 202), else the answer is 503
+    `memory_outcome_unknown`, audited as `unknown`.
+    """
     st, tenant = state(), req.tenant
     assert tenant is not None
-    item_id = uuid.uuid4().hex
+    key = _write_key()
+    item_id = _write_id(tenant, key)
     journal_file: Path | None = None  # set when the write waits in the journal instead of SomaMemory
+    in_doubt = False  # SomaMemory may hold the write although it did not confirm it
     if st.memory is not None:
         try:
             await st.memory.remember(tenant, item_id, body.content, body.metadata, body.importance)
+        except MemoryConflict as exc:
+            raise _key_reused(key, item_id) from exc
         except MemoryUnavailable as exc:
+            in_doubt = isinstance(exc, MemoryOutcomeUnknown)
+            if in_doubt:
+                log.warning("somamemory outcome unknown for %s: %s", item_id, exc)
             if st.journal is None:
-                raise _memory_down(exc) from exc
+                raise (await _outcome_unknown(st, tenant, item_id, key) if in_doubt else _memory_down(exc)) from exc
             try:  # SomaMemory is optional here: keep the write durably until it is back
                 journal_file = st.journal.append([{"tenant": tenant, "id": item_id, "content": body.content,
                                                    "metadata": body.metadata, "importance": body.importance}])
             except (OSError, JournalError) as journal_exc:
-                raise _memory_down(exc) from journal_exc
+                raise (await _outcome_unknown(st, tenant, item_id, key) if in_doubt
+                       else _memory_down(exc)) from journal_exc
             metrics.JOURNAL_QUEUED.inc()
     queued = journal_file is not None
     wm_written = False
@@ -117,14 +194,23 @@ async def remember(req: Request, body: RememberRequest) -> Response:
                            outcome="queued" if queued else "ok", item_id=item_id)
         await st.audit(event, "remember", queued)
     except _WRITE_ERRORS as exc:
-        await _undo_remember(st, tenant, item_id, wm_written, journal_file)
+        undone = await _undo_remember(st, tenant, item_id, wm_written, journal_file)
+        if in_doubt or not undone:
+            raise await _outcome_unknown(st, tenant, item_id, key, _UNCONFIRMED if in_doubt else _NOT_UNDONE) from exc
         raise (_wm_down(exc) if isinstance(exc, RedisError) else _db_down(exc)) from exc
     body_out = RememberResponse(id=item_id, wm_items=count, queued=queued)
     return Response(body_out.model_dump_json(), status=202 if queued else 201, content_type="application/json")
 
 
-async def _undo_remember(st: ApiState, tenant: str, item_id: str, wm_written: bool, journal_file: Path | None) -> None:
-    """Best-effort compensation, so that a 503 really means nothing stayed written (nor will be replayed)."""
+async def _undo_remember(st: ApiState, tenant: str, item_id: str, wm_written: bool, journal_file: Path | None) -> bool:
+    """Compensation, so that a 503 saying nothing was written is true; returns whether every step was confirmed.
+
+    It runs only after SomaMemory answered 201 (or the write went to the journal instead), so the write is complete
+    and an idempotent delete that succeeds leaves nothing behind. (A delete is no proof against a write whose outcome
+    is unknown: a 404 cannot tell "never stored" from "not stored yet", as that write may still be on its way, to
+    this replica or another. Such a write is answered `memory_outcome_unknown` instead.) False means something may
+    remain, and the answer must say so.
+    """
     try:
         if wm_written:
             await st.wm.delete(tenant, item_id)
@@ -134,6 +220,8 @@ async def _undo_remember(st: ApiState, tenant: str, item_id: str, wm_written: bo
             await st.memory.delete(tenant, item_id)
     except (RedisError, MemoryUnavailable, OSError) as exc:
         log.error("could not undo %s for tenant %s: %s", item_id, tenant, exc)
+        return False
+    return True
 
 
 @router.route(

@@ -22,7 +22,7 @@ from brain.db import Database
 from brain.embeddings import HashingEmbedder
 from brain.errors import ConfigError
 from brain.health import Check, HealthMonitor
-from brain.memory_client import MemoryClient, MemoryUnavailable
+from brain.memory_client import MemoryClient, MemoryConflict, MemoryUnavailable
 from brain.policy import PolicyClient
 from brain.predictor import MahalPredictor, Predictor, StubPredictor
 from brain.ratelimit import RateLimiter
@@ -123,8 +123,12 @@ class ApiState:
         memory = self.memory
 
         async def send(entry: dict[str, Any]) -> None:
-            await memory.remember(entry["tenant"], entry["id"], entry["content"], entry["metadata"],
-                                  entry["importance"])
+            try:
+                await memory.remember(entry["tenant"], entry["id"], entry["content"], entry["metadata"],
+                                      entry["importance"])
+            except MemoryConflict:  # a later request with the same idempotency key stored another body: it stands
+                log.error("journalled write %s for tenant %s not replayed: SomaMemory holds another memory under "
+                          "that id", entry["id"], entry["tenant"])
 
         async def forget(entry: dict[str, Any]) -> None:
             await memory.delete(entry["tenant"], entry["id"])

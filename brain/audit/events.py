@@ -19,7 +19,9 @@ class AuditEvent:
     tenant: str
     subject: str
     action: str  # remember | delete | act
-    outcome: str  # ok | queued | requested | not_found | denied | unauthorized | rate_limited
+    #: ok | queued | requested | not_found | denied | unauthorized | rate_limited | unknown (a /remember that
+    #: SomaMemory may or may not have stored: its answer was lost)
+    outcome: str
     item_id: str | None = None
     #: How many occurrences this event stands for: 1, except for aggregated refusals (brain.audit.refusals).
     count: int = 1

@@ -18,7 +18,7 @@ from brain.errors import APIError
 from brain.health import HealthMonitor
 from brain.settings import Settings
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
-from brain.somamemory.store import MemoryStore
+from brain.somamemory.store import IdempotencyConflict, MemoryStore, WriteInDoubt
 from brain.web import common
 from brain.web.probes import add_probe_routes
 from brain.web.router import Request, Router
@@ -36,7 +36,11 @@ APP_NAME = "somamemory"
 
 
 class StoreRequest(RememberRequest):
-    id: str | None = Field(default=None, pattern=ID_PATTERN, description="Caller-chosen id; retries are idempotent")
+    id: str | None = Field(
+        default=None, pattern=ID_PATTERN,
+        description="Caller-chosen id. Writes never replace: the same id again with the same memory is a retry "
+        "(201 again), with another memory a 409",
+    )
 
 
 class StoreResponse(Strict):
@@ -80,13 +84,22 @@ def _unavailable(exc: Exception) -> APIError:
 
 @router.route(
     "POST", "/remember", summary="Store a memory durably", body=StoreRequest, response=StoreResponse,
-    status=201, tenant=True, errors=(503,), tags=("memory",),
+    status=201, tenant=True, errors=(409, 503), tags=("memory",),
 )
 async def remember(req: Request, body: StoreRequest) -> StoreResponse:
+    """201 once Postgres has committed it, or already had this very memory under this id (a retry). 409
+    `idempotency_conflict` and 503 `storage_unavailable`: nothing was written; 503 `storage_outcome_unknown`: Postgres
+    took the write but gave no verdict, so it may be stored: sending the same write again settles it."""
     assert req.tenant is not None
     item_id = body.id or uuid.uuid4().hex
     try:
         await state().store.put(req.tenant, item_id, body.content, body.metadata, body.importance)
+    except IdempotencyConflict as exc:
+        raise APIError(409, "idempotency_conflict", f"{exc}; nothing was written") from exc
+    except WriteInDoubt as exc:
+        log.warning("write outcome unknown: %s", exc)
+        raise APIError(503, "storage_outcome_unknown", f"Postgres did not confirm the write of {item_id}, which "
+                       "may be stored; sending the same write again is safe and settles it") from exc
     except DB_ERRORS as exc:
         raise _unavailable(exc) from exc
     return StoreResponse(id=item_id)

@@ -4,6 +4,12 @@ Recall asks this worker's index of the tenant (brain/somamemory/index.py, caught
 candidates, then reads only their embeddings from Postgres, scores them exactly, and reads content and metadata for
 the top k alone, both in one snapshot. Rows the index still holds but Postgres no longer does (deleted by another
 replica a moment ago, or behind the change feed's back) are simply not found, so they are never returned.
+
+A write (`put`) stores a memory under the caller's id unless the id is taken, and never replaces one: the same id
+with the same memory is a retry of a write already done (it reads, and writes nothing), the same id with another
+memory is an `IdempotencyConflict`. So a caller that lost an answer can send the same write again and converge. A
+failure once the INSERT is on its way to Postgres, with no verdict back (a timeout, a connection lost, the server
+shutting down), is a `WriteInDoubt`: Postgres may have committed it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+import asyncpg
 import numpy as np
 
 from brain.db import DB_ERRORS, Database
@@ -44,6 +52,25 @@ SET content = EXCLUDED.content, metadata = EXCLUDED.metadata, importance = EXCLU
     embedding = EXCLUDED.embedding, seq = EXCLUDED.seq
 """
 
+# One memory, unless its id is taken (then no row comes back). The change number is taken first, as in _PUT.
+_INSERT = f"""
+WITH change AS (SELECT "{SCHEMA}".next_seq($1) AS seq)
+INSERT INTO "{SCHEMA}".memories (tenant, id, content, metadata, importance, embedding, seq)
+SELECT $1, $2, $3, $4::jsonb, $5, $6, change.seq FROM change
+ON CONFLICT (tenant, id) DO NOTHING
+RETURNING id
+"""
+# Whether the memory stored under an id is the one given (NULL: none is). jsonb equality ignores key order.
+_SAME = f"""
+SELECT content = $3 AND metadata = $4::jsonb AND importance = $5
+FROM "{SCHEMA}".memories WHERE tenant = $1 AND id = $2
+"""
+#: SQLSTATEs after which a statement's outcome is unknown: the connection failed (08), the server was shut down or
+#: the statement cancelled (57: a commit waiting for a synchronous standby has already committed locally when it is
+#: interrupted), or Postgres says so itself (40003). Any other error from Postgres is its verdict: rolled back.
+_IN_DOUBT_CLASSES = ("08", "57")
+_IN_DOUBT_STATES = ("40003",)
+
 # Both sides are read by (tenant, seq, key) indexes, in feed order; keys of live rows and of tombstones never meet.
 _CHANGES = f"""
 (SELECT key, seq, embedding FROM "{SCHEMA}".memories
@@ -57,12 +84,35 @@ ORDER BY seq, key LIMIT $4
 
 @dataclass(frozen=True)
 class Memory:
-    """A memory to store; `id` is the caller's (retrying the same id replaces the memory, not duplicates it)."""
+    """A memory to store; `id` is the caller's (in `put_many`, a second write of an id replaces the memory)."""
 
     id: str
     content: str
     metadata: dict[str, Any]
     importance: float
+
+
+class Written(Enum):
+    """What `put` did: stored the memory, or found that very memory already stored under its id (a retry)."""
+
+    CREATED = "created"
+    EXISTED = "existed"
+
+
+class IdempotencyConflict(Exception):
+    """The id already holds a different memory (content, metadata or importance): nothing was written."""
+
+
+class WriteInDoubt(Exception):
+    """The INSERT reached Postgres (or may have), but no verdict came back: it may have committed."""
+
+
+def _in_doubt(exc: Exception) -> bool:
+    """Whether a failure of a statement already sent leaves its outcome unknown (see _IN_DOUBT_CLASSES)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in _IN_DOUBT_CLASSES or state in _IN_DOUBT_STATES
+    return True  # a timeout, a socket error, a connection closed mid-statement
 
 
 @dataclass(frozen=True)
@@ -82,12 +132,41 @@ class MemoryStore:
         #: Every tenant's index was built once since start-up (readiness waits for it).
         self.warm = False
 
-    async def put(self, tenant: str, item_id: str, content: str, metadata: dict[str, Any], importance: float) -> None:
-        """Insert (or, for a retried id, replace) a memory; returns once Postgres has committed it."""
-        await self.put_many(tenant, [Memory(item_id, content, metadata, importance)])
+    async def put(
+        self, tenant: str, item_id: str, content: str, metadata: dict[str, Any], importance: float
+    ) -> Written:
+        """Store a memory under `item_id` unless the id is taken; returns once Postgres has committed it.
+
+        An identical memory already there is this write done before (a retry): EXISTED, found by a read, so a retry
+        takes no change number and waits on no lock. A different one raises IdempotencyConflict; the stored memory
+        is left as it was. Raises WriteInDoubt when the INSERT was sent and no verdict came back, and the DB_ERRORS
+        themselves when Postgres refused the write or was never reached (nothing was written).
+        """
+        args = (tenant, item_id, content, json.dumps(metadata), importance)
+        embedding = to_bytes(self._embedder.embed(content))
+        async with self._db.pool.acquire() as conn:
+            same = await conn.fetchval(_SAME, *args)  # a failure here wrote nothing
+            for _ in range(3):  # the id can be deleted between a conflict and the read after it; then insert again
+                if same is not None:
+                    if not same:
+                        raise IdempotencyConflict(f"memory {item_id} already exists with other content")
+                    return Written.EXISTED
+                try:
+                    if await conn.fetchval(_INSERT, *args, embedding) is not None:
+                        return Written.CREATED
+                    same = await conn.fetchval(_SAME, *args)  # another writer of this id committed first
+                except DB_ERRORS as exc:
+                    if _in_doubt(exc):
+                        raise WriteInDoubt(f"Postgres gave no verdict on the write of {item_id}: "
+                                           f"{type(exc).__name__}: {exc}") from exc
+                    raise
+        # Each INSERT met a row that was gone by the read after it: other requests keep writing and deleting this
+        # id. Nothing was written by this one.
+        raise IdempotencyConflict(f"memory {item_id} is being written and deleted concurrently")
 
     async def put_many(self, tenant: str, memories: Sequence[Memory]) -> None:
-        """Insert or replace memories in one statement and one change number (a later duplicate id wins)."""
+        """Insert or replace memories in one statement and one change number (a later duplicate id wins): the bulk
+        path (imports, benchmarks), where the caller owns the ids; `put` is the one that never replaces."""
         unique = list({m.id: m for m in memories}.values())
         if not unique:
             return

@@ -32,12 +32,23 @@ _ERROR_TEXT = {
     401: "Missing or invalid credentials",
     403: "Refused by policy",
     404: "No such item",
+    409: "Conflicts with what is stored (an idempotency key used for a different body); nothing was written",
     413: "Request body too large",
     415: "The body is not application/json (or application/*+json) in UTF-8",
     422: "The body does not match the schema",
     429: "Rate limit exceeded",
-    503: "A required dependency is unavailable; nothing was written",
+    503: "A required dependency is unavailable; the error code says whether anything was written",
 }
+
+
+@dataclass(frozen=True)
+class HeaderParam:
+    """An optional request header a route reads itself: declared in the OpenAPI document; the handler validates it
+    (and answers 400 for a bad value)."""
+
+    name: str
+    pattern: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class Route:
     also: tuple[int, ...] = ()
     #: OpenAPI links from the success response to follow-up operations (schemathesis' stateful phase uses them).
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Optional headers the handler reads (e.g. Idempotency-Key).
+    headers: tuple[HeaderParam, ...] = ()
 
     @property
     def quart_rule(self) -> str:
@@ -76,7 +89,7 @@ class Route:
 
     def error_statuses(self) -> list[int]:
         statuses = set(self.errors)
-        if self.tenant or self.params or self.body:
+        if self.tenant or self.params or self.body or self.headers:
             statuses.add(400)
         if self.body:
             statuses |= {413, 415, 422}
@@ -114,11 +127,12 @@ class Router:
         tags: tuple[str, ...] = (),
         also: tuple[int, ...] = (),
         links: dict[str, dict[str, Any]] | None = None,
+        headers: tuple[HeaderParam, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
                 Route(method, path, handler, summary, body, response, status, tenant, errors, media_type, tags, also,
-                      links or {})
+                      links or {}, headers)
             )
             return handler
 
@@ -166,6 +180,16 @@ class Router:
                         "schema": {"type": "string", "pattern": TENANT_PATTERN},
                     }
                 )
+            parameters += [
+                {
+                    "name": header.name,
+                    "in": "header",
+                    "required": False,
+                    "description": header.description,
+                    "schema": {"type": "string", "pattern": header.pattern},
+                }
+                for header in route.headers
+            ]
             if parameters:
                 op["parameters"] = parameters
             if auth and route.tenant:

@@ -76,4 +76,6 @@ def test_document_covers_every_route(api_schema: schemathesis.schemas.BaseSchema
     }
     assert operations == expected
     remember = doc["paths"]["/remember"]["post"]
-    assert set(remember["responses"]) >= {"201", "400", "413", "415", "422", "503"}
+    assert set(remember["responses"]) >= {"201", "400", "409", "413", "415", "422", "503"}
+    key = next(p for p in remember["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["in"] == "header" and key["required"] is False and key["schema"]["pattern"]

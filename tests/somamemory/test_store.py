@@ -20,7 +20,7 @@ from brain.db import Database
 from brain.embeddings import HashingEmbedder
 from brain.somamemory.index import EXACT_SEARCH_MAX
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
-from brain.somamemory.store import Memory, MemoryStore
+from brain.somamemory.store import IdempotencyConflict, Memory, MemoryStore, Written
 from tests.helpers import corpus
 from tests.helpers.servers import PostgresServer
 
@@ -173,7 +173,8 @@ async def test_replicas_see_each_others_writes_overwrites_and_deletes(open_store
     await a.put(tenant, item, "the meeting moved to thursday", {"v": 1}, 0.5)
     assert await recall_ids(b, tenant, "meeting thursday") == [item]
 
-    await b.put(tenant, item, "the invoice is overdue", {"v": 2}, 0.7)  # same id: replaced, everywhere
+    # same id through the bulk path (put never replaces): replaced, everywhere
+    await b.put_many(tenant, [Memory(item, "the invoice is overdue", {"v": 2}, 0.7)])
     found = await a.recall(tenant, "invoice overdue", 5)
     assert [(r.id, r.content, r.metadata, r.importance) for r in found] == [
         (item, "the invoice is overdue", {"v": 2}, 0.7)]
@@ -184,6 +185,43 @@ async def test_replicas_see_each_others_writes_overwrites_and_deletes(open_store
     assert await recall_ids(b, tenant, "invoice overdue") == []
     await a.put(tenant, item, "the invoice is paid", {}, 0.5)  # a deleted id may come back, with a new key
     assert await recall_ids(b, tenant, "invoice paid") == [item]
+
+
+async def test_put_never_replaces_a_memory(open_store: OpenStore, pg: PostgresServer, tenant: str) -> None:
+    """The same id with the same memory is a retry (EXISTED, found by a read: no change number taken); with any
+    other content, metadata or importance it is refused and the stored memory stays as it was."""
+    store = await open_store()
+    item = new_id()
+    assert await store.put(tenant, item, "the gate code is 4711", {"site": "north", "n": 1}, 0.5) is Written.CREATED
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        seq = await conn.fetchval("SELECT last_seq FROM somamemory.tenant_changes WHERE tenant = $1", tenant)
+        # jsonb equality: key order and 1 vs 1.0 do not make another memory
+        assert await store.put(tenant, item, "the gate code is 4711", {"n": 1.0, "site": "north"},
+                               0.5) is Written.EXISTED
+        assert await conn.fetchval("SELECT last_seq FROM somamemory.tenant_changes WHERE tenant = $1", tenant) == seq
+    finally:
+        await conn.close()
+    for content, metadata, importance in [("the gate code is 1234", {"site": "north", "n": 1}, 0.5),
+                                          ("the gate code is 4711", {"site": "south", "n": 1}, 0.5),
+                                          ("the gate code is 4711", {"site": "north", "n": 1}, 0.9)]:
+        with pytest.raises(IdempotencyConflict):
+            await store.put(tenant, item, content, metadata, importance)
+    found = await store.recall(tenant, "gate code", 5)
+    assert [(r.id, r.content, r.metadata, r.importance) for r in found] == [
+        (item, "the gate code is 4711", {"site": "north", "n": 1}, 0.5)]
+    assert await store.delete(tenant, item)
+    assert await store.put(tenant, item, "the gate code is 1234", {}, 0.5) is Written.CREATED  # a deleted id is free
+
+
+async def test_concurrent_identical_puts_store_one_memory(open_store: OpenStore, tenant: str) -> None:
+    """Retries racing each other on two replicas: one creates, the others find it; one row, whatever the order."""
+    a, b = await open_store(), await open_store()
+    item = new_id()
+    outcomes = await asyncio.gather(*(store.put(tenant, item, "the ferry leaves at nine", {}, 0.5)
+                                      for store in (a, b) * 4))
+    assert sorted(o.value for o in outcomes) == ["created"] + ["existed"] * 7
+    assert await recall_ids(a, tenant, "ferry nine") == [item]
 
 
 async def test_a_batch_with_a_repeated_id_keeps_the_last(open_store: OpenStore, tenant: str) -> None:
