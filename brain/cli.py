@@ -123,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.reload and args.workers != 1:
             raise ConfigError("--reload serves one worker; drop --workers")
         settings = Settings.from_env(app="memory" if args.command == "memory" else "api")
+        if settings.metrics_port is not None and str(settings.metrics_port) == args.bind.rpartition(":")[2]:
+            raise ConfigError(f"SOMABRAIN_METRICS_PORT={settings.metrics_port} is the --bind port: give /metrics "
+                              "a port of its own, or unset it to serve /metrics beside the routes")
         if args.command == "api":
             from brain.api.state import preflight
 
@@ -137,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     made = _multiproc_dir(args.workers)
     config = Config()
     config.bind = [args.bind]
+    if settings.metrics_port is not None:  # /metrics alone, on a port of its own (brain.web.common)
+        config.bind.append(f"{args.bind.rpartition(':')[0]}:{settings.metrics_port}")
     config.application_path = APPS[args.command][0]
     # workers=0 serves in this process (one worker); more spawn processes sharing the socket.
     config.workers = 0 if args.workers == 1 else args.workers

@@ -63,9 +63,11 @@ def _refusal(response: httpx.Response) -> str:
 
 
 class MemoryClient:
-    def __init__(self, endpoint: str, timeout_s: float) -> None:
+    def __init__(self, endpoint: str, timeout_s: float, token: str | None = None) -> None:
         self._http = httpx.AsyncClient(
             base_url=endpoint.rstrip("/"),
+            # The service token SomaMemory's data routes require (brain.somamemory.access).
+            headers={"Authorization": f"Bearer {token}"} if token else None,
             timeout=httpx.Timeout(timeout_s * 5, connect=timeout_s),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
@@ -128,7 +130,7 @@ class MemoryClient:
     async def recall(self, tenant: str, query: str, top_k: int) -> list[dict[str, Any]]:
         response = await self._call("POST", "/recall", tenant, {"query": query, "top_k": top_k})
         if response.status_code != 200:
-            raise MemoryUnavailable(f"SomaMemory recall failed (HTTP {response.status_code})")
+            raise MemoryUnavailable(f"SomaMemory recall failed (HTTP {response.status_code}{_refusal(response)})")
         results: list[dict[str, Any]] = response.json()["results"]
         return results
 
@@ -137,10 +139,16 @@ class MemoryClient:
         if response.status_code == 404:
             return False
         if response.status_code != 200:
-            raise MemoryUnavailable(f"SomaMemory delete failed (HTTP {response.status_code})")
+            raise MemoryUnavailable(f"SomaMemory delete failed (HTTP {response.status_code}{_refusal(response)})")
         return True
 
     async def health(self) -> dict[str, Any]:
         response = await self._http.get("/health", timeout=self._timeout_s)
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-        return {"ok": response.status_code == 200 and bool(body.get("ready")), "status": response.status_code}
+        # SomaMemory says whether it would accept our token: a refused one fails readiness, not the first write.
+        token = body.get("service_token", "not_required")
+        found: dict[str, Any] = {"ok": response.status_code == 200 and bool(body.get("ready"))
+                                 and token in ("accepted", "not_required"), "status": response.status_code}
+        if token in ("refused", "absent"):
+            found["error"] = f"SomaMemory {token} the service token (SOMABRAIN_MEMORY_TOKEN out of step?)"
+        return found

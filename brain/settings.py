@@ -114,6 +114,28 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         raise ConfigError(f"{PREFIX}{name}={raw!r}: expected IP addresses or CIDR networks ({exc})") from None
 
 
+#: A service token is a secret a person never types: long enough to be unguessable, and printable.
+MIN_TOKEN_LENGTH = 32
+
+
+def _tokens(env: Mapping[str, str], current: str, previous: str) -> tuple[str, ...]:
+    """The current token and, during a rotation, the previous one; the values never appear in a message."""
+    found: list[str] = []
+    for name in (current, previous):
+        value = (env.get(PREFIX + name) or "").strip()
+        if not value:
+            continue
+        if len(value) < MIN_TOKEN_LENGTH or not value.isascii() or not value.isprintable() or " " in value:
+            raise ConfigError(
+                f"{PREFIX}{name}: must be at least {MIN_TOKEN_LENGTH} printable ASCII characters without spaces "
+                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        found.append(value)
+    if len(found) == 1 and not (env.get(PREFIX + current) or "").strip():
+        raise ConfigError(f"{PREFIX}{previous} is set but {PREFIX}{current} is not: a rotation keeps both")
+    return tuple(found)
+
+
 def _redact(url: str) -> str:
     """Hide a password in a URL so that error messages and logs never show it."""
     try:
@@ -219,6 +241,9 @@ class Settings:
     opa_url: str | None = None
     postgres_dsn: str | None = None
     memory_http_endpoint: str | None = None
+    #: The service token SomaMemory's data routes require (`MEMORY_TOKEN`, and during a rotation also
+    #: `MEMORY_TOKEN_PREVIOUS`); the API sends the first. Empty: SomaMemory accepts any caller (dev only).
+    memory_tokens: tuple[str, ...] = ()
 
     strict_real: bool = False
     force_full_stack: bool = False
@@ -261,6 +286,9 @@ class Settings:
     dependency_timeout_s: float = 1.0
     max_body_bytes: int = 32 * 1024 * 1024
     recall_top_k_max: int = 100
+    #: Serve `/metrics` on this port only (the one port the monitoring namespace may reach), and nowhere else;
+    #: unset: on the app's own port, beside the routes.
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, app: AppName = "api") -> Settings:
@@ -274,6 +302,7 @@ class Settings:
             opa_url=_url(env, "OPA_URL", ("http", "https")),
             postgres_dsn=_url(env, "POSTGRES_DSN", ("postgresql", "postgres")),
             memory_http_endpoint=_url(env, "MEMORY_HTTP_ENDPOINT", ("http", "https")),
+            memory_tokens=_tokens(env, "MEMORY_TOKEN", "MEMORY_TOKEN_PREVIOUS"),
             strict_real=_flag(env, "STRICT_REAL", False),
             force_full_stack=_flag(env, "FORCE_FULL_STACK", False),
             require_memory=_flag(env, "REQUIRE_MEMORY", False),
@@ -310,6 +339,7 @@ class Settings:
             health_interval_s=_float(env, "HEALTH_INTERVAL", 1.0, 0.05, 60.0),
             dependency_timeout_s=_float(env, "DEPENDENCY_TIMEOUT", 1.0, 0.05, 30.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+            metrics_port=_int(env, "METRICS_PORT", 0, 1, 65535) or None,
         )
         if app == "memory":
             settings.check_memory_service()
@@ -336,6 +366,11 @@ class Settings:
             needed += ["POSTGRES_DSN", "KAFKA_URL", "OPA_URL"]
         if self.require_memory:
             needed.append("MEMORY_HTTP_ENDPOINT")
+        if self.env == "prod" and self.memory_http_endpoint is not None and not self.memory_tokens:
+            raise ConfigError(
+                f"{PREFIX}MEMORY_TOKEN is not set ({PREFIX}ENV=prod, and SomaMemory's data routes require the "
+                "service token); set it from the somabrain-memory-token Secret"
+            )
         for name in needed:
             if getattr(self, name.lower()) is None:
                 why = {
@@ -373,6 +408,11 @@ class Settings:
         """SomaMemory's own requirement: a Postgres DSN to persist into."""
         if self.postgres_dsn is None:
             raise ConfigError(f"{PREFIX}POSTGRES_DSN is not set (SomaMemory persists memories in Postgres)")
+        if self.env == "prod" and not self.memory_tokens:
+            raise ConfigError(
+                f"{PREFIX}MEMORY_TOKEN is not set ({PREFIX}ENV=prod: SomaMemory serves data only to callers "
+                "holding the service token); set it from the somabrain-memory-token Secret"
+            )
 
     @property
     def journal_enabled(self) -> bool:

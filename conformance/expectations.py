@@ -160,6 +160,7 @@ TLS_DEV_PORT = 8443
 OPERATOR_SECRETS: Mapping[str, tuple[str, ...]] = {
     "somabrain-postgres": ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),
     "somabrain-secrets": ("jwt_pub.pem",),
+    "somabrain-memory-token": ("token",),
 }
 OPERATOR_SECRETS_SCRIPT = "scripts/k8s_secrets.sh"
 

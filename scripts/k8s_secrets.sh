@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create the Secrets that the SomaBrain manifests reference but never ship (somabrain-postgres, somabrain-secrets).
+# Create the Secrets that the SomaBrain manifests reference but never ship (somabrain-postgres, somabrain-secrets,
+# somabrain-memory-token).
 # Run with --help for the details. Idempotent: creates what is missing, keeps what exists unless --force.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ does not contain (so that `kubectl apply -k k8s/` never overwrites real credenti
 
   somabrain-postgres  POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB   (Postgres, the API, SomaMemory)
   somabrain-secrets   jwt_pub.pem                                     (the key that verifies the API's JWTs)
+  somabrain-memory-token  token (random)           (the service token SomaMemory requires; only the API holds it)
 
 Run it before the first `kubectl apply -k k8s/` (the Tiltfile runs it before every deploy). The namespace is
 created when it does not exist. A Secret that exists is kept as it is, its values never read or printed,
@@ -48,6 +50,7 @@ USAGE
 me="k8s_secrets.sh"
 PG_SECRET="somabrain-postgres"
 JWT_SECRET="somabrain-secrets"
+TOKEN_SECRET="somabrain-memory-token"
 
 die() { echo "$me: $1" >&2; exit "${2:-2}"; }
 say() { [[ "$quiet" == 1 ]] || echo "$me: $*"; }
@@ -189,10 +192,11 @@ exists() { # exists NAME -> 0 when the Secret exists
     || die "cannot read Secret $namespace/$1: $(last_error)" 1
   [[ -n "$found" ]]
 }
-pg_exists=0; jwt_exists=0
+pg_exists=0; jwt_exists=0; token_exists=0
 if [[ -n "$ns_found" ]]; then
   if exists "$PG_SECRET"; then pg_exists=1; fi
   if exists "$JWT_SECRET"; then jwt_exists=1; fi
+  if exists "$TOKEN_SECRET"; then token_exists=1; fi
 fi
 
 # Decide everything before writing anything: a missing input stops the run with nothing half-done.
@@ -248,3 +252,8 @@ write "$PG_SECRET" "$pg_exists" "POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB: 
 jwt_yaml=""
 [[ -z "$jwt_file" ]] || jwt_yaml="$(secret_yaml "$JWT_SECRET" "jwt_pub.pem=$(base64_of < "$jwt_file")")"
 write "$JWT_SECRET" "$jwt_exists" "jwt_pub.pem from ${jwt_file:-nowhere}" "$jwt_yaml"
+# 32 random bytes as hex: the API sends it to SomaMemory, which refuses data requests without it. Both pick up a
+# new one on their next restart; rotate by overlap (SOMABRAIN_MEMORY_TOKEN_PREVIOUS), see README.
+memory_token="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+write "$TOKEN_SECRET" "$token_exists" "token: random" "$(secret_yaml "$TOKEN_SECRET" \
+  "token=$(printf '%s' "$memory_token" | base64_of)")"

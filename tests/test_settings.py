@@ -133,7 +133,9 @@ def test_auth_on_needs_a_policy(environment: str) -> None:
 
 
 REPO = Path(__file__).resolve().parents[1]
-DEPLOY_SECRETS = {"SOMABRAIN_POSTGRES_DSN": "postgresql://u:p@postgres:5432/somabrain"}  # a secretKeyRef in k8s
+# Secret-backed in k8s (secretKeyRef).
+DEPLOY_SECRETS = {"SOMABRAIN_POSTGRES_DSN": "postgresql://u:p@postgres:5432/somabrain",
+                  "SOMABRAIN_MEMORY_TOKEN": "a-service-token-from-the-secret-0123456789"}
 
 
 def _k8s_env() -> dict[str, str]:
@@ -166,7 +168,8 @@ def test_overrides_configmap_cannot_switch_off_auth_or_policy_in_prod(overrides:
 def test_compose_dev_env_still_starts_with_auth_off() -> None:
     compose = yaml.safe_load((REPO / "compose" / "docker-compose.yml").read_text(encoding="utf-8"))
     environment = compose["services"]["somabrain"]["environment"]
-    env = {k: re.sub(r"\$\{\w+[^}]*\}", "x", str(v)) for k, v in environment.items()}  # ${POSTGRES_USER:?...}
+    # ${POSTGRES_USER:?...} and the others, as .env.local would fill them (a token is 32 characters or more).
+    env = {k: re.sub(r"\$\{\w+[^}]*\}", "x" * 40, str(v)) for k, v in environment.items()}
     s = Settings.from_env(env)
     assert s.env == "dev" and s.disable_auth and s.opa_url
 

@@ -366,6 +366,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         metrics.READY.labels(APP_NAME).set(0)
 
     common.install(
-        app, router, APP_NAME, settings.max_body_bytes, tenant_resolver=st.gate, auth=not settings.disable_auth
+        app, router, APP_NAME, settings.max_body_bytes, tenant_resolver=st.gate, auth=not settings.disable_auth,
+        metrics_port=settings.metrics_port,
     )
     return app

@@ -198,7 +198,9 @@ def build_state(settings: Settings) -> ApiState:
         predictor=predictor,
         wm=WorkingMemory(redis, settings.embed_dim, settings.wm_capacity, settings.wm_ttl_seconds),
         gate=Gate(verifier, policy, tenants, addresses, networks(settings.trusted_proxies), APP_NAME),
-        memory=MemoryClient(settings.memory_http_endpoint, timeout) if settings.memory_http_endpoint else None,
+        memory=MemoryClient(settings.memory_http_endpoint, timeout,
+                            settings.memory_tokens[0] if settings.memory_tokens else None)
+        if settings.memory_http_endpoint else None,
         db=db,
         policy=policy,
         publisher=(

@@ -17,6 +17,7 @@ from brain.embeddings import HashingEmbedder
 from brain.errors import APIError
 from brain.health import HealthMonitor
 from brain.settings import Settings
+from brain.somamemory.access import caller_standing, token_gate
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
 from brain.somamemory.store import IdempotencyConflict, MemoryStore, WriteInDoubt
 from brain.web import common
@@ -56,6 +57,8 @@ class MemoryHealth(Strict):
     ready: bool
     service: str
     components: dict[str, dict[str, Any]]
+    #: The caller's own token: not_required, accepted, refused or absent (brain.somamemory.access).
+    service_token: str
 
 
 @dataclass
@@ -74,7 +77,11 @@ def state() -> MemoryState:
     return found
 
 
-router = Router(title="SomaMemory", version=__version__, description="Durable per-tenant memory store")
+router = Router(
+    title="SomaMemory", version=__version__, tenant_errors=(401,),
+    description="Durable per-tenant memory store. Data routes need Authorization: Bearer <the service token>, "
+    "which only the API holds (brain.somamemory.access).",
+)
 
 
 def _unavailable(exc: Exception) -> APIError:
@@ -137,7 +144,8 @@ async def delete_memory(req: Request) -> DeleteResponse:
 @router.route("GET", "/health", summary="Health with per-component detail", response=MemoryHealth, tags=("ops",))
 async def health(_: Request) -> MemoryHealth:
     st = state()
-    return MemoryHealth(ok=True, ready=not st.failing(), service=APP_NAME, components=st.monitor.snapshot)
+    return MemoryHealth(ok=True, ready=not st.failing(), service=APP_NAME, components=st.monitor.snapshot,
+                        service_token=caller_standing(st.settings.memory_tokens))
 
 
 add_probe_routes(router, lambda: state().failing())
@@ -192,5 +200,9 @@ def create_app(settings: Settings | None = None) -> Quart:
         await db.close()
         metrics.READY.labels(APP_NAME).set(0)
 
-    common.install(app, router, APP_NAME, settings.max_body_bytes)
+    if not settings.memory_tokens:
+        log.warning("SOMABRAIN_MEMORY_TOKEN is not set: SomaMemory serves any caller's data requests (dev only)")
+    resolver = token_gate(settings.memory_tokens) if settings.memory_tokens else None
+    common.install(app, router, APP_NAME, settings.max_body_bytes, tenant_resolver=resolver,
+                   metrics_port=settings.metrics_port)
     return app

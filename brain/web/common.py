@@ -55,6 +55,42 @@ def refuse_unknown_methods(asgi_app: ASGIApp) -> ASGIApp:
     return guarded
 
 
+def _json_404(detail: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = json.dumps({"error": "not_found", "detail": detail}).encode()
+    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], body
+
+
+def serve_metrics_apart(asgi_app: ASGIApp, metrics_port: int) -> ASGIApp:
+    """Wrap `asgi_app` so that `/metrics` is served on connections to `metrics_port` only, and that port serves
+    nothing else: the monitoring namespace may reach that port and no other (k8s/base/networkpolicies.yaml).
+
+    The local port of the connection (the ASGI scope's `server`) tells the two apart: Hypercorn binds both ports
+    (brain/cli.py). A scrape is answered here, before Quart, so it touches no request metric, limit or hook."""
+
+    async def routed(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await asgi_app(scope, receive, send)
+            return
+        server = scope.get("server")
+        on_metrics_port = server is not None and server[1] == metrics_port
+        if on_metrics_port and scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            body, content_type = metrics.render()
+            headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body,
+                        "more_body": False})
+            return
+        if on_metrics_port or scope["path"] == "/metrics":
+            where = "GET /metrics only" if on_metrics_port else f"/metrics on port {metrics_port} only"
+            headers, body = _json_404(f"this port serves no {scope['path']}: {where}")
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await asgi_app(scope, receive, send)
+
+    return routed
+
+
 def _route_label() -> str:
     rule = quart_request.url_rule
     return rule.rule if rule is not None else "unmatched"
@@ -70,7 +106,8 @@ def add_standard_routes(router: Router) -> None:
 
     @router.route("GET", "/openapi.json", summary="This OpenAPI document", tags=("ops",))
     async def openapi_document(_: Request) -> Response:
-        return jsonify(router.spec(auth=bool(current_app.config.get("SOMABRAIN_AUTH"))))
+        return jsonify(router.spec(auth=bool(current_app.config.get("SOMABRAIN_AUTH")),
+                                   metrics=not current_app.config.get("SOMABRAIN_METRICS_PORT")))
 
 
 def install(
@@ -80,11 +117,14 @@ def install(
     max_body_bytes: int,
     tenant_resolver: Callable[[], Awaitable[str]] | None = None,
     auth: bool = False,
+    metrics_port: int | None = None,
 ) -> None:
-    """Error handlers, metrics hooks and the body size limit; call after every route is declared."""
+    """Error handlers, metrics hooks and the body size limit; call after every route is declared. With
+    `metrics_port`, `/metrics` is served on that port alone (serve_metrics_apart) and leaves the OpenAPI document."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.config["SOMABRAIN_AUTH"] = auth
+    app.config["SOMABRAIN_METRICS_PORT"] = metrics_port
 
     @app.before_request
     async def _start_timer() -> None:
@@ -131,4 +171,5 @@ def install(
 
     router.install(app, tenant_resolver)
     # Quart's documented middleware hook; mypy sees the assignment as replacing a method.
-    app.asgi_app = refuse_unknown_methods(app.asgi_app)  # type: ignore[method-assign,assignment]
+    served = serve_metrics_apart(app.asgi_app, metrics_port) if metrics_port else app.asgi_app
+    app.asgi_app = refuse_unknown_methods(served)  # type: ignore[method-assign,assignment]

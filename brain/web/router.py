@@ -104,13 +104,18 @@ class Router:
     routes: list[Route] = field(default_factory=list)
     #: Extra statuses every tenant route may answer (e.g. 401/403/429 once auth and rate limits are on).
     tenant_errors: tuple[int, ...] = ()
-    _specs: dict[bool, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _specs: dict[tuple[bool, bool], dict[str, Any]] = field(default_factory=dict, repr=False)
 
-    def spec(self, auth: bool = False) -> dict[str, Any]:
-        """The OpenAPI document, built once (per auth mode) from the route table."""
-        if auth not in self._specs:
-            self._specs[auth] = self.openapi(auth)
-        return self._specs[auth]
+    def spec(self, auth: bool = False, metrics: bool = True) -> dict[str, Any]:
+        """The OpenAPI document, built once (per auth mode) from the route table. `metrics=False`: without
+        `/metrics`, which is then served on a port of its own (brain.web.common.serve_metrics_apart)."""
+        key = (auth, metrics)
+        if key not in self._specs:
+            document = self.openapi(auth)
+            if not metrics:
+                document["paths"] = {p: v for p, v in document["paths"].items() if p != "/metrics"}
+            self._specs[key] = document
+        return self._specs[key]
 
     def route(
         self,

@@ -41,6 +41,7 @@ PLACEHOLDERS: dict[str, str] = {
     "POSTGRES_USER": "somabrain",
     "POSTGRES_PASSWORD": "placeholder-password",
     "POSTGRES_DB": "somabrain",
+    "SOMABRAIN_MEMORY_TOKEN": "placeholder-service-token-placeholder-token",
 }
 
 # `$$` (an escaped dollar), `${NAME...}` (group 1; group 2 is `?`/`:?` when the variable is required), `$NAME`.

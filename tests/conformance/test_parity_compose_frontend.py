@@ -13,7 +13,8 @@ import pytest
 from conformance.loaders.compose import Mount, default_files, load_project
 from tests.conformance.conftest import REPO, GateResult, compose_service, edit_yaml, run_gate
 
-CREDENTIALS = "POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=test-only\nPOSTGRES_DB=somabrain\n"
+CREDENTIALS = ("POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=test-only\nPOSTGRES_DB=somabrain\n"
+               "SOMABRAIN_MEMORY_TOKEN=test-only-service-token-0123456789abcdef\n")
 PGDATA = "/var/lib/postgresql/data"
 
 
@@ -140,7 +141,8 @@ def test_interpolation_from_the_env_file_and_defaults(
 def test_a_missing_required_variable_is_an_input_error(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """With an env file, no placeholders: Compose refuses, and the gate says so in one line (exit 2)."""
     path = tree / "test.env"
-    path.write_text("POSTGRES_USER=somabrain\nPOSTGRES_DB=somabrain\n")  # one missing: of several, Compose names any
+    path.write_text("POSTGRES_USER=somabrain\nPOSTGRES_DB=somabrain\n"  # one missing: of several, Compose names any
+                    "SOMABRAIN_MEMORY_TOKEN=test-only-service-token-0123456789abcdef\n")
     result = run_gate(tree, capsys, "--env-file", str(path))
     assert result.code == 2
     assert "required variable POSTGRES_PASSWORD is missing a value: run scripts/dev_up.sh first" in result.stderr

@@ -319,7 +319,7 @@ MUTATIONS = [
     Mutation(
         "the scrape of the API blocked in prod",
         "connectivity",
-        "prometheus->somabrain:9696",
+        "prometheus->somabrain:9697",
         k8s("networkpolicies.yaml", "NetworkPolicy", "somabrain-ingress", _drop_ingress_from("monitoring")),
         hard=True,
     ),
@@ -362,6 +362,20 @@ MUTATIONS = [
         "sb_postgres/POSTGRES_PASSWORD",
         _literal_postgres_password,
         hard=True,
+    ),
+    Mutation(
+        "literal SomaMemory service token in compose",
+        "security",
+        "somamemory/SOMABRAIN_MEMORY_TOKEN",
+        dev("somamemory", lambda s: _set(s["environment"], "SOMABRAIN_MEMORY_TOKEN", "t" * 40)),
+        hard=True,
+    ),
+    Mutation(
+        "the API without the service token in prod",
+        "env",
+        "somabrain/SOMABRAIN_MEMORY_TOKEN",
+        k8s("somabrain.yaml", "Deployment", "somabrain", lambda o: _set(container(o), "env", [
+            e for e in container(o)["env"] if e["name"] != "SOMABRAIN_MEMORY_TOKEN"])),
     ),
     Mutation(
         "API runs as root in k8s",
@@ -483,5 +497,5 @@ def test_gate_holds_on_the_monitoring_overlay_and_compares_the_servicemonitors(
     assert result.code == 0, result.drifts()
     for name in ("somabrain-metrics", "somamemory-metrics"):
         assert result.by_subject("ports", f"servicemonitor/{name}")["status"] == "ok"
-    scrape = result.by_subject("connectivity", "prometheus->somabrain:9696")
+    scrape = result.by_subject("connectivity", "prometheus->somabrain:9697")
     assert "ServiceMonitor somabrain-metrics" in (scrape.get("reason") or ""), scrape

@@ -4,6 +4,7 @@ networks, no literal secrets."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,8 +18,10 @@ from conformance.loaders.compose_cli import compose_binary
 from tests.deploy.conftest import REPO, run
 
 COMPOSE = REPO / "compose" / "docker-compose.yml"
+MEMORY_PORT = REPO / "compose" / "docker-compose.memory-port.yml"
 SERVICES = {"somabrain", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus", "somamemory", "sb_ingress"}
-TEST_ENV = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "test-only", "POSTGRES_DB": "d"}
+TEST_ENV = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "test-only", "POSTGRES_DB": "d",
+            "SOMABRAIN_MEMORY_TOKEN": "test-only-service-token-0123456789abcdef"}
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +111,28 @@ def test_volumes_and_ports(compose: dict[str, Any]) -> None:
 
 
 def test_host_port_variables_are_the_ones_dev_up_writes(repo: Path) -> None:
-    used = set(re.findall(r"\$\{([A-Z_]+_HOST_PORT)", COMPOSE.read_text()))
+    used = set(re.findall(r"\$\{([A-Z_]+_HOST_PORT)", COMPOSE.read_text() + MEMORY_PORT.read_text()))
     written = set(re.findall(r'\("([A-Z_]+_HOST_PORT)", \d+\)', (repo / "scripts" / "dev_up.sh").read_text()))
     assert used == written
+
+
+def test_somamemory_is_published_only_when_asked(tmp_path: Path) -> None:
+    """The base file gives SomaMemory no host port (only the API calls it); the opt-in override publishes it on
+    loopback, and stack.sh adds that file only with MEMORY_PORT=1."""
+    env = {**os.environ, **TEST_ENV, "SOMAMEMORY_HOST_PORT": "19595"}
+
+    def published(*extra: Path) -> list[dict[str, Any]]:
+        files = [arg for path in (COMPOSE, *extra) for arg in ("-f", str(path))]
+        run_ = run([compose_binary(), *files, "config", "--format", "json"], env=env)
+        assert run_.returncode == 0, run_.stderr
+        ports: list[dict[str, Any]] = json.loads(run_.stdout)["services"]["somamemory"].get("ports", [])
+        return ports
+
+    assert published() == []
+    [port] = published(MEMORY_PORT)
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "19595", 9595)
+    stack_sh = (REPO / "scripts" / "stack.sh").read_text()
+    assert 'if [ "${MEMORY_PORT:-0}" = 1 ]; then' in stack_sh and "docker-compose.memory-port.yml" in stack_sh
 
 
 def test_no_literal_credentials(compose: dict[str, Any]) -> None:

@@ -35,4 +35,4 @@ def test_promtool_catches_a_broken_config(tmp_path: Path, repo: Path) -> None:
 def test_scrapes_somabrain_and_somamemory(repo: Path) -> None:
     config = yaml.safe_load((repo / "compose" / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
-    assert {"somabrain:9696", "somamemory:9595"} <= targets
+    assert {"somabrain:9697", "somamemory:9596"} <= targets  # the metrics ports (SOMABRAIN_METRICS_PORT)

@@ -21,6 +21,14 @@ from pathlib import Path
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 ROOT = Path(__file__).resolve().parents[2]
+#: The service token every test SomaMemory requires and every test API sends (brain.somamemory.access), unless a
+#: test passes its own SOMABRAIN_MEMORY_TOKEN (or an empty one, for SomaMemory without a token).
+MEMORY_TOKEN = "test-service-token-" + "0123456789abcdef" * 2
+
+
+def memory_headers(tenant: str | None = None, token: str = MEMORY_TOKEN) -> dict[str, str]:
+    """The headers of a data request to a test SomaMemory: the service token and, when given, the tenant."""
+    return {"Authorization": f"Bearer {token}"} | ({"X-Tenant-ID": tenant} if tenant is not None else {})
 
 
 def free_port() -> int:
@@ -175,7 +183,7 @@ class AppServer:
     def __init__(self, command: str, env: dict[str, str], log_dir: Path, *extra: str, source: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **env}
+        full_env = {**os.environ, "SOMABRAIN_MEMORY_TOKEN": MEMORY_TOKEN, **env}
         self.process = Process(f"{command}-{self.port}", somabrain_argv(command, self.port, *extra), log_dir,
                                env=full_env, cwd=source)
 

@@ -17,7 +17,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from tests.helpers.kafka import round_trip
-from tests.live.conftest import ROOT, Stack
+from tests.live.conftest import ROOT, Stack, docker
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 AUDIT_TOPIC = "soma.audit"  # brain.settings default (SOMABRAIN_AUDIT_TOPIC is not set in compose)
@@ -194,3 +194,27 @@ async def test_remember_publishes_an_audit_event_to_kafka(stack: Stack) -> None:
         await consumer.stop()
     assert found is not None, f"no audit event for item {stored['id']} in {AUDIT_TOPIC} within {AUDIT_DEADLINE_S}s"
     assert found["action"] == "remember" and found["outcome"] == "ok"
+
+
+# Runs inside the somabrain container (the API's own network identity): SomaMemory's data routes with no token, a
+# wrong one, and the one the API holds (its SOMABRAIN_MEMORY_TOKEN), each answered with its HTTP status.
+_TOKEN_PROBE = """
+import json, os, urllib.request, urllib.error
+def status(token):
+    headers = {"Content-Type": "application/json", "X-Tenant-ID": "t-token-probe"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    req = urllib.request.Request("http://somamemory:9595/recall", data=json.dumps({"query": "x"}).encode(),
+                                 headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+print(json.dumps([status(None), status("w" * 40), status(os.environ["SOMABRAIN_MEMORY_TOKEN"])]))
+"""
+
+
+def test_somamemory_serves_data_only_to_the_holder_of_the_service_token(stack: Stack) -> None:
+    answers = json.loads(docker("exec", stack.container_id("somabrain"), "python3", "-c", _TOKEN_PROBE))
+    assert answers == [401, 401, 200], answers

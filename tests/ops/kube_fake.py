@@ -66,6 +66,7 @@ OPERATOR_SECRET_VALUES: dict[str, dict[str, str]] = {
     "somabrain-postgres": {"POSTGRES_USER": "somabrain", "POSTGRES_PASSWORD": "fake-cluster-only",
                            "POSTGRES_DB": "somabrain"},
     "somabrain-secrets": {"jwt_pub.pem": "-----BEGIN PUBLIC KEY-----\nfake-cluster-only\n-----END PUBLIC KEY-----\n"},
+    "somabrain-memory-token": {"token": "fake-cluster-only-" + "0" * 32},
 }
 assert {k: tuple(v) for k, v in OPERATOR_SECRET_VALUES.items()} == dict(OPERATOR_SECRETS)
 

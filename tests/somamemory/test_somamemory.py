@@ -7,13 +7,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers.servers import AppServer, PostgresServer, http_status, wait_for
+from tests.helpers.servers import AppServer, PostgresServer, http_status, memory_headers, wait_for
 
 
 def test_memories_survive_a_restart(private_memory: AppServer, tenant: str) -> None:
     memory = private_memory
     item_id = uuid.uuid4().hex
-    hdrs = {"X-Tenant-ID": tenant}
+    hdrs = memory_headers(tenant)
     stored = httpx.post(f"{memory.url}/remember", json={"id": item_id, "content": "the vault code is in the safe"},
                         headers=hdrs)
     assert stored.status_code == 201
@@ -29,7 +29,7 @@ def test_memories_survive_a_restart(private_memory: AppServer, tenant: str) -> N
 
 def test_retried_id_is_idempotent(memory_server: AppServer, tenant: str) -> None:
     item_id = uuid.uuid4().hex
-    hdrs = {"X-Tenant-ID": tenant}
+    hdrs = memory_headers(tenant)
     for _ in range(2):
         assert httpx.post(f"{memory_server.url}/remember", json={"id": item_id, "content": "same"},
                           headers=hdrs).status_code == 201
@@ -38,13 +38,13 @@ def test_retried_id_is_idempotent(memory_server: AppServer, tenant: str) -> None
 
 
 def test_validation_and_isolation(memory_server: AppServer, tenant: str) -> None:
-    url, hdrs = memory_server.url, {"X-Tenant-ID": tenant}
+    url, hdrs = memory_server.url, memory_headers(tenant)
     assert httpx.post(f"{url}/remember", content=b"{oops", headers=hdrs).status_code == 400
     assert httpx.post(f"{url}/remember", json={"content": 1}, headers=hdrs).status_code == 422
     assert httpx.post(f"{url}/remember", json={"content": "x", "id": "not-hex"}, headers=hdrs).status_code == 422
-    assert httpx.post(f"{url}/remember", json={"content": "x"}).status_code == 400
+    assert httpx.post(f"{url}/remember", json={"content": "x"}, headers=memory_headers()).status_code == 400
     stored = httpx.post(f"{url}/remember", json={"content": "mine only"}, headers=hdrs).json()
-    other = {"X-Tenant-ID": tenant + "-x"}
+    other = memory_headers(tenant + "-x")
     assert httpx.post(f"{url}/recall", json={"query": "mine only"}, headers=other).json() == {"results": []}
     assert httpx.delete(f"{url}/memories/{stored['id']}", headers=other).status_code == 404
     assert httpx.delete(f"{url}/memories/{stored['id']}", headers=hdrs).status_code == 200
@@ -58,13 +58,13 @@ def test_postgres_down_is_503_not_500(tmp_path: Path, run_dir: Path, tenant: str
     try:
         pg.stop()
         response = httpx.post(f"{server.url}/remember", json={"content": "during the outage"},
-                              headers={"X-Tenant-ID": tenant})
+                              headers=memory_headers(tenant))
         assert response.status_code == 503
         assert response.json()["error"] == "storage_unavailable"
         pg.start()
         wait_for(lambda: http_status(server.url + "/readyz") == 200, "SomaMemory ready again after Postgres returns")
         assert httpx.post(f"{server.url}/remember", json={"content": "after the outage"},
-                          headers={"X-Tenant-ID": tenant}).status_code == 201
+                          headers=memory_headers(tenant)).status_code == 201
     finally:
         server.stop()
         pg.cleanup()
@@ -76,7 +76,7 @@ def test_two_instances_see_each_others_writes_and_deletes(postgres_server: Postg
     other = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn}, run_dir, "--workers", "2")
     other.start()
     try:
-        one, two, hdrs = memory_server.url, other.url, {"X-Tenant-ID": tenant}
+        one, two, hdrs = memory_server.url, other.url, memory_headers(tenant)
 
         def recall(url: str, query: str) -> list[str]:
             found = httpx.post(f"{url}/recall", json={"query": query}, headers=hdrs)
@@ -101,7 +101,7 @@ def test_a_stored_vector_it_cannot_index_is_reported_not_ready(run_dir: Path, te
     try:
         server.start()
         assert httpx.post(f"{server.url}/remember", json={"content": "short vectors"},
-                          headers={"X-Tenant-ID": tenant}).status_code == 201
+                          headers=memory_headers(tenant)).status_code == 201
         server.stop()
         server = AppServer("memory", env, run_dir)
         server.start(ready=False)

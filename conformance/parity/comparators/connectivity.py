@@ -5,9 +5,9 @@ evaluator, for the mapped workloads (external services through their peer in the
 through the egress ipBlocks). For every ordered pair and every port B serves or A uses:
 - same verdict -> ok;
 - allowed in prod, blocked in dev -> drift;
-- allowed in dev, blocked in prod -> ok when prod allows some flow between the two in either direction
-  (compose networks are undirected: sharing one for B -> A opens A -> B too), else drift. This is incidental
-  reachability (the compose backends share `data` by choice; none of them connects to the others): an
+- allowed in dev, blocked in prod -> ok when prod allows some flow between the two, on any port and in either
+  direction (compose networks filter neither: sharing one for B -> A:q opens A -> B:p too), else drift. This is
+  incidental reachability (the compose backends share `data` by choice; none of them connects to the others): an
   exception may accept it.
 Plus, per workload: DNS to kube-dns (53/UDP and TCP; Docker's embedded DNS always answers in dev), the
 ingress controller to each Ingress backend, and outside clients to each LoadBalancer Service.
@@ -71,7 +71,8 @@ def compare(ctx: ParityContext) -> list[Finding]:
         elif prod_ok:
             out.append(drift(DIM, subject, dev, prod, "prod allows it, dev has no shared network"))
         elif any(v[1] for k, v in verdicts.items() if {k[0], k[1]} == {a_name, b_name}):
-            out.append(ok(DIM, subject, dev, prod, "compose networks are undirected; prod allows the other way"))
+            out.append(ok(DIM, subject, dev, prod, "compose networks filter neither ports nor direction, and prod "
+                          "allows another flow between these two"))
         else:
             out.append(drift(DIM, subject, dev, prod, "dev connects services that prod isolates"))
     out.extend(_dns(ctx, policies))

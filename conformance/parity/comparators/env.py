@@ -4,6 +4,7 @@
 - the strict-real settings must be identical (a hard finding: no exception can accept a difference);
 - URLs must reach the same service and port through each environment's naming (credentials are the
   security dimension's business and are not compared here);
+- a secret (dev: nothing but a variable of the env file; prod: a Secret key) is never compared by value;
 - anything else must be equal, and present on both sides."""
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def _one(ctx: ParityContext, pair: Pair, name: str, dev: EnvVar | None, prod: En
         if _norm(dev.value.value) == _norm(prod.value):
             return ok(DIM, subject, dev_text, prod_text)
         return drift(DIM, subject, dev_text, prod_text, "strict-real settings must be identical", hard=True)
+    if prod.from_secret and len(dev.value.variables) == 1 and dev.value.raw.startswith("${") \
+            and dev.value.raw.endswith("}") and dev.value.raw.count("${") == 1:
+        return ok(DIM, subject, dev_text, f"{prod_text} ({prod.source})",
+                  "a secret on both sides (dev: the env file, prod: the Secret): compared by source, not value")
     dev_ep = ctx.dev_endpoint(dev.value.raw, dev.value.value)
     prod_ep = ctx.prod_endpoint(prod.template, pair.workload.namespace if pair.workload else "")
     if dev_ep is not None or prod_ep is not None:
