@@ -7,9 +7,15 @@ Public surface (all the API layer needs):
         #    missing, unreadable, empty, a private key, not a PEM public key/certificate, a weak RSA key, or a
         #    key that does not fit the configured algorithms. Call it at start-up: auth never silently
         #    degrades to no auth.
-    principal = verifier.verify(request.headers.get("Authorization"))
+    principal = await verifier.authenticate(request.headers.get("Authorization"))   # the gate's call
         # -> Principal(subject, tenant, roles); raises APIError(401, "unauthorized", detail,
         #    {"WWW-Authenticate": 'Bearer realm="somabrain", error="invalid_token", error_description="..."'})
+        # `verify()` is the same check, synchronous, with the keys the verifier holds now.
+
+Where the keys come from is a `KeySource`: PEM files (`load_verifier`, `StaticKeys`: every key is tried, a
+token's `kid` is ignored), or an OpenID Connect issuer's JWKS (brain.oidc: keys picked by `kid`, and a `kid` the
+cache does not know makes `authenticate` ask the source for one bounded refresh before it verifies). Either way the
+rules below are the same code.
 
 Rules enforced by `JWTVerifier.verify`:
 - The header must be `Bearer <compact JWS>` (scheme case-insensitive), token at most 8 KiB.
@@ -28,17 +34,21 @@ Rules enforced by `JWTVerifier.verify`:
   material.
 
 Built on joserfc (by the authlib authors; authlib 1.9 deprecates `authlib.jose` in its favour and
-depends on joserfc).
+depends on joserfc). authlib itself fetches an OIDC issuer's discovery document and JWKS (brain.oidc); joserfc
+verifies every token, whichever source its key came from.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -61,7 +71,11 @@ __all__ = [
     "SUPPORTED_ALGORITHMS",
     "TENANT_PATTERN",
     "JWTVerifier",
+    "KeySource",
     "Principal",
+    "StaticKeys",
+    "VerificationKey",
+    "check_key_fits",
     "load_verifier",
 ]
 
@@ -95,6 +109,57 @@ def _unauthorized(description: str, *, error: str | None = "invalid_token") -> A
     return APIError(401, "unauthorized", description, {"WWW-Authenticate": challenge})
 
 
+VerificationKey = RSAKey | ECKey
+
+
+@runtime_checkable
+class KeySource(Protocol):
+    """Where a verifier's public keys come from (PEM files: `StaticKeys`; an OIDC issuer: brain.oidc.JWKSCache)."""
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the source holds any key at all (False only while an issuer's first key set is awaited)."""
+        ...
+
+    def keys_for(self, kid: str | None) -> Sequence[VerificationKey]:
+        """The keys a token whose header names `kid` (None: no kid) may be signed with; empty: the kid is unknown."""
+        ...
+
+    async def refresh(self) -> None:
+        """Look for new keys now, if the source allows it now (bounded); never raises for an unreachable issuer."""
+        ...
+
+
+class StaticKeys:
+    """Keys read once from PEM files: every token is tried against each of them, whatever `kid` it names."""
+
+    def __init__(self, keys: Iterable[VerificationKey]) -> None:
+        self.keys = tuple(keys)
+        if not self.keys:
+            raise ConfigError("the JWT key set is empty")
+
+    @property
+    def loaded(self) -> bool:
+        return True
+
+    def keys_for(self, kid: str | None) -> Sequence[VerificationKey]:
+        return self.keys
+
+    async def refresh(self) -> None:
+        return None
+
+
+def _header_kid(token: str) -> str | None:
+    """The `kid` of a compact JWS's protected header, unverified, only to pick a key (None when absent or odd)."""
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
+
+
 def _claim(claims: Mapping[str, Any], name: str) -> Any:
     """Exact key first (namespaced claims like "https://x.example/tenant"), then a dotted path."""
     if name in claims:
@@ -111,12 +176,13 @@ class JWTVerifier:
     """Verifies `Authorization: Bearer <JWT>` headers against a key set and fixed claim rules.
 
     The key set is usually one key; during a signing-key rotation it holds the old and the new key, and a token
-    signed by either verifies (see `load_verifier`: a directory of PEM files).
+    signed by either verifies (see `load_verifier`: a directory of PEM files). `keys` is PEM text (one key or an
+    iterable of them) or a `KeySource` (brain.oidc: an issuer's JWKS).
     """
 
     def __init__(
         self,
-        public_key_pem: bytes | str | Iterable[bytes | str],
+        keys: bytes | str | Iterable[bytes | str] | KeySource,
         *,
         algorithms: Iterable[str] = ("RS256",),
         issuer: str,
@@ -152,16 +218,37 @@ class JWTVerifier:
         self.roles_claim = roles_claim
         self.leeway = leeway
         self._clock = clock
-        pems = [public_key_pem] if isinstance(public_key_pem, (bytes, str)) else list(public_key_pem)
-        if not pems:
-            raise ConfigError("the JWT key set is empty")
-        self._keys = [_import_public_key(pem, self.algorithms) for pem in pems]
+        if isinstance(keys, KeySource):
+            self.keys: KeySource = keys
+        else:
+            pems = [keys] if isinstance(keys, (bytes, str)) else list(keys)
+            self.keys = StaticKeys(_import_public_key(pem, self.algorithms) for pem in pems)
 
     def verify(self, authorization: str | None) -> Principal:
-        """Check an Authorization header value and return the caller; raises APIError(401) otherwise."""
+        """Check an Authorization header value and return the caller; raises APIError(401) otherwise (503 while a
+        key source has no key at all yet). Uses the keys held now: it never waits for a refresh."""
+        return self._verify_token(self._extract_token(authorization))
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """`verify`, after the one bounded key refresh a token naming an unknown `kid` may trigger (see KeySource).
+
+        PEM keys never refresh (they take every kid). With an issuer's JWKS, a flood of tokens with made-up kids
+        costs the issuer at most one fetch per refresh interval (brain.oidc), and each such token is a 401.
+        """
         token = self._extract_token(authorization)
+        if not self.keys.keys_for(_header_kid(token)):
+            await self.keys.refresh()
+        return self._verify_token(token)
+
+    def _verify_token(self, token: str) -> Principal:
+        keys = self.keys.keys_for(_header_kid(token))
+        if not keys:
+            if not self.keys.loaded:
+                raise APIError(503, "auth_unavailable", "the token issuer's signing keys are not loaded yet; "
+                               "retry later")
+            raise _unauthorized("token signing key is not known")
         try:
-            decoded = self._decode(token)
+            decoded = self._decode(token, keys)
         except UnsupportedAlgorithmError:
             raise _unauthorized("token algorithm not allowed") from None
         except BadSignatureError:
@@ -176,14 +263,14 @@ class JWTVerifier:
             roles=self._roles(claims),
         )
 
-    def _decode(self, token: str) -> Any:
+    def _decode(self, token: str, keys: Sequence[VerificationKey]) -> Any:
         """Decode with the first key whose signature matches; the last key's error stands when none does."""
-        for key in self._keys[:-1]:
+        for key in keys[:-1]:
             try:
                 return jwt.decode(token, key, algorithms=list(self.algorithms))
             except BadSignatureError:
                 continue
-        return jwt.decode(token, self._keys[-1], algorithms=list(self.algorithms))
+        return jwt.decode(token, keys[-1], algorithms=list(self.algorithms))
 
     # --- steps ----------------------------------------------------------------------------------------------
     @staticmethod
@@ -270,20 +357,31 @@ def _import_public_key(pem: bytes | str, algorithms: tuple[str, ...]) -> RSAKey 
         raise ConfigError(
             "the JWT key is not a PEM public key ('-----BEGIN PUBLIC KEY-----') or X.509 certificate"
         ) from None
-    spki_format = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fitting = check_key_fits(public_key, algorithms)
+    spki = fitting.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if isinstance(fitting, rsa.RSAPublicKey):
+        return RSAKey.import_key(spki)
+    return ECKey.import_key(spki)
+
+
+def check_key_fits(
+    public_key: object, algorithms: Iterable[str]
+) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    """`public_key`, if it is an RSA key of at least MIN_RSA_BITS for RSA algorithms, or an EC key on the curve of
+    each EC algorithm; ConfigError ("the JWT key ...") otherwise. The same rule for PEM files and JWKS entries."""
     if isinstance(public_key, rsa.RSAPublicKey):
         wrong = [alg for alg in algorithms if alg not in RSA_ALGORITHMS]
         if wrong:
             raise ConfigError(f"the JWT key is an RSA key but the algorithms include {', '.join(wrong)}")
         if public_key.key_size < MIN_RSA_BITS:
             raise ConfigError(f"the JWT key is a {public_key.key_size}-bit RSA key; at least {MIN_RSA_BITS} needed")
-        return RSAKey.import_key(public_key.public_bytes(*spki_format))
+        return public_key
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         curve = public_key.curve.name
         wrong = [alg for alg in algorithms if EC_ALGORITHMS.get(alg) != curve]
         if wrong:
             raise ConfigError(f"the JWT key is an EC {curve} key, which does not fit {', '.join(wrong)}")
-        return ECKey.import_key(public_key.public_bytes(*spki_format))
+        return public_key
     raise ConfigError(f"the JWT key type {type(public_key).__name__} is not supported; use RSA or EC")
 
 

@@ -13,6 +13,8 @@ replication. With `SOMABRAIN_ENV=prod` the topic is the operator's: by default t
 
 `SOMABRAIN_ENV=prod` alone turns auth on, and nothing else set beside it (the `somabrain-overrides` ConfigMap
 included) can turn it off. Auth on needs `SOMABRAIN_OPA_URL`: the token's roles mean something only to the policy.
+Its JWT keys come from exactly one of PEM files (`SOMABRAIN_JWT_PUBLIC_KEY_PATH`) or an OpenID Connect issuer
+(`SOMABRAIN_JWT_OIDC_ISSUER`, see brain.oidc).
 """
 
 from __future__ import annotations
@@ -102,6 +104,58 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], *, need_po
         raise ConfigError(f"{PREFIX}{name}={shown!r}: malformed URL (no host)")
     if need_port and port is None:
         raise ConfigError(f"{PREFIX}{name}={shown!r}: malformed URL (no port)")
+    return value
+
+
+def key_url_problem(url: str) -> str | None:
+    """Why JWT keys may not be fetched from `url` (None: they may): https, or plain http to a loopback address only
+    (127.0.0.0/8, ::1, localhost: tests and dev), and no credentials in the URL. Also applied to the `jwks_uri` an
+    issuer's discovery document names (brain.oidc)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a malformed port raises here)
+    except ValueError as exc:
+        return f"malformed URL ({exc})"
+    if not parts.hostname:
+        return "malformed URL (no host)"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and _loopback(parts.hostname):
+        return None
+    return "must be an https:// URL (plain http:// only to a loopback address such as 127.0.0.1)"
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+#: Settings that only mean something with `SOMABRAIN_JWT_OIDC_ISSUER`.
+_OIDC_ONLY = ("JWT_OIDC_CA_FILE", "JWT_JWKS_MIN_REFRESH", "JWT_JWKS_MAX_AGE")
+
+
+def _oidc_issuer(env: Mapping[str, str]) -> str | None:
+    """`SOMABRAIN_JWT_OIDC_ISSUER`: an issuer identifier (OpenID Connect Discovery 1.0: no query, no fragment)."""
+    value = (env.get(PREFIX + "JWT_OIDC_ISSUER") or "").strip()
+    if not value:
+        for name in _OIDC_ONLY:
+            if (env.get(PREFIX + name) or "").strip():
+                raise ConfigError(
+                    f"{PREFIX}{name} is set but {PREFIX}JWT_OIDC_ISSUER is not (it applies to an OIDC issuer's "
+                    f"keys only); set the issuer, or unset {PREFIX}{name}"
+                )
+        return None
+    problem = key_url_problem(value)
+    if problem is None and ("?" in value or "#" in value):
+        problem = "an issuer identifier has no query or fragment"
+    if problem is not None:
+        raise ConfigError(f"{PREFIX}JWT_OIDC_ISSUER={_redact(value)!r}: {problem}")
     return value
 
 
@@ -256,6 +310,15 @@ class Settings:
     jwt_audience: str | None = None
     jwt_tenant_claim: str = "tenant"
     jwt_algorithm: str = "RS256"
+    #: The keys of an OpenID Connect issuer instead of PEM files (exactly one of the two with auth on): its URL,
+    #: whose `/.well-known/openid-configuration` names the JWKS (brain.oidc). Tokens' `iss` must be this URL.
+    jwt_oidc_issuer: str | None = None
+    #: PEM CA bundle the issuer's TLS certificate must chain to; None: the system's trust store.
+    jwt_oidc_ca_file: str | None = None
+    #: At most one JWKS fetch per this many seconds, whatever asks (an unknown `kid`, the max age, a retry).
+    jwt_jwks_min_refresh_s: float = 30.0
+    #: Refetch the JWKS (and the discovery document) once the cached keys are this old; kept if the fetch fails.
+    jwt_jwks_max_age_s: float = 3600.0
 
     # Audit pipeline, journal, policy and rate limits.
     outbox_dir: str = "/var/lib/somabrain/outbox"
@@ -315,6 +378,10 @@ class Settings:
             jwt_audience=env.get(PREFIX + "JWT_AUDIENCE") or None,
             jwt_tenant_claim=env.get(PREFIX + "JWT_TENANT_CLAIM") or "tenant",
             jwt_algorithm=_choice(env, "JWT_ALGORITHM", "rs256", ("rs256", "es256")).upper(),
+            jwt_oidc_issuer=_oidc_issuer(env),
+            jwt_oidc_ca_file=(env.get(PREFIX + "JWT_OIDC_CA_FILE") or "").strip() or None,
+            jwt_jwks_min_refresh_s=_float(env, "JWT_JWKS_MIN_REFRESH", 30.0, 1.0, 3600.0),
+            jwt_jwks_max_age_s=_float(env, "JWT_JWKS_MAX_AGE", 3600.0, 60.0, 7 * 86400.0),
             outbox_dir=env.get(PREFIX + "OUTBOX_DIR") or "/var/lib/somabrain/outbox",
             # Queue /remember in the local journal while SomaMemory is down: only when memory is not required.
             memory_queue=_flag(env, "MEMORY_QUEUE", not _flag(env, "REQUIRE_MEMORY", False)),
@@ -395,14 +462,57 @@ class Settings:
         if self.disable_auth:
             return
         why = f"{PREFIX}ENV=prod" if self.env == "prod" else f"{PREFIX}DISABLE_AUTH=0"
-        for name in ("JWT_PUBLIC_KEY_PATH", "JWT_ISSUER", "JWT_AUDIENCE"):
-            if getattr(self, name.lower()) is None:
-                raise ConfigError(f"{PREFIX}{name} is not set (auth is on: {why})")
+        self._check_jwt_keys(why)
         if self.opa_url is None:
             raise ConfigError(
                 f"{PREFIX}OPA_URL is not set (auth is on: {why}, and every tenant request needs a policy decision); "
                 "set it to OPA's URL"
             )
+
+    def _check_jwt_keys(self, why: str) -> None:
+        """Auth on: the keys come from exactly one place, PEM files or an OIDC issuer, and tokens name one issuer.
+
+        With an OIDC issuer, the discovery document's `issuer` must be its URL (OpenID Connect Discovery 1.0,
+        section 4.3; brain.oidc checks it at every fetch) and so must the tokens' `iss`: `SOMABRAIN_JWT_ISSUER` may be
+        left unset, and when set it must be that same URL.
+        """
+        pem, oidc = self.jwt_public_key_path, self.jwt_oidc_issuer
+        if pem is not None and oidc is not None:
+            raise ConfigError(
+                f"{PREFIX}JWT_PUBLIC_KEY_PATH and {PREFIX}JWT_OIDC_ISSUER are both set; keep one (PEM keys on disk, "
+                "or the keys an OpenID Connect issuer publishes)"
+            )
+        if pem is None and oidc is None:
+            raise ConfigError(
+                f"{PREFIX}JWT_PUBLIC_KEY_PATH is not set (auth is on: {why}); set it to the issuer's public key file "
+                f"(or directory of *.pem keys), or set {PREFIX}JWT_OIDC_ISSUER to the URL of an OpenID Connect issuer"
+            )
+        if oidc is None:
+            if self.jwt_issuer is None:
+                raise ConfigError(f"{PREFIX}JWT_ISSUER is not set (auth is on: {why})")
+        elif self.jwt_issuer is not None and self.jwt_issuer != oidc:
+            raise ConfigError(
+                f"{PREFIX}JWT_ISSUER={self.jwt_issuer!r} differs from {PREFIX}JWT_OIDC_ISSUER={oidc!r}: tokens "
+                "verified with that issuer's keys must name it as their `iss`; unset JWT_ISSUER, or make the two equal"
+            )
+        if self.jwt_audience is None:
+            raise ConfigError(f"{PREFIX}JWT_AUDIENCE is not set (auth is on: {why})")
+        if oidc is not None:
+            if self.jwt_oidc_ca_file is not None and not oidc.startswith("https://"):
+                raise ConfigError(
+                    f"{PREFIX}JWT_OIDC_CA_FILE is set but {PREFIX}JWT_OIDC_ISSUER={oidc!r} uses no TLS; use an "
+                    "https:// issuer, or unset the CA file"
+                )
+            if self.jwt_jwks_max_age_s < self.jwt_jwks_min_refresh_s:
+                raise ConfigError(
+                    f"{PREFIX}JWT_JWKS_MAX_AGE={self.jwt_jwks_max_age_s:g} is below {PREFIX}JWT_JWKS_MIN_REFRESH="
+                    f"{self.jwt_jwks_min_refresh_s:g}: keys cannot be refetched more often than the minimum interval"
+                )
+
+    @property
+    def jwt_expected_issuer(self) -> str | None:
+        """The `iss` tokens must carry: `SOMABRAIN_JWT_ISSUER`, else the OIDC issuer's URL."""
+        return self.jwt_issuer or self.jwt_oidc_issuer
 
     def check_memory_service(self) -> None:
         """SomaMemory's own requirement: a Postgres DSN to persist into."""

@@ -1,8 +1,10 @@
 """The gate every tenant route passes: who is calling (JWT), not too fast (rate limits), and may they (OPA).
 
 The cheap checks come first, so that a flood costs neither a policy decision nor a write:
-1. the caller: a verified JWT, or with auth disabled (dev) the `X-Tenant-ID` header and the synthetic principal
-   `dev-anonymous` with role `admin` (so the policy is still asked, the same way in both environments);
+1. the caller: a verified JWT (its key from PEM files, or from an OIDC issuer's JWKS, which a token naming an
+   unknown `kid` may refresh once per interval: brain.oidc), or with auth disabled (dev) the `X-Tenant-ID` header
+   and the synthetic principal `dev-anonymous` with role `admin` (so the policy is still asked, the same way in
+   both environments);
 2. a caller without a verified identity is limited per client address (brain.web.clients): with auth disabled
    that is every caller, since a header is a claim anyone can vary; with auth on, a request whose token fails is
    charged to its address and, once the address is over its rate, answered 429 instead of 401. A verified caller
@@ -72,7 +74,7 @@ class Gate:
             await self.addresses.enforce(client_address(self.trusted_proxies))
             return Principal(subject=DEV_SUBJECT, tenant=header_tenant(), roles=DEV_ROLES)
         try:
-            return self.verifier.verify(quart_request.headers.get("Authorization"))
+            return await self.verifier.authenticate(quart_request.headers.get("Authorization"))
         except APIError:
             await self.addresses.enforce(client_address(self.trusted_proxies))
             raise

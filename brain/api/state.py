@@ -23,6 +23,7 @@ from brain.embeddings import HashingEmbedder
 from brain.errors import ConfigError
 from brain.health import Check, HealthMonitor
 from brain.memory_client import MemoryClient, MemoryConflict, MemoryUnavailable
+from brain.oidc import JWKSCache
 from brain.policy import PolicyClient
 from brain.predictor import MahalPredictor, Predictor, StubPredictor
 from brain.ratelimit import RateLimiter
@@ -47,6 +48,8 @@ class ApiState:
     policy: PolicyClient | None = None
     publisher: OutboxPublisher | None = None
     journal: MemoryJournal | None = None
+    #: The OIDC issuer's key cache, when auth verifies with one (its refresh task lives as long as the app).
+    jwks: JWKSCache | None = None
     audit_writer: AuditWriter | None = None
     refusals: RefusalAudit | None = None
     monitor: HealthMonitor = field(init=False)
@@ -61,6 +64,8 @@ class ApiState:
             names.append("postgres")
         if self.policy is not None:
             names.append("opa")
+        if self.jwks is not None:  # no key loaded yet: no token could be verified
+            names.append("jwks")
         if self.publisher is not None and self.settings.kafka_required:
             names.append("kafka")
         return names
@@ -87,6 +92,8 @@ class ApiState:
 
     async def start(self) -> None:
         await self.predictor.start()
+        if self.jwks is not None:
+            self.jwks.start()
         if self.journal is not None:
             self.journal.ensure()
         await self.monitor.refresh()
@@ -102,6 +109,8 @@ class ApiState:
 
     async def stop(self) -> None:
         await tasks.cancel(self._replayer)
+        if self.jwks is not None:
+            await self.jwks.stop()
         await self.monitor.stop()
         if self.refusals is not None:  # its last window goes through the writer, so before the writer stops
             await self.refusals.stop()
@@ -145,13 +154,23 @@ class ApiState:
 
 
 def load_jwt_verifier(settings: Settings) -> JWTVerifier | None:
-    """The JWT verifier auth needs, or None with auth disabled; ConfigError for a missing or bad key file."""
+    """The JWT verifier auth needs, or None with auth disabled; ConfigError for a missing or bad key file, or a bad
+    OIDC setting. With an OIDC issuer, its keys are a JWKSCache that fetches nothing until it is started."""
     if settings.disable_auth:
         return None
-    assert settings.jwt_public_key_path and settings.jwt_issuer and settings.jwt_audience  # check_api()
+    issuer, audience, algorithms = settings.jwt_expected_issuer, settings.jwt_audience, (settings.jwt_algorithm,)
+    assert issuer and audience  # check_api()
+    if settings.jwt_oidc_issuer is not None:
+        keys = JWKSCache(
+            settings.jwt_oidc_issuer, algorithms=algorithms, ca_file=settings.jwt_oidc_ca_file,
+            min_refresh_s=settings.jwt_jwks_min_refresh_s, max_age_s=settings.jwt_jwks_max_age_s,
+        )
+        return JWTVerifier(keys, issuer=issuer, audience=audience, algorithms=algorithms,
+                           tenant_claim=settings.jwt_tenant_claim)
+    assert settings.jwt_public_key_path  # check_api()
     return load_verifier(
-        settings.jwt_public_key_path, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-        algorithms=(settings.jwt_algorithm,), tenant_claim=settings.jwt_tenant_claim,
+        settings.jwt_public_key_path, issuer=issuer, audience=audience, algorithms=algorithms,
+        tenant_claim=settings.jwt_tenant_claim,
     )
 
 
@@ -180,6 +199,7 @@ def build_state(settings: Settings) -> ApiState:
     else:
         predictor = StubPredictor()
     verifier = load_jwt_verifier(settings)
+    jwks = verifier.keys if verifier is not None and isinstance(verifier.keys, JWKSCache) else None
     policy = (
         PolicyClient(settings.opa_url, timeout=settings.policy_timeout_s, cache_ttl=settings.policy_cache_ttl_s)
         if settings.opa_url else None
@@ -208,6 +228,7 @@ def build_state(settings: Settings) -> ApiState:
             if db is not None and settings.kafka_url else None
         ),
         journal=MemoryJournal(settings.outbox_dir) if settings.journal_enabled else None,
+        jwks=jwks,
     )
     if db is not None:
         st.audit_writer = AuditWriter(db, st.audit_topic)
@@ -250,5 +271,7 @@ def _checks(st: ApiState) -> dict[str, Check]:
             return {"ok": True, "pending_files": len(journal.pending())}
 
         checks["journal"] = journal_check
+    if st.jwks is not None:
+        checks["jwks"] = st.jwks.health
     return checks
 

@@ -4,6 +4,8 @@
     keys.write_public_pem(tmp_path / "jwt.pub")  # for SOMABRAIN_JWT_PUBLIC_KEY_PATH
     claims = standard_claims(issuer=ISSUER, audience=AUDIENCE, tenant="acme", roles=["reader"])
     token = mint(keys, claims)                  # RS256 (or keys' default alg) signed with the private key
+    token = mint(keys, claims, kid="2026-05")   # the same, with a `kid` header (for keys served as a JWKS)
+    keys.public_jwk(kid="2026-05")              # the public half as a JWK dict, for a JWKS document
     headers = {"Authorization": f"Bearer {token}"}
 
 Forgeries for negative tests: `forge_unsigned` (alg=none), `forge_hs256` (HMAC keyed with e.g. the public PEM:
@@ -57,6 +59,16 @@ class KeyPair:
             return RSAKey.import_key(self.private_pem)
         return ECKey.import_key(self.private_pem)
 
+    def public_jwk(self, kid: str | None = None, **members: Any) -> dict[str, Any]:
+        """The public key as a JWK (no private member), with `kid`, `use: sig` and `alg` unless overridden."""
+        jwk: dict[str, Any] = dict(self.jwk().as_dict(private=False))
+        jwk.pop("kid", None)
+        if kid is not None:
+            jwk["kid"] = kid
+        jwk.update({"use": "sig", "alg": self.alg})
+        jwk.update(members)
+        return {k: v for k, v in jwk.items() if v is not None}
+
 
 def generate_rsa_keys(bits: int = 2048) -> KeyPair:
     return KeyPair(rsa.generate_private_key(public_exponent=65537, key_size=bits), "RS256")
@@ -96,10 +108,13 @@ def standard_claims(
     return claims
 
 
-def mint(keys: KeyPair, claims: Mapping[str, Any], *, alg: str | None = None) -> str:
-    """A genuinely signed compact JWS."""
+def mint(keys: KeyPair, claims: Mapping[str, Any], *, alg: str | None = None, kid: str | None = None) -> str:
+    """A genuinely signed compact JWS (with a `kid` header when given)."""
     algorithm = alg or keys.alg
-    return jwt.encode({"alg": algorithm, "typ": "JWT"}, dict(claims), keys.jwk(), algorithms=[algorithm])
+    header: dict[str, Any] = {"alg": algorithm, "typ": "JWT"}
+    if kid is not None:
+        header["kid"] = kid
+    return jwt.encode(header, dict(claims), keys.jwk(), algorithms=[algorithm])
 
 
 def _b64(data: bytes) -> str:
