@@ -182,7 +182,10 @@ PROD_INTENDED_FLOWS: frozenset[tuple[str, str]] = frozenset({
     ("somabrain", "postgres"),
     ("somamemory", "postgres"),
 })
-SCRAPED_BY_MONITORING: tuple[str, ...] = ("somabrain", "somamemory")
+# What the monitoring namespace scrapes, and on which port: each app's metrics port (SOMABRAIN_METRICS_PORT), which
+# serves /metrics and nothing else. Monitoring may reach that port, and not the app's own.
+METRICS_PORTS: Mapping[str, int] = {"somabrain": 9697, "somamemory": 9596}
+SCRAPED_BY_MONITORING: tuple[str, ...] = tuple(METRICS_PORTS)
 # Labels of the peers outside somabrain-prod (the ingress-nginx controller and a Prometheus in `monitoring`).
 INGRESS_CONTROLLER_LABELS: Mapping[str, str] = {
     "app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}

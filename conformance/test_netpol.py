@@ -28,6 +28,7 @@ from conformance.expectations import (
     GUIDE_POLICY_FIXTURE,
     INGRESS_CONTROLLER_LABELS,
     INGRESS_CONTROLLER_NAMESPACE,
+    METRICS_PORTS,
     MONITORING_LABELS,
     MONITORING_NAMESPACE,
     NAMESPACE,
@@ -296,13 +297,20 @@ def test_static_ingress_admitted(static_model: Any, check: Check) -> None:
 
 @pytest.mark.parametrize("scraped", SCRAPED_BY_MONITORING, ids=str)
 def test_static_monitoring_admitted(scraped: str, static_model: Any, check: Check) -> None:
+    """Prometheus (namespace monitoring) reaches the app's metrics port, and not the port that serves its data."""
     policies, pods, where = static_model
     pod = _pod(pods, scraped)
-    port = next(s.port for s in NETPOL_PEERS if s.key == scraped)
-    verdict = policies.evaluate(MONITORING, pod, _port_of(pod, port))
-    check.expected = {"allowed": True}
-    check.observed = {"allowed": verdict.allowed, "reason": verdict.reason}
-    assert verdict.allowed, f"{where} blocks Prometheus ({MONITORING}) -> {scraped}:{port}: {verdict.reason}"
+    metrics_port = METRICS_PORTS[scraped]
+    data_port = next(s.port for s in NETPOL_PEERS if s.key == scraped)
+    scrape = policies.evaluate(MONITORING, pod, _port_of(pod, metrics_port))
+    data = policies.evaluate(MONITORING, pod, _port_of(pod, data_port))
+    check.expected = {"metrics_port": {"port": metrics_port, "allowed": True},
+                      "data_port": {"port": data_port, "allowed": False}}
+    check.observed = {"metrics_port": {"port": metrics_port, "allowed": scrape.allowed, "reason": scrape.reason},
+                      "data_port": {"port": data_port, "allowed": data.allowed, "reason": data.reason}}
+    assert scrape.allowed, f"{where} blocks Prometheus ({MONITORING}) -> {scraped}:{metrics_port}: {scrape.reason}"
+    assert not data.allowed, (f"{where} lets Prometheus ({MONITORING}) reach {scraped}:{data_port}, where its data "
+                              f"is served, not only its metrics port {metrics_port}: {data.reason}")
 
 
 STATIC_FLOWS = [(s, d) for s in IN_CLUSTER for d in IN_CLUSTER if s != d]

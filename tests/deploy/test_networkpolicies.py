@@ -84,6 +84,7 @@ OPA = Peer(NS, {"app": "sb-opa"})
 POSTGRES = Peer(NS, {"app": "postgres"})
 KUBE_DNS = Peer("kube-system", {"k8s-app": "kube-dns"})
 INGRESS_NGINX = Peer("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+MONITORING = Peer("monitoring", {"app.kubernetes.io/name": "prometheus"})  # a Prometheus of the cluster's
 OTHER_NS_POD = Peer("default", {"app": "curl"})
 KAFKA_EXTERNAL = Peer("", ip="192.0.2.10")
 
@@ -111,6 +112,8 @@ REQUIRED_FLOWS = [
     ("somabrain -> somamemory", SOMABRAIN, SOMAMEMORY, 9595, "TCP"),
     ("somamemory -> postgres", SOMAMEMORY, POSTGRES, 5432, "TCP"),
     ("somabrain -> external kafka", SOMABRAIN, KAFKA_EXTERNAL, 9092, "TCP"),
+    ("monitoring -> somabrain metrics port", MONITORING, SOMABRAIN, 9697, "TCP"),
+    ("monitoring -> somamemory metrics port", MONITORING, SOMAMEMORY, 9596, "TCP"),
 ]
 FORBIDDEN_FLOWS = [
     ("other namespace -> somabrain", OTHER_NS_POD, SOMABRAIN, 9696, "TCP"),
@@ -119,6 +122,9 @@ FORBIDDEN_FLOWS = [
     ("redis -> postgres", REDIS, POSTGRES, 5432, "TCP"),
     ("somabrain -> kafka on another port", SOMABRAIN, KAFKA_EXTERNAL, 22, "TCP"),
     ("postgres -> anywhere outside", POSTGRES, KAFKA_EXTERNAL, 9092, "TCP"),
+    # Monitoring scrapes the metrics ports only: the data ports (tenant data) stay the API's and the ingress's.
+    ("monitoring -> somabrain data port", MONITORING, SOMABRAIN, 9696, "TCP"),
+    ("monitoring -> somamemory data port", MONITORING, SOMAMEMORY, 9595, "TCP"),
 ]
 
 
