@@ -3,6 +3,11 @@
 Each key's bucket holds up to `burst` tokens and refills at `rate` tokens per second; a request takes one. The
 refill-and-take runs as one Lua script using Redis' clock, so concurrent requests on any replica never overspend.
 When Redis cannot answer, `fail_open` decides: let requests through, or refuse them with 503.
+
+Eviction: Redis runs `volatile-lru` (compose/, k8s/), which evicts only keys with a TTL, that is working memory.
+Tenant buckets carry none, so one tenant filling working memory cannot evict another tenant's bucket (nor its
+predictor state); they are as many as the tenants. Address buckets (any client address, an unbounded set) expire
+once full again, and an evicted one is a full one: what an idle bucket is anyway.
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ if tokens >= 1 then
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(t))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+if ARGV[3] == '1' then
+  redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+else
+  redis.call('PERSIST', KEYS[1])  -- a durable bucket (also one an older release gave a TTL)
+end
 return {allowed, tostring(tokens)}
 """
 
@@ -41,8 +50,11 @@ class Verdict:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, rate: float, burst: int, fail_open: bool, scope: str = "tenant") -> None:
+    def __init__(self, redis: Redis, rate: float, burst: int, fail_open: bool, scope: str = "tenant",
+                 *, expire: bool | None = None) -> None:
         self.scope = scope
+        #: Whether buckets expire (and so may be evicted); default: every scope but the tenants'.
+        self.expire = scope != "tenant" if expire is None else expire
         self.rate = rate
         self.burst = burst
         self.fail_open = fail_open
@@ -58,7 +70,7 @@ class RateLimiter:
         return f"{prefix}{{{name}}}"
 
     async def check(self, name: str) -> Verdict:
-        result = await self._take(keys=[self._key(name)], args=[self.rate, self.burst])
+        result = await self._take(keys=[self._key(name)], args=[self.rate, self.burst, "1" if self.expire else "0"])
         allowed, tokens = int(result[0]), float(result[1])
         retry = 0 if allowed else max(1, math.ceil((1 - tokens) / self.rate))
         return Verdict(bool(allowed), retry)

@@ -28,6 +28,7 @@ from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from brain.errors import ConfigError
+from brain.web.schemas import DEFAULT_MAX_BODY_BYTES
 
 PREFIX = "SOMABRAIN_"
 PredictorProvider = Literal["mahal", "stub"]
@@ -347,7 +348,8 @@ class Settings:
     batch_window_ms: float = 2.0
     health_interval_s: float = 1.0
     dependency_timeout_s: float = 1.0
-    max_body_bytes: int = 32 * 1024 * 1024
+    #: Default: the next MiB above the largest valid item as JSON (brain.web.schemas.MAX_ITEM_BODY_BYTES): 2 MiB.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     recall_top_k_max: int = 100
     #: Serve `/metrics` on this port only (the one port the monitoring namespace may reach), and nowhere else;
     #: unset: on the app's own port, beside the routes.
@@ -405,7 +407,7 @@ class Settings:
             batch_window_ms=_float(env, "BATCH_WINDOW_MS", 2.0, 0.0, 1000.0),
             health_interval_s=_float(env, "HEALTH_INTERVAL", 1.0, 0.05, 60.0),
             dependency_timeout_s=_float(env, "DEPENDENCY_TIMEOUT", 1.0, 0.05, 30.0),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 1024 * 1024 * 1024),
             metrics_port=_int(env, "METRICS_PORT", 0, 1, 65535) or None,
         )
         if app == "memory":

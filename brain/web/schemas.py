@@ -13,11 +13,20 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_PATTERN = r"^[0-9a-f]{32}$"
 MAX_TEXT = 100_000
+MAX_META_KEYS, MAX_META_KEY, MAX_META_TEXT = 32, 64, 1024
+
+#: The largest item: content of MAX_TEXT characters and MAX_META_KEYS metadata entries of a MAX_META_KEY-character
+#: key and a MAX_META_TEXT-character value. As a JSON body, with every character escaped in the longest form JSON
+#: has (a character outside the BMP is two `\uXXXX` escapes: 12 bytes), plus room for the rest of the document.
+#: Both apps' request body limit (SOMABRAIN_MAX_BODY_BYTES) defaults to the next MiB above it, so that every valid
+#: item fits and nothing much larger is read; the Ingress keeps the seed's 32m.
+MAX_ITEM_BODY_BYTES = 12 * MAX_TEXT + MAX_META_KEYS * (12 * MAX_META_KEY + 12 * MAX_META_TEXT + 8) + 1024
+DEFAULT_MAX_BODY_BYTES = -(-MAX_ITEM_BODY_BYTES // (1 << 20)) * (1 << 20)
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[^\x00]*$")]
-MetaKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MetaKey = Annotated[str, Field(min_length=1, max_length=MAX_META_KEY, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MetaValue = (
-    Annotated[str, Field(max_length=1024, pattern=r"^[^\x00]*$")]
+    Annotated[str, Field(max_length=MAX_META_TEXT, pattern=r"^[^\x00]*$")]
     | Annotated[int, Field(ge=-(2**53), le=2**53)]
     | Annotated[float, Field(ge=-1e300, le=1e300)]
     | bool
@@ -26,7 +35,7 @@ MetaValue = (
 # Keys must match the pattern; saying so with additionalProperties=false keeps the schema as strict as the model.
 Metadata = Annotated[
     dict[MetaKey, MetaValue],
-    Field(max_length=32, json_schema_extra={"additionalProperties": False}),
+    Field(max_length=MAX_META_KEYS, json_schema_extra={"additionalProperties": False}),
 ]
 Importance = Annotated[float, Field(ge=0.0, le=1.0)]
 

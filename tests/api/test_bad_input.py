@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from quart.typing import TestClientProtocol as Client
 
+from brain.web.schemas import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_ITEM_BODY_BYTES,
+    MAX_META_KEY,
+    MAX_META_KEYS,
+    MAX_META_TEXT,
+    MAX_TEXT,
+)
 from tests.api.conftest import headers
 
 BAD_BODIES = [
@@ -60,10 +70,33 @@ async def test_bad_tenants(client: Client, tenant_header: str | None, error: str
 
 
 async def test_oversized_body_is_413(client: Client, tenant: str) -> None:
-    big = b'{"content": "' + b"a" * (32 * 1024 * 1024 + 10) + b'"}'
+    """The limit is the documented one (2 MiB, from the largest valid item), not the 32 MiB it used to be: a body
+    one byte over it is refused before it is read as JSON."""
+    assert DEFAULT_MAX_BODY_BYTES == 2 * 1024 * 1024 > MAX_ITEM_BODY_BYTES
+    big = b'{"content": "' + b"a" * (DEFAULT_MAX_BODY_BYTES - 14) + b'"}'
+    assert len(big) == DEFAULT_MAX_BODY_BYTES + 1
     response = await client.post("/remember", data=big, headers={**headers(tenant), "Content-Type": "application/json"})
     assert response.status_code == 413
     assert (await response.get_json())["error"] == "payload_too_large"
+
+
+def _largest_item() -> bytes:
+    """The largest valid item, with every character in JSON's longest escape (outside the BMP: two \\uXXXX)."""
+    wide = "\U0001F600"
+    metadata = {f"k{i:02d}" + "m" * (MAX_META_KEY - 3): wide * MAX_META_TEXT for i in range(MAX_META_KEYS)}
+    return json.dumps({"content": wide * MAX_TEXT, "metadata": metadata, "importance": 0.5}).encode()
+
+
+async def test_the_largest_valid_item_fits_the_body_limit(client: Client, tenant: str) -> None:
+    body = _largest_item()
+    assert 1_500_000 < len(body) <= MAX_ITEM_BODY_BYTES
+    response = await client.post("/remember", data=body,
+                                 headers={**headers(tenant), "Content-Type": "application/json"})
+    assert response.status_code == 201, await response.get_data(as_text=True)
+    one_more = json.loads(body)
+    one_more["content"] += "x"  # a character over MAX_TEXT: the model refuses it, whatever the body limit
+    refused = await client.post("/remember", json=one_more, headers=headers(tenant))
+    assert refused.status_code == 422
 
 
 async def test_unknown_route_and_wrong_method(client: Client) -> None:

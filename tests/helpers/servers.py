@@ -108,7 +108,7 @@ class Process:
 
 
 class RedisServer:
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         binary = shutil.which("redis-server")
@@ -117,7 +117,7 @@ class RedisServer:
         self.process = Process(
             "redis",
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no"],
+             "--daemonize", "no", *extra],
             log_dir,
         )
 
