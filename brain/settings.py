@@ -342,6 +342,8 @@ class Settings:
     # Working memory, predictor and health tuning.
     wm_capacity: int = 256
     wm_ttl_seconds: int = 3600
+    #: Bytes of one tenant's working memory (its items' stored JSON); beyond them its oldest items go (brain.wm).
+    wm_max_bytes: int = 8 * 1024 * 1024
     embed_dim: int = 256
     predictor_alpha: float = 0.05
     batch_max: int = 64
@@ -401,6 +403,7 @@ class Settings:
             refusal_audit_window_s=_float(env, "REFUSAL_AUDIT_WINDOW", 60.0, 1.0, 3600.0),
             wm_capacity=_int(env, "WM_CAPACITY", 256, 1, 100_000),
             wm_ttl_seconds=_int(env, "WM_TTL_SECONDS", 3600, 1, 30 * 86400),
+            wm_max_bytes=_int(env, "WM_MAX_BYTES", 8 * 1024 * 1024, 2 * 1024 * 1024, 1024 * 1024 * 1024),
             embed_dim=_int(env, "EMBED_DIM", 256, 16, 4096),
             predictor_alpha=_float(env, "PREDICTOR_ALPHA", 0.05, 1e-4, 1.0),
             batch_max=_int(env, "BATCH_MAX", 64, 1, 4096),

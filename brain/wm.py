@@ -3,9 +3,11 @@
 Layout, per tenant `t` (the braces keep a tenant's keys in one Redis Cluster slot):
 - `sb:wm:{t}:items`: hash id -> JSON item (content, metadata, importance, ts, vec as base64 float32);
 - `sb:wm:{t}:order`: sorted set id -> insertion time.
-A Lua script inserts, drops items older than the TTL and evicts the oldest beyond capacity in one atomic step, so
-every worker and replica sees the same bounded set. Keys carry no other tenant's data, so a tenant cannot reach
-another's items.
+A Lua script inserts, drops items older than the TTL and evicts the oldest beyond capacity (items) or beyond the
+byte budget (`max_bytes`, the stored JSON of the tenant's items) in one atomic step, so every worker and replica
+sees the same bounded set: a tenant's working memory is its own quota, and writing more only pushes out its own
+oldest items. The budget is at least MIN_WM_BYTES, which any valid item fits in, so a write is never refused.
+Keys carry no other tenant's data, so a tenant cannot reach another's items.
 """
 
 from __future__ import annotations
@@ -38,11 +40,35 @@ if n > capacity then
   local evict = redis.call('ZRANGE', KEYS[2], 0, n - capacity - 1)
   for _, id in ipairs(evict) do redis.call('HDEL', KEYS[1], id) end
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - capacity - 1)
+  n = capacity
+end
+-- The byte budget: the oldest items go (never the one just written) until the tenant's items fit in it.
+local max_bytes = tonumber(ARGV[6])
+local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+local sizes, total = {}, 0
+for i, id in ipairs(ids) do
+  sizes[i] = redis.call('HSTRLEN', KEYS[1], id)
+  total = total + sizes[i]
+end
+for i, id in ipairs(ids) do
+  if total <= max_bytes then break end
+  if id ~= ARGV[1] then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    total = total - sizes[i]
+    n = n - 1
+  end
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return math.min(n, capacity)
+return n
 """
+
+
+#: A tenant's working-memory byte budget by default, and its floor: the floor is above the largest valid item as
+#: stored (its JSON, every character escaped, plus the base64 vector), so that every item fits on its own.
+DEFAULT_WM_BYTES = 8 * 1024 * 1024
+MIN_WM_BYTES = 2 * 1024 * 1024
 
 
 def _keys(tenant: str) -> tuple[str, str]:
@@ -60,11 +86,13 @@ class WMItem:
 
 
 class WorkingMemory:
-    def __init__(self, redis: Redis, dim: int, capacity: int, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, dim: int, capacity: int, ttl_seconds: int,
+                 max_bytes: int = DEFAULT_WM_BYTES) -> None:
         self._redis = redis
         self._dim = dim
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds
+        self.max_bytes = max(max_bytes, MIN_WM_BYTES)
         self._add = redis.register_script(_ADD)
 
     async def add(
@@ -82,7 +110,7 @@ class WorkingMemory:
             }
         )
         count = await self._add(
-            keys=list(_keys(tenant)), args=[item_id, payload, now, self.capacity, self.ttl_seconds]
+            keys=list(_keys(tenant)), args=[item_id, payload, now, self.capacity, self.ttl_seconds, self.max_bytes]
         )
         return int(count)
 

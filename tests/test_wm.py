@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from brain.embeddings import HashingEmbedder
-from brain.wm import WorkingMemory
+from brain.wm import MIN_WM_BYTES, WorkingMemory
 from tests.helpers.servers import RedisServer
 
 E = HashingEmbedder(64)
@@ -73,3 +73,27 @@ async def test_delete(redis: Redis, tenant: str) -> None:
     await _add(wm, tenant, "f" * 32, "to be deleted")
     assert await wm.delete(tenant, "f" * 32)
     assert not await wm.delete(tenant, "f" * 32)
+
+
+async def test_the_byte_budget_evicts_the_tenants_own_oldest_items(redis: Redis, tenant: str) -> None:
+    """A tenant's working memory is bounded in bytes too: big items push out its own oldest ones, never the one just
+    written and never another tenant's. Before the budget, 256 items of 1.6 MB each could sit in one tenant's hash."""
+    wm = WorkingMemory(redis, 64, capacity=1000, ttl_seconds=600, max_bytes=MIN_WM_BYTES)
+    other = tenant + "-other"
+    await _add(wm, other, "f" * 32, "the neighbour's item")
+    big = "z" * 400_000  # about 0.4 MB stored: five of them exceed the 2 MiB budget
+    counts = [await _add(wm, tenant, f"{i:032x}", big + str(i)) for i in range(8)]
+    kept = sorted(i.id for i in await wm.items(tenant))
+    assert counts[-1] == len(kept) < 8 and f"{7:032x}" in kept  # the newest stays
+    assert kept == [f"{i:032x}" for i in range(8 - len(kept), 8)]  # what went is the oldest
+    stored = sum([await redis.hstrlen(f"sb:wm:{{{tenant}}}:items", item_id) for item_id in kept])
+    assert stored <= MIN_WM_BYTES
+    assert [i.id for i in await wm.items(other)] == ["f" * 32]
+
+
+async def test_one_item_of_the_largest_size_always_fits(redis: Redis, tenant: str) -> None:
+    wm = WorkingMemory(redis, 64, capacity=10, ttl_seconds=600, max_bytes=1)  # raised to the floor
+    wide = "\U0001F600"
+    metadata = {f"k{i:02d}" + "m" * 61: wide * 1024 for i in range(32)}
+    assert await wm.add(tenant, "a" * 32, wide * 100_000, metadata, 0.5, E.embed("x")) == 1
+    assert [i.id for i in await wm.items(tenant)] == ["a" * 32]

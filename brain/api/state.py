@@ -216,7 +216,8 @@ def build_state(settings: Settings) -> ApiState:
         redis=redis,
         embedder=HashingEmbedder(settings.embed_dim),
         predictor=predictor,
-        wm=WorkingMemory(redis, settings.embed_dim, settings.wm_capacity, settings.wm_ttl_seconds),
+        wm=WorkingMemory(redis, settings.embed_dim, settings.wm_capacity, settings.wm_ttl_seconds,
+                         settings.wm_max_bytes),
         gate=Gate(verifier, policy, tenants, addresses, networks(settings.trusted_proxies), APP_NAME),
         memory=MemoryClient(settings.memory_http_endpoint, timeout,
                             settings.memory_tokens[0] if settings.memory_tokens else None)
