@@ -16,8 +16,11 @@ from conformance.conftest import Check
 from conformance.expectations import (
     API,
     AUTH_DISABLED,
+    BY_KEY,
     HEALTH_EXACT,
+    METRICS_PORTS,
     READINESS,
+    SCRAPED_BY_MONITORING,
     SERVICES,
     STRICT_ENV,
     ReadinessRequirement,
@@ -125,3 +128,20 @@ def test_replicas_ready(service: ServiceExpectation, target: Target, env: str, c
     check.expected = {"all_ready": True}
     check.observed = {"all_ready": spec.ready, "replicas": dict(spec.replicas), "detail": spec.detail}
     assert spec.ready, f"{service.key} is not Ready: {spec.detail}; replicas {dict(spec.replicas)}"
+
+
+@pytest.mark.parametrize("app", SCRAPED_BY_MONITORING, ids=str)
+def test_metrics_are_served_apart(app: str, target: Target, check: Check) -> None:
+    """Inside each app's workload: /metrics answers on its metrics port, and its own port (where the data is) does
+    not serve it, so the one port monitoring may reach carries metrics and nothing else."""
+    data_port, metrics_port = BY_KEY[app].port, METRICS_PORTS[app]
+    metrics, beside = target.run_probes(app, [Probe.http(f"http://127.0.0.1:{metrics_port}/metrics"),
+                                              Probe.http(f"http://127.0.0.1:{data_port}/metrics")])
+    assert isinstance(metrics, HttpResult) and isinstance(beside, HttpResult)
+    check.expected = {f":{metrics_port}/metrics": 200, f":{data_port}/metrics": 404}
+    check.observed = {f":{metrics_port}/metrics": metrics.status or metrics.error,
+                      f":{data_port}/metrics": beside.status or beside.error}
+    assert metrics.status == 200 and "somabrain_requests_total" in metrics.body, \
+        f"{app}: GET :{metrics_port}/metrics answered {metrics.status or metrics.error}: {metrics.body[:200]}"
+    assert beside.status == 404, f"{app}: its own port {data_port} still serves /metrics ({beside.status})"
+
