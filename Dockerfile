@@ -52,7 +52,7 @@ FROM ${BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SOMABRAIN_OUTBOX_DIR=/var/lib/somabrain/outbox \
+    SOMABRAIN_JOURNAL_DIR=/var/lib/somabrain/outbox \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus-multiproc \
     SOMABRAIN_HEALTHCHECK_URL=http://127.0.0.1:9696/healthz
 

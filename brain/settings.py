@@ -20,6 +20,7 @@ Its JWT keys come from exactly one of PEM files (`SOMABRAIN_JWT_PUBLIC_KEY_PATH`
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from brain.errors import ConfigError
 from brain.web.schemas import DEFAULT_MAX_BODY_BYTES
 
 PREFIX = "SOMABRAIN_"
+log = logging.getLogger(__name__)
 PredictorProvider = Literal["mahal", "stub"]
 Environment = Literal["dev", "prod"]
 AppName = Literal["api", "memory"]
@@ -191,6 +193,29 @@ def _tokens(env: Mapping[str, str], current: str, previous: str) -> tuple[str, .
     return tuple(found)
 
 
+#: The journal's directory when nothing names one: the old variable's default, so existing volumes keep working.
+DEFAULT_JOURNAL_DIR = "/var/lib/somabrain/outbox"
+
+
+def journal_dir_from_env(env: Mapping[str, str]) -> str:
+    """`SOMABRAIN_JOURNAL_DIR`, the directory of the /remember journal (brain.memory.journal).
+
+    Its old name `SOMABRAIN_OUTBOX_DIR` (which named the journal, not the Kafka outbox) still works for one release:
+    read when the new one is unset, with a warning naming the new one. Both set to different directories is a
+    ConfigError naming both: either could be the one the operator meant.
+    """
+    new, old = PREFIX + "JOURNAL_DIR", PREFIX + "OUTBOX_DIR"
+    current, legacy = env.get(new) or None, env.get(old) or None
+    if legacy is None:
+        return current or DEFAULT_JOURNAL_DIR
+    if current is not None and os.path.normpath(current) != os.path.normpath(legacy):
+        raise ConfigError(f"{new}={current!r} and {old}={legacy!r} disagree: {old} is the old name of {new}; "
+                          f"unset {old}")
+    log.warning("%s is the old name of %s (the memory journal's directory, not the Kafka outbox) and goes away in "
+                "the next release: set %s=%s and unset %s", old, new, new, current or legacy, old)
+    return current or legacy
+
+
 def _redact(url: str) -> str:
     """Hide a password in a URL so that error messages and logs never show it."""
     try:
@@ -322,7 +347,8 @@ class Settings:
     jwt_jwks_max_age_s: float = 3600.0
 
     # Audit pipeline, journal, policy and rate limits.
-    outbox_dir: str = "/var/lib/somabrain/outbox"
+    #: The /remember journal's directory (SOMABRAIN_JOURNAL_DIR, see journal_dir_from_env()).
+    journal_dir: str = DEFAULT_JOURNAL_DIR
     memory_queue: bool = False
     kafka_required: bool = False
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -386,7 +412,7 @@ class Settings:
             jwt_oidc_ca_file=(env.get(PREFIX + "JWT_OIDC_CA_FILE") or "").strip() or None,
             jwt_jwks_min_refresh_s=_float(env, "JWT_JWKS_MIN_REFRESH", 30.0, 1.0, 3600.0),
             jwt_jwks_max_age_s=_float(env, "JWT_JWKS_MAX_AGE", 3600.0, 60.0, 7 * 86400.0),
-            outbox_dir=env.get(PREFIX + "OUTBOX_DIR") or "/var/lib/somabrain/outbox",
+            journal_dir=journal_dir_from_env(env),
             # Queue /remember in the local journal while SomaMemory is down: only when memory is not required.
             memory_queue=_flag(env, "MEMORY_QUEUE", not _flag(env, "REQUIRE_MEMORY", False)),
             kafka_required=_flag(env, "KAFKA_REQUIRED", False),

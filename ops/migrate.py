@@ -9,7 +9,9 @@ What moves:
   `somamemory` (SomaMemory's memories and their change feed): one COPY per table, all in ONE repeatable-read
   snapshot, run by psql inside the postgres workload. `schema_migrations` is compared, not copied: the target's
   services create the schema.
-- The API's memory journal (SOMABRAIN_OUTBOX_DIR/memory-journal/*.json, writes accepted while SomaMemory was down).
+- The API's memory journal (SOMABRAIN_JOURNAL_DIR/memory-journal/*.json, writes accepted while SomaMemory was down),
+  through the journal's own CLI in the API's workload (`python3 -m brain.memory.journal export|import`, which owns
+  the format): this tool moves only the JSON it prints and reads, `{"NAME.json": base64 of the batch}`.
 
 The bundle's manifest.json records, per table, the row count, the sha256 of the data file and a content checksum
 (see ops.pg.checksum_sql). Export prints the manifest's own sha256; import takes it back as --expect-sha256 HEX,
@@ -69,47 +71,13 @@ JOURNAL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}$")  # no leading
 # emits. So no exported line can hold `\.` (the end-of-data marker); possessive, so a bad line fails in linear time.
 COPY_FIELD = rb"(?:\\N|(?:[^\\\t\n\r]|\\[\\bfnrtv])*+)"
 
-JOURNAL_READ = r"""
-import base64, json, os, sys
-d = os.path.join(os.environ.get("SOMABRAIN_OUTBOX_DIR") or "/var/lib/somabrain/outbox", "memory-journal")
-names = os.listdir(d) if os.path.isdir(d) else []
-files = sorted(f for f in names if f.endswith(".json") and not f.startswith("."))
-out = {}
-for f in files:
-    with open(os.path.join(d, f), "rb") as fh:
-        out[f] = base64.b64encode(fh.read()).decode()
-sys.stdout.write(json.dumps(out))
-"""
-
-# Reads an 8-byte length then that many bytes of JSON {name: base64} from stdin (the exec protocol cannot close
-# stdin), writes each missing file atomically, and refuses a same-named file with other content.
-JOURNAL_WRITE = r"""
-import base64, json, os, struct, sys
-n = struct.unpack(">Q", sys.stdin.buffer.read(8))[0]
-data = b""
-while len(data) < n:
-    chunk = sys.stdin.buffer.read(n - len(data))
-    if not chunk:
-        sys.exit("stdin ended early")
-    data += chunk
-d = os.path.join(os.environ.get("SOMABRAIN_OUTBOX_DIR") or "/var/lib/somabrain/outbox", "memory-journal")
-os.makedirs(d, exist_ok=True)
-wrote, kept, clash = [], [], []
-for name, b64 in json.loads(data).items():
-    body, path = base64.b64decode(b64), os.path.join(d, os.path.basename(name))
-    if os.path.exists(path):
-        with open(path, "rb") as fh:
-            (kept if fh.read() == body else clash).append(name)
-        continue
-    tmp = os.path.join(d, "." + os.path.basename(name) + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(body)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    wrote.append(name)
-sys.stdout.write(json.dumps({"wrote": wrote, "kept": kept, "clash": clash}))
-"""
+#: The journal's CLI in the API's image (the API's own code reads and writes its journal: files, tombstones, names).
+#: export prints {"NAME.json": base64}; import reads the same, framed (an 8-byte big-endian length first, since the
+#: exec protocol cannot close stdin), writes each missing file and prints {"wrote", "kept", "clash"}: a same-named
+#: file with other content is a clash, left as it is.
+JOURNAL_CLI = ["python3", "-m", "brain.memory.journal"]
+JOURNAL_EXPORT = [*JOURNAL_CLI, "export"]
+JOURNAL_IMPORT = [*JOURNAL_CLI, "import", "--framed"]
 
 
 @dataclass
@@ -237,7 +205,7 @@ def export(target: Target, out: Path) -> dict[str, Any]:
 
 
 def export_journal(target: Target, out: Path) -> list[dict[str, str]]:
-    result = exec_in(target, API, ["python3", "-c", JOURNAL_READ]).check("reading the memory journal")
+    result = exec_in(target, API, JOURNAL_EXPORT).check("reading the memory journal")
     files: dict[str, str] = json.loads(result.stdout or b"{}")
     folder = out / "journal"
     folder.mkdir(exist_ok=True)
@@ -434,11 +402,20 @@ def import_bundle(target: Target, bundle: Bundle) -> dict[str, str]:
 def import_journal(target: Target, bundle: Path, files: list[dict[str, str]]) -> str:
     if not files:
         return "nothing to import"
+    result = exec_in(target, API, JOURNAL_IMPORT, stdin=journal_input(bundle, files)).check("writing the journal")
+    return journal_outcome(result.stdout)
+
+
+def journal_input(bundle: Path, files: list[dict[str, str]]) -> bytes:
+    """JOURNAL_IMPORT's stdin: the bundle's journal files as {name: base64}, framed by its length."""
     payload = json.dumps({Path(f["file"]).name: base64.b64encode(confined(bundle, f["file"]).read_bytes()).decode()
                           for f in files}).encode()
-    stdin = struct.pack(">Q", len(payload)) + payload
-    result = exec_in(target, API, ["python3", "-c", JOURNAL_WRITE], stdin=stdin).check("writing the journal")
-    summary = json.loads(result.stdout)
+    return struct.pack(">Q", len(payload)) + payload
+
+
+def journal_outcome(stdout: bytes) -> str:
+    """JOURNAL_IMPORT's summary in words; OpsError for a clash (the target holds other content under a name)."""
+    summary = json.loads(stdout)
     if summary["clash"]:
         raise OpsError(f"journal files with the same name but other content in the target: {summary['clash']}")
     return f"{len(summary['wrote'])} written, {len(summary['kept'])} already there"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -96,6 +97,37 @@ def test_journal_only_for_a_configured_optional_somamemory() -> None:
     assert not Settings.from_env({**optional, "SOMABRAIN_REQUIRE_MEMORY": "1"}).journal_enabled
     with pytest.raises(ConfigError, match="contradicts"):
         Settings.from_env({**optional, "SOMABRAIN_REQUIRE_MEMORY": "1", "SOMABRAIN_MEMORY_QUEUE": "1"})
+
+
+def test_journal_dir_defaults_to_the_old_directory() -> None:
+    """Renamed from SOMABRAIN_OUTBOX_DIR, same default: the volumes mounted there keep their journal."""
+    base = {"SOMABRAIN_REDIS_URL": "redis://localhost"}
+    assert Settings.from_env(base).journal_dir == "/var/lib/somabrain/outbox"
+    assert Settings.from_env({**base, "SOMABRAIN_JOURNAL_DIR": "/data/j"}).journal_dir == "/data/j"
+
+
+def test_the_old_journal_variable_still_works_for_a_release_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    base = {"SOMABRAIN_REDIS_URL": "redis://localhost"}
+    with caplog.at_level(logging.WARNING, logger="brain.settings"):
+        assert Settings.from_env({**base, "SOMABRAIN_OUTBOX_DIR": "/data/old"}).journal_dir == "/data/old"
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "SOMABRAIN_OUTBOX_DIR is the old name of SOMABRAIN_JOURNAL_DIR" in record.getMessage()
+    assert "set SOMABRAIN_JOURNAL_DIR=/data/old" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="brain.settings"):
+        both = {**base, "SOMABRAIN_JOURNAL_DIR": "/data/j", "SOMABRAIN_OUTBOX_DIR": "/data/j/"}  # the same directory
+        assert Settings.from_env(both).journal_dir == "/data/j"
+        assert Settings.from_env({**base, "SOMABRAIN_JOURNAL_DIR": "/data/j"}).journal_dir == "/data/j"
+    assert len(caplog.records) == 1 and "unset SOMABRAIN_OUTBOX_DIR" in caplog.records[0].getMessage()
+
+
+def test_two_journal_directories_are_a_config_error_naming_both() -> None:
+    env = {"SOMABRAIN_REDIS_URL": "redis://localhost", "SOMABRAIN_JOURNAL_DIR": "/data/new",
+           "SOMABRAIN_OUTBOX_DIR": "/data/old"}
+    with pytest.raises(ConfigError, match=r"^SOMABRAIN_JOURNAL_DIR='/data/new' and SOMABRAIN_OUTBOX_DIR='/data/old' "
+                                          r"disagree: .*unset SOMABRAIN_OUTBOX_DIR$"):
+        Settings.from_env(env)
 
 
 AUTH = {

@@ -33,11 +33,11 @@ from brain.api.schemas import (
 )
 from brain.api.state import APP_NAME, ApiState, build_state
 from brain.audit.events import AuditEvent
-from brain.audit.journal import JournalError
 from brain.db import DB_ERRORS
 from brain.embeddings import Vector, cosine_scores
 from brain.errors import APIError
-from brain.memory_client import MemoryConflict, MemoryOutcomeUnknown, MemoryUnavailable
+from brain.memory.client import MemoryConflict, MemoryOutcomeUnknown, MemoryUnavailable
+from brain.memory.journal import Entry, JournalError
 from brain.predictor import Prediction
 from brain.settings import Settings
 from brain.web import common
@@ -178,8 +178,8 @@ async def remember(req: Request, body: RememberRequest) -> Response:
             if st.journal is None:
                 raise (await _outcome_unknown(st, tenant, item_id, key) if in_doubt else _memory_down(exc)) from exc
             try:  # SomaMemory is optional here: keep the write durably until it is back
-                journal_file = st.journal.append([{"tenant": tenant, "id": item_id, "content": body.content,
-                                                   "metadata": body.metadata, "importance": body.importance}])
+                journal_file = st.journal.append([Entry(tenant=tenant, id=item_id, content=body.content,
+                                                        metadata=body.metadata, importance=body.importance)])
             except (OSError, JournalError) as journal_exc:
                 raise (await _outcome_unknown(st, tenant, item_id, key) if in_doubt
                        else _memory_down(exc)) from journal_exc

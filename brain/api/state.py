@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
-from brain import metrics, tasks
 from brain.api.gate import Gate
 from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
-from brain.audit.journal import JournalError, MemoryJournal
 from brain.audit.publisher import OutboxPublisher
 from brain.audit.refusals import RefusalAudit
 from brain.audit.writer import AuditWriter
@@ -22,7 +18,9 @@ from brain.db import Database
 from brain.embeddings import HashingEmbedder
 from brain.errors import ConfigError
 from brain.health import Check, HealthMonitor
-from brain.memory_client import MemoryClient, MemoryConflict, MemoryUnavailable
+from brain.memory.client import MemoryClient
+from brain.memory.journal import JournalError, MemoryJournal
+from brain.memory.replay import JournalReplay
 from brain.oidc import JWKSCache
 from brain.policy import PolicyClient
 from brain.predictor import MahalPredictor, Predictor, StubPredictor
@@ -31,7 +29,6 @@ from brain.settings import Settings, kafka_bootstrap
 from brain.web.clients import networks
 from brain.wm import WorkingMemory
 
-log = logging.getLogger(__name__)
 APP_NAME = "api"
 
 
@@ -53,7 +50,7 @@ class ApiState:
     audit_writer: AuditWriter | None = None
     refusals: RefusalAudit | None = None
     monitor: HealthMonitor = field(init=False)
-    _replayer: asyncio.Task[None] | None = field(default=None, init=False)
+    replayer: JournalReplay | None = field(default=None, init=False)
 
     def required(self) -> list[str]:
         """What gates readiness (DESIGN.md): a real predictor, Redis, SomaMemory, Postgres, OPA if set; Kafka opt-in."""
@@ -105,10 +102,13 @@ class ApiState:
         if self.publisher is not None:
             self.publisher.start()
         if self.journal is not None and self.memory is not None:
-            self._replayer = asyncio.create_task(self._replay_loop(), name="journal-replay")
+            self.replayer = JournalReplay(self.journal, self.memory, self.settings.health_interval_s,
+                                          lambda: bool(self.monitor.snapshot.get("memory", {}).get("ok")))
+            self.replayer.start()
 
     async def stop(self) -> None:
-        await tasks.cancel(self._replayer)
+        if self.replayer is not None:
+            await self.replayer.stop()
         if self.jwks is not None:
             await self.jwks.stop()
         await self.monitor.stop()
@@ -125,32 +125,6 @@ class ApiState:
         if self.db is not None:
             await self.db.close()
         await self.redis.aclose()
-
-    async def _replay_loop(self) -> None:
-        """Replay journalled /remember writes into SomaMemory whenever it answers again."""
-        assert self.journal is not None and self.memory is not None
-        memory = self.memory
-
-        async def send(entry: dict[str, Any]) -> None:
-            try:
-                await memory.remember(entry["tenant"], entry["id"], entry["content"], entry["metadata"],
-                                      entry["importance"])
-            except MemoryConflict:  # a later request with the same idempotency key stored another body: it stands
-                log.error("journalled write %s for tenant %s not replayed: SomaMemory holds another memory under "
-                          "that id", entry["id"], entry["tenant"])
-
-        async def forget(entry: dict[str, Any]) -> None:
-            await memory.delete(entry["tenant"], entry["id"])
-
-        while True:
-            await asyncio.sleep(self.settings.health_interval_s)
-            if not self.journal.pending() or not self.monitor.snapshot.get("memory", {}).get("ok"):
-                continue
-            try:
-                replayed = await self.journal.replay(send, forget)
-                metrics.JOURNAL_REPLAYED.inc(replayed)
-            except MemoryUnavailable as exc:
-                log.warning("journal replay paused: %s", exc)
 
 
 def load_jwt_verifier(settings: Settings) -> JWTVerifier | None:
@@ -179,9 +153,9 @@ def preflight(settings: Settings) -> None:
     load_jwt_verifier(settings)
     if settings.journal_enabled:
         try:
-            MemoryJournal(settings.outbox_dir).ensure()
+            MemoryJournal(settings.journal_dir).ensure()
         except JournalError as exc:
-            raise ConfigError(f"SOMABRAIN_OUTBOX_DIR={settings.outbox_dir}: {exc}") from None
+            raise ConfigError(f"SOMABRAIN_JOURNAL_DIR={settings.journal_dir}: {exc}") from None
 
 
 def build_state(settings: Settings) -> ApiState:
@@ -228,7 +202,7 @@ def build_state(settings: Settings) -> ApiState:
             OutboxPublisher(db, kafka_bootstrap(settings.kafka_url), settings.audit_topic, kafka=settings.kafka)
             if db is not None and settings.kafka_url else None
         ),
-        journal=MemoryJournal(settings.outbox_dir) if settings.journal_enabled else None,
+        journal=MemoryJournal(settings.journal_dir) if settings.journal_enabled else None,
         jwks=jwks,
     )
     if db is not None:

@@ -93,7 +93,7 @@ async def test_a_journalled_item_deleted_before_replay_stays_deleted(
     strict_env: dict[str, str], private_memory: AppServer, tenant: str, tmp_path: Path
 ) -> None:
     env = {**strict_env, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": private_memory.url, "SOMABRAIN_REQUIRE_MEMORY": "0",
-           "SOMABRAIN_MEMORY_QUEUE": "1", "SOMABRAIN_OUTBOX_DIR": str(tmp_path)}
+           "SOMABRAIN_MEMORY_QUEUE": "1", "SOMABRAIN_JOURNAL_DIR": str(tmp_path)}
     async with _client(env) as client:
         private_memory.stop()
         queued = await client.post("/remember", json={"content": "queued then deleted"}, headers=headers(tenant))

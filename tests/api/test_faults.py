@@ -181,7 +181,7 @@ def test_postgres_restart_fails_cleanly_and_loses_no_acknowledged_write(stack: S
 
 
 def test_somamemory_outage_queues_then_replays(stack: Stack, tenant: str, tmp_path: Path) -> None:
-    stack.up(SOMABRAIN_REQUIRE_MEMORY="0", SOMABRAIN_MEMORY_QUEUE="1", SOMABRAIN_OUTBOX_DIR=str(tmp_path))
+    stack.up(SOMABRAIN_REQUIRE_MEMORY="0", SOMABRAIN_MEMORY_QUEUE="1", SOMABRAIN_JOURNAL_DIR=str(tmp_path))
     assert stack.memory is not None
     stack.memory.stop()
     wait_for(lambda: stack.health()["ready"] is False, "ready:false with SomaMemory down")
@@ -234,7 +234,7 @@ def test_rate_limit_429(stack: Stack, tenant: str) -> None:
 
 def test_a_failed_queued_write_leaves_no_journal_file(stack: Stack, tenant: str, tmp_path: Path) -> None:
     """SomaMemory down (journalled) and then Postgres down (cannot audit): 503, and nothing is left to replay."""
-    stack.up(SOMABRAIN_REQUIRE_MEMORY="0", SOMABRAIN_MEMORY_QUEUE="1", SOMABRAIN_OUTBOX_DIR=str(tmp_path))
+    stack.up(SOMABRAIN_REQUIRE_MEMORY="0", SOMABRAIN_MEMORY_QUEUE="1", SOMABRAIN_JOURNAL_DIR=str(tmp_path))
     assert stack.memory is not None and stack.pg is not None
     stack.memory.stop()
     stack.pg.stop()

@@ -155,7 +155,8 @@ async def test_an_unknown_outcome_with_the_journal_on_is_queued_and_replayed_onc
     too: this guards the choice, it did not fail before.)"""
     pg, _ = own_memory
     journal = tmp_path / "memory-journal"
-    env = {**env, "SOMABRAIN_REQUIRE_MEMORY": "0", "SOMABRAIN_MEMORY_QUEUE": "1", "SOMABRAIN_OUTBOX_DIR": str(tmp_path)}
+    env = {**env, "SOMABRAIN_REQUIRE_MEMORY": "0", "SOMABRAIN_MEMORY_QUEUE": "1",
+           "SOMABRAIN_JOURNAL_DIR": str(tmp_path)}
     async with _client(env) as client:
         async with table_locked(pg.dsn, "somamemory.memories"):
             queued = await client.post("/remember", json={"content": "the ladder is in the shed"},
@@ -301,7 +302,7 @@ async def test_a_journalled_write_whose_key_was_reused_does_not_stall_the_journa
     nor stop at the refusal and hold back the rest of the journal."""
     journal = tmp_path / "memory-journal"
     env = {**strict_env, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": private_memory.url, "SOMABRAIN_REQUIRE_MEMORY": "0",
-           "SOMABRAIN_MEMORY_QUEUE": "1", "SOMABRAIN_OUTBOX_DIR": str(tmp_path)}
+           "SOMABRAIN_MEMORY_QUEUE": "1", "SOMABRAIN_JOURNAL_DIR": str(tmp_path)}
     async with _client(env) as client:
         private_memory.stop()
         first = await client.post("/remember", json={"content": "the first word"},

@@ -194,10 +194,10 @@ MUTATIONS = [
         ),
     ),
     Mutation(
-        "outbox dir unset in dev",
+        "journal dir unset in dev",
         "env",
-        "somabrain/SOMABRAIN_OUTBOX_DIR",
-        dev("somabrain", lambda s: s["environment"].pop("SOMABRAIN_OUTBOX_DIR")),
+        "somabrain/SOMABRAIN_JOURNAL_DIR",
+        dev("somabrain", lambda s: s["environment"].pop("SOMABRAIN_JOURNAL_DIR")),
     ),
     Mutation(
         "readiness probe on /healthz",

@@ -151,7 +151,7 @@ def test_somabrain_deployment_matches_the_guide(base_manifests: list[Resource]) 
     assert pod["securityContext"]["runAsNonRoot"] is True
     mounts = {m["mountPath"] for m in ctr["volumeMounts"]}
     env = find(base_manifests, "ConfigMap", "somabrain-env")["data"]
-    assert {env["SOMABRAIN_OUTBOX_DIR"], env["PROMETHEUS_MULTIPROC_DIR"], "/tmp"} <= mounts
+    assert {env["SOMABRAIN_JOURNAL_DIR"], env["PROMETHEUS_MULTIPROC_DIR"], "/tmp"} <= mounts
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["outbox"]["persistentVolumeClaim"]["claimName"] == "somabrain-outbox-pvc"
 

@@ -1,50 +1,64 @@
-"""Pieces of `somabrain migrate` that need no Docker: the journal scripts (run as the workload runs them, a real
-python3 with SOMABRAIN_OUTBOX_DIR), the stream splitter, the refusal of malformed, hostile or tampered bundles
-(through the CLI, against the fake cluster: the error path of a bundle refused before the target is touched), and
-the psql command import runs in the postgres workload, run here as the workload runs it, against a real Postgres."""
+"""Pieces of `somabrain migrate` that need no Docker: the journal commands (run as the workload runs them, a real
+python3 with SOMABRAIN_JOURNAL_DIR, on what migrate sends them), the stream splitter, the refusal of malformed,
+hostile or tampered bundles (through the CLI, against the fake cluster: the error path of a bundle refused before the
+target is touched), and the psql command import runs in the postgres workload, run here as the workload runs it,
+against a real Postgres."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from brain.memory.journal import Entry, MemoryJournal
 from ops import migrate, pg
 from ops.common import OpsError
 from tests.helpers.servers import PostgresServer
-from tests.ops.conftest import Cluster
+from tests.ops.conftest import REPO, Cluster
 
 
-def run_script(script: str, outbox: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "SOMABRAIN_OUTBOX_DIR": str(outbox)}
-    return subprocess.run([sys.executable, "-c", script], input=stdin, capture_output=True, env=env, timeout=30,
-                          check=False)
+def run_in_workload(argv: list[str], journal_dir: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """One of migrate's journal commands as the API's workload runs it: its python3 (this one here), the journal's
+    directory in SOMABRAIN_JOURNAL_DIR as the ConfigMap sets it."""
+    assert argv[0] == "python3"
+    env = {**os.environ, "SOMABRAIN_JOURNAL_DIR": str(journal_dir)}
+    env.pop("SOMABRAIN_OUTBOX_DIR", None)
+    proc = subprocess.run([sys.executable, *argv[1:]], input=stdin, capture_output=True, env=env, cwd=REPO,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc
 
 
 def test_journal_round_trip_is_idempotent_and_refuses_clashes(tmp_path: Path) -> None:
-    source = tmp_path / "source" / "memory-journal"
-    source.mkdir(parents=True)
-    (source / "0001-a.json").write_bytes(b'{"version": 1, "entries": [1]}')
-    (source / "0002-b.json").write_bytes(b'{"version": 1, "entries": [2]}')
-    read = run_script(migrate.JOURNAL_READ, tmp_path / "source")
-    files = json.loads(read.stdout)
-    assert sorted(files) == ["0001-a.json", "0002-b.json"]
-    payload = json.dumps(files).encode()
-    framed = struct.pack(">Q", len(payload)) + payload
-    first = json.loads(run_script(migrate.JOURNAL_WRITE, tmp_path / "target", framed).stdout)
-    assert sorted(first["wrote"]) == ["0001-a.json", "0002-b.json"]
-    again = json.loads(run_script(migrate.JOURNAL_WRITE, tmp_path / "target", framed).stdout)
-    assert again["wrote"] == [] and again["clash"] == []
-    assert sorted(again["kept"]) == ["0001-a.json", "0002-b.json"]
-    (tmp_path / "target" / "memory-journal" / "0001-a.json").write_bytes(b"other")
-    clash = json.loads(run_script(migrate.JOURNAL_WRITE, tmp_path / "target", framed).stdout)
-    assert clash["clash"] == ["0001-a.json"]
+    """Export's JSON into a bundle's journal/, then import's input and summary, as migrate builds and reads them."""
+    source = MemoryJournal(tmp_path / "source")
+    names = [source.append([Entry(tenant="t", id=f"id-{n}", content="c", metadata={}, importance=1.0)]).name
+             for n in range(2)]
+    files: dict[str, str] = json.loads(run_in_workload(migrate.JOURNAL_EXPORT, tmp_path / "source").stdout)
+    assert sorted(files) == names
+    (tmp_path / "bundle" / "journal").mkdir(parents=True)
+    listed = []
+    for name, b64 in files.items():
+        path = tmp_path / "bundle" / "journal" / name
+        path.write_bytes(base64.b64decode(b64))
+        listed.append({"file": f"journal/{name}", "sha256": migrate.sha256_file(path)})
+    stdin = migrate.journal_input(tmp_path / "bundle", listed)
+
+    def imported() -> str:
+        return migrate.journal_outcome(run_in_workload(migrate.JOURNAL_IMPORT, tmp_path / "target", stdin).stdout)
+
+    assert imported() == "2 written, 0 already there"
+    assert [p.name for p in MemoryJournal(tmp_path / "target").pending()] == names
+    assert imported() == "0 written, 2 already there"
+    (tmp_path / "target" / "memory-journal" / names[0]).write_bytes(b"other")
+    with pytest.raises(OpsError, match=rf"same name but other content in the target: \['{names[0]}'\]"):
+        imported()
 
 
 def test_split_stream_counts_rows_and_checks_the_snapshot(tmp_path: Path) -> None:

@@ -13,18 +13,17 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from brain.audit.journal import MemoryJournal
+from brain.memory.journal import Entry, MemoryJournal
 from tests.helpers.servers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _entry(n: int, tenant: str = "t1") -> dict[str, Any]:
-    return {"tenant": tenant, "id": f"id-{n}", "content": f"item {n} " + "x" * 200, "metadata": {}, "importance": 1.0}
+def _entry(n: int, tenant: str = "t1") -> Entry:
+    return Entry(tenant=tenant, id=f"id-{n}", content=f"item {n} " + "x" * 200, metadata={}, importance=1.0)
 
 
 class _Replay:
@@ -34,10 +33,10 @@ class _Replay:
         self.sent: list[str] = []
         self.forgotten: list[str] = []
 
-    async def send(self, entry: dict[str, Any]) -> None:
+    async def send(self, entry: Entry) -> None:
         self.sent.append(entry["id"])
 
-    async def forget(self, entry: dict[str, Any]) -> None:
+    async def forget(self, entry: Entry) -> None:
         self.forgotten.append(entry["id"])
 
 
@@ -96,7 +95,7 @@ async def test_a_torn_batch_is_set_aside_and_the_others_still_replay(tmp_path: P
     journal.append([_entry(3)])
     torn.write_bytes(torn.read_bytes()[:40])  # what a crash mid-write on a non-journalling filesystem leaves
     replay = _Replay()
-    with caplog.at_level(logging.ERROR, logger="brain.audit.journal"):
+    with caplog.at_level(logging.ERROR, logger="brain.memory.journal"):
         assert await journal.replay(replay.send, replay.forget) == 2
     assert replay.sent == ["id-1", "id-3"]
     assert f"journal batch {torn.name} is corrupt" in caplog.text
@@ -122,7 +121,7 @@ async def test_a_delete_during_the_send_is_applied_after_it(tmp_path: Path) -> N
     journal.append([_entry(1)])
     replay = _Replay()
 
-    async def send_while_deleted(entry: dict[str, Any]) -> None:
+    async def send_while_deleted(entry: Entry) -> None:
         await replay.send(entry)
         assert journal.forget(entry["tenant"], entry["id"]) is True
 
@@ -150,7 +149,7 @@ def test_discard_fsyncs_the_directory(tmp_path: Path, monkeypatch: pytest.Monkey
 _REPLAYER = textwrap.dedent("""
     import asyncio, os, sys, time
     from pathlib import Path
-    from brain.audit.journal import MemoryJournal
+    from brain.memory.journal import Entry, MemoryJournal
 
     directory, log, go, ready = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 
