@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export PATH := $(shell scripts/cluster/toolchain.sh bindir):$(PATH)
 export TILT_DISABLE_ANALYTICS := 1
 
-.PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench bench-recall up down \
+.PHONY: help deps lint typecheck unit parity live conformance conformance-prod test dev bench bench-recall bench-quota up down \
 	clean lint-security load load-baseline load-oom doctor cluster cluster-down cluster-status cluster-toolchain cluster-test \
 	cluster-tier dev-bundle
 
@@ -61,6 +61,9 @@ bench: deps ## service-core benchmark: /health and /act vs bare Quart, mahal vs 
 RECALL_BASELINE ?= 120ff52
 bench-recall: deps ## recall at 1k/10k/100k memories: the index vs the scan of RECALL_BASELINE (by hand, ~5 min)
 	$(PY) -m tests.bench.bench_recall --baseline $(RECALL_BASELINE) $(BENCH_RECALL_ARGS)
+
+bench-quota: deps ## a tenant at its SomaMemory quota beside another tenant's recall, measured together (by hand)
+	$(PY) -m tests.bench.bench_quota $(BENCH_QUOTA_ARGS)
 
 up: deps ## start the compose stack (builds images locally when no registry answers) and wait until ready
 	@scripts/stack.sh up

@@ -379,6 +379,9 @@ class Settings:
     #: Default: the next MiB above the largest valid item as JSON (brain.web.schemas.MAX_ITEM_BODY_BYTES): 2 MiB.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     recall_top_k_max: int = 100
+    #: What one tenant may hold in SomaMemory: memories, and bytes (content, metadata, embedding); beyond, 403.
+    memory_quota_items: int = 1_000_000
+    memory_quota_bytes: int = 4 * 1024**3
     #: Serve `/metrics` on this port only (the one port the monitoring namespace may reach), and nowhere else;
     #: unset: on the app's own port, beside the routes.
     metrics_port: int | None = None
@@ -437,6 +440,8 @@ class Settings:
             health_interval_s=_float(env, "HEALTH_INTERVAL", 1.0, 0.05, 60.0),
             dependency_timeout_s=_float(env, "DEPENDENCY_TIMEOUT", 1.0, 0.05, 30.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 1024 * 1024 * 1024),
+            memory_quota_items=_int(env, "MEMORY_QUOTA_ITEMS", 1_000_000, 1, 10**12),
+            memory_quota_bytes=_int(env, "MEMORY_QUOTA_BYTES", 4 * 1024**3, 1024, 2**62),
             metrics_port=_int(env, "METRICS_PORT", 0, 1, 65535) or None,
         )
         if app == "memory":

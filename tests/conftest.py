@@ -48,13 +48,23 @@ def memory_server(postgres_server: PostgresServer, run_dir: Path) -> Iterator[Ap
     server.stop()
 
 
-@pytest.fixture
-def private_postgres(run_dir: Path) -> Iterator[PostgresServer]:
-    """A Postgres of the test's own, for tests that stop it or count every row it holds."""
+def _own_postgres(run_dir: Path) -> Iterator[PostgresServer]:
     server = PostgresServer(run_dir)
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def private_postgres(run_dir: Path) -> Iterator[PostgresServer]:
+    """A Postgres of the test's own, for tests that stop it or count every row it holds."""
+    yield from _own_postgres(run_dir)
+
+
+@pytest.fixture(scope="module")
+def module_postgres(run_dir: Path) -> Iterator[PostgresServer]:
+    """A Postgres of the test module's own, for modules that fill it or make databases in it."""
+    yield from _own_postgres(run_dir)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from brain.audit.events import AuditEvent
 from brain.db import DB_ERRORS
 from brain.embeddings import Vector, cosine_scores
 from brain.errors import APIError
-from brain.memory.client import MemoryConflict, MemoryOutcomeUnknown, MemoryUnavailable
+from brain.memory.client import MemoryConflict, MemoryOutcomeUnknown, MemoryQuotaExceeded, MemoryUnavailable
 from brain.memory.journal import Entry, JournalError
 from brain.predictor import Prediction
 from brain.settings import Settings
@@ -171,6 +171,8 @@ async def remember(req: Request, body: RememberRequest) -> Response:
             await st.memory.remember(tenant, item_id, body.content, body.metadata, body.importance)
         except MemoryConflict as exc:
             raise _key_reused(key, item_id) from exc
+        except MemoryQuotaExceeded as exc:  # never journalled: replaying it would meet the same refusal
+            raise APIError(403, "quota_exceeded", f"{exc}; nothing was written") from exc
         except MemoryUnavailable as exc:
             in_doubt = isinstance(exc, MemoryOutcomeUnknown)
             if in_doubt:

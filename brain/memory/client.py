@@ -38,6 +38,11 @@ class MemoryConflict(Exception):
     written."""
 
 
+class MemoryQuotaExceeded(Exception):
+    """SomaMemory refused the write because the tenant is at its quota (403 `quota_exceeded`): nothing was written,
+    and sending it again changes nothing until the tenant deletes memories. Its message is SomaMemory's detail."""
+
+
 #: Failures before any byte of the request can have been sent: nothing took effect.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 #: SomaMemory's 503 that says it wrote nothing (Postgres refused the write or was never reached).
@@ -50,6 +55,14 @@ def _error_code(response: httpx.Response) -> str | None:
     except ValueError:
         return None
     return body.get("error") if isinstance(body, dict) else None
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("detail", "")) if isinstance(body, dict) else ""
 
 
 def _refusal(response: httpx.Response) -> str:
@@ -100,7 +113,8 @@ class MemoryClient:
         the connection breaks with the outcome unknown (SomaMemory restarting, a keep-alive connection it closed),
         the write is sent once more, on a new connection, and its answer settles the outcome. A timeout is not
         resent: SomaMemory or its Postgres is slow, and a second wait would double the caller's for the same end.
-        Raises MemoryConflict (another memory holds the id), MemoryOutcomeUnknown, or MemoryUnavailable (nothing
+        Raises MemoryConflict (another memory holds the id), MemoryQuotaExceeded (the tenant is full),
+        MemoryOutcomeUnknown, or MemoryUnavailable (nothing
         was written).
         """
         body = {"id": item_id, "content": content, "metadata": metadata, "importance": importance}
@@ -122,6 +136,8 @@ class MemoryClient:
         code = _error_code(response)
         if status == 409 and code == "idempotency_conflict":
             raise MemoryConflict(f"SomaMemory holds another memory under {body['id']}")
+        if status == 403 and code == "quota_exceeded":
+            raise MemoryQuotaExceeded(_detail(response))
         detail = f"SomaMemory did not confirm the write (HTTP {status}{f' {code}' if code else ''}{_refusal(response)})"
         if 400 <= status < 500 or (status == 503 and code == _NOTHING_WRITTEN):
             raise MemoryUnavailable(detail)  # refused, or SomaMemory says it wrote nothing

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from brain import metrics, tasks
-from brain.memory.client import MemoryClient, MemoryConflict, MemoryUnavailable
+from brain.memory.client import MemoryClient, MemoryConflict, MemoryQuotaExceeded, MemoryUnavailable
 from brain.memory.journal import Entry, MemoryJournal
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class JournalReplay:
         except MemoryConflict:  # a later request with the same idempotency key stored another body: it stands
             log.error("journalled write %s for tenant %s not replayed: SomaMemory holds another memory under "
                       "that id", entry["id"], entry["tenant"])
+        except MemoryQuotaExceeded as exc:  # accepted (202) while SomaMemory was away; the tenant filled up since
+            log.error("journalled write %s for tenant %s dropped: %s", entry["id"], entry["tenant"], exc)
 
     async def _forget(self, entry: Entry) -> None:
         await self.memory.delete(entry["tenant"], entry["id"])

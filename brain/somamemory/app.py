@@ -19,7 +19,7 @@ from brain.health import HealthMonitor
 from brain.settings import Settings
 from brain.somamemory.access import caller_standing, token_gate
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
-from brain.somamemory.store import IdempotencyConflict, MemoryStore, WriteInDoubt
+from brain.somamemory.store import IdempotencyConflict, MemoryStore, Quota, QuotaExceeded, WriteInDoubt
 from brain.web import common
 from brain.web.probes import add_probe_routes
 from brain.web.router import Request, Router
@@ -91,10 +91,11 @@ def _unavailable(exc: Exception) -> APIError:
 
 @router.route(
     "POST", "/remember", summary="Store a memory durably", body=StoreRequest, response=StoreResponse,
-    status=201, tenant=True, errors=(409, 503), tags=("memory",),
+    status=201, tenant=True, errors=(403, 409, 503), tags=("memory",),
 )
 async def remember(req: Request, body: StoreRequest) -> StoreResponse:
-    """201 once Postgres has committed it, or already had this very memory under this id (a retry). 409
+    """201 once Postgres has committed it, or already had this very memory under this id (a retry). 403
+    `quota_exceeded` (the tenant holds SOMABRAIN_MEMORY_QUOTA_ITEMS memories or _BYTES bytes), 409
     `idempotency_conflict` and 503 `storage_unavailable`: nothing was written; 503 `storage_outcome_unknown`: Postgres
     took the write but gave no verdict, so it may be stored: sending the same write again settles it."""
     assert req.tenant is not None
@@ -103,6 +104,8 @@ async def remember(req: Request, body: StoreRequest) -> StoreResponse:
         await state().store.put(req.tenant, item_id, body.content, body.metadata, body.importance)
     except IdempotencyConflict as exc:
         raise APIError(409, "idempotency_conflict", f"{exc}; nothing was written") from exc
+    except QuotaExceeded as exc:
+        raise APIError(403, "quota_exceeded", str(exc)) from exc
     except WriteInDoubt as exc:
         log.warning("write outcome unknown: %s", exc)
         raise APIError(503, "storage_outcome_unknown", f"Postgres did not confirm the write of {item_id}, which "
@@ -157,7 +160,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     assert settings.postgres_dsn is not None
     db = Database(settings.postgres_dsn, SCHEMA, MIGRATIONS, timeout_s=settings.dependency_timeout_s)
 
-    store = MemoryStore(db, HashingEmbedder(settings.embed_dim))
+    store = MemoryStore(db, HashingEmbedder(settings.embed_dim),
+                        Quota(settings.memory_quota_items, settings.memory_quota_bytes))
 
     async def check_postgres() -> dict[str, Any]:
         return {"ok": await db.ping()}

@@ -21,6 +21,13 @@ the table:
   write that brings its own `seq` keeps it, so `somabrain migrate import` copies rows and counters unchanged.
 
 The store takes the counter lock before it touches a row, in writes and in deletes, so the two never deadlock.
+
+Migration 4: what each tenant holds, for its quota. `tenant_changes.items` and `.bytes` (content, metadata as
+text, and the embedding, in bytes: `memory_bytes()`) are kept by statement triggers on every INSERT, UPDATE and
+DELETE of `memories`, whoever runs it, in the transaction that changes the rows. The counter row is the one
+`next_seq()` locks, so a write that reads the usage under that lock sees every write before it. `somabrain migrate
+import` copies rows and counters as they are, with triggers off (`session_replication_role = replica`), so the
+imported counters are the exported ones and nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -104,5 +111,49 @@ MIGRATIONS = [
         ON CONFLICT (key) DO UPDATE SET tenant = EXCLUDED.tenant, seq = EXCLUDED.seq;
         RETURN NULL;
     END $$;
+    """,
+    # 4: usage per tenant (items and bytes), for the quota; backfilled from the rows already there.
+    """
+    ALTER TABLE "{schema}".tenant_changes
+        ADD COLUMN items bigint NOT NULL DEFAULT 0,
+        ADD COLUMN bytes bigint NOT NULL DEFAULT 0;
+
+    CREATE FUNCTION "{schema}".memory_bytes(content text, metadata jsonb, embedding bytea) RETURNS bigint
+        LANGUAGE sql IMMUTABLE AS $$
+        SELECT octet_length(content)::bigint + octet_length(metadata::text) + octet_length(embedding)
+    $$;
+
+    INSERT INTO "{schema}".tenant_changes (tenant, last_seq)
+    SELECT DISTINCT tenant, 0 FROM "{schema}".memories ON CONFLICT (tenant) DO NOTHING;
+    UPDATE "{schema}".tenant_changes AS c SET items = u.items, bytes = u.bytes
+    FROM (SELECT tenant, count(*) AS items,
+                 sum("{schema}".memory_bytes(content, metadata, embedding)) AS bytes
+          FROM "{schema}".memories GROUP BY tenant) AS u
+    WHERE c.tenant = u.tenant;
+
+    CREATE FUNCTION "{schema}".count_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            INSERT INTO "{schema}".tenant_changes AS c (tenant, last_seq, items, bytes)
+            SELECT tenant, 0, count(*), sum("{schema}".memory_bytes(content, metadata, embedding))
+            FROM added GROUP BY tenant ORDER BY tenant
+            ON CONFLICT (tenant) DO UPDATE SET items = c.items + EXCLUDED.items, bytes = c.bytes + EXCLUDED.bytes;
+        END IF;
+        IF TG_OP IN ('DELETE', 'UPDATE') THEN
+            UPDATE "{schema}".tenant_changes AS c SET items = c.items - d.items, bytes = c.bytes - d.bytes
+            FROM (SELECT tenant, count(*) AS items,
+                         sum("{schema}".memory_bytes(content, metadata, embedding)) AS bytes
+                  FROM removed GROUP BY tenant) AS d
+            WHERE c.tenant = d.tenant;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER count_inserts AFTER INSERT ON "{schema}".memories
+        REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".count_usage();
+    CREATE TRIGGER count_updates AFTER UPDATE ON "{schema}".memories
+        REFERENCING OLD TABLE AS removed NEW TABLE AS added FOR EACH STATEMENT
+        EXECUTE FUNCTION "{schema}".count_usage();
+    CREATE TRIGGER count_deletes AFTER DELETE ON "{schema}".memories
+        REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".count_usage();
     """,
 ]

@@ -60,6 +60,15 @@ SELECT $1, $2, $3, $4::jsonb, $5, $6, change.seq FROM change
 ON CONFLICT (tenant, id) DO NOTHING
 RETURNING id
 """
+# The tenant's usage under its counter row's lock (the lock next_seq() takes; schema.py, migration 4), and which
+# bound the memory given would cross: NULL when it fits. `_within_quota` makes sure the row exists first.
+_QUOTA = f"""
+SELECT CASE WHEN u.items + 1 > $5 THEN 'items'
+            WHEN u.bytes + "{SCHEMA}".memory_bytes($2, $3::jsonb, $4) > $6 THEN 'bytes' END AS crossed,
+       u.items, u.bytes, "{SCHEMA}".memory_bytes($2, $3::jsonb, $4) AS size
+FROM (SELECT coalesce(max(items), 0) AS items, coalesce(max(bytes), 0) AS bytes
+      FROM (SELECT items, bytes FROM "{SCHEMA}".tenant_changes WHERE tenant = $1 FOR UPDATE) AS locked) AS u
+"""
 # Whether the memory stored under an id is the one given (NULL: none is). jsonb equality ignores key order.
 _SAME = f"""
 SELECT content = $3 AND metadata = $4::jsonb AND importance = $5
@@ -103,6 +112,22 @@ class IdempotencyConflict(Exception):
     """The id already holds a different memory (content, metadata or importance): nothing was written."""
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What one tenant may hold in SomaMemory: memories, and bytes of content, metadata and embedding."""
+
+    items: int
+    bytes: int
+
+
+class QuotaExceeded(Exception):
+    """The memory would take the tenant over its quota: nothing was written."""
+
+    def __init__(self, message: str, *, crossed: str, items: int, nbytes: int, quota: Quota) -> None:
+        super().__init__(message)
+        self.crossed, self.items, self.nbytes, self.quota = crossed, items, nbytes, quota
+
+
 class WriteInDoubt(Exception):
     """The INSERT reached Postgres (or may have), but no verdict came back: it may have committed."""
 
@@ -125,9 +150,11 @@ class Recalled:
 
 
 class MemoryStore:
-    def __init__(self, db: Database, embedder: HashingEmbedder) -> None:
+    def __init__(self, db: Database, embedder: HashingEmbedder, quota: Quota | None = None) -> None:
         self._db = db
         self._embedder = embedder
+        #: Checked by `put` (the API's writes); `put_many`, the bulk path of imports and benchmarks, does not.
+        self.quota = quota or Quota(items=2**62, bytes=2**62)
         self.index = RecallIndex(embedder.dim, self._changes)
         #: Every tenant's index was built once since start-up (readiness waits for it).
         self.warm = False
@@ -151,18 +178,47 @@ class MemoryStore:
                     if not same:
                         raise IdempotencyConflict(f"memory {item_id} already exists with other content")
                     return Written.EXISTED
+                sent = False  # whether the INSERT (or the commit after it) may have reached Postgres
                 try:
-                    if await conn.fetchval(_INSERT, *args, embedding) is not None:
+                    async with conn.transaction():
+                        await self._within_quota(conn, tenant, item_id, content, args[3], embedding)
+                        sent = True
+                        inserted = await conn.fetchval(_INSERT, *args, embedding)
+                    if inserted is not None:
                         return Written.CREATED
                     same = await conn.fetchval(_SAME, *args)  # another writer of this id committed first
                 except DB_ERRORS as exc:
-                    if _in_doubt(exc):
+                    if sent and _in_doubt(exc):
                         raise WriteInDoubt(f"Postgres gave no verdict on the write of {item_id}: "
                                            f"{type(exc).__name__}: {exc}") from exc
                     raise
         # Each INSERT met a row that was gone by the read after it: other requests keep writing and deleting this
         # id. Nothing was written by this one.
         raise IdempotencyConflict(f"memory {item_id} is being written and deleted concurrently")
+
+    async def _within_quota(self, conn: asyncpg.Connection, tenant: str, item_id: str, content: str,
+                            metadata_json: str, embedding: bytes) -> None:
+        """Raise QuotaExceeded unless the memory fits in the tenant's quota; holds the tenant's counter lock (until
+        the transaction ends), so concurrent writes of one tenant are checked one after the other, exactly."""
+        # The row first, so that there is one to lock: concurrent first writes of a tenant would otherwise each
+        # find none, count nothing, and all go in (seen: 13 of 25 with a quota of 10).
+        await conn.execute(f'INSERT INTO "{SCHEMA}".tenant_changes (tenant, last_seq) VALUES ($1, 0) '
+                           "ON CONFLICT (tenant) DO NOTHING", tenant)
+        row = await conn.fetchrow(_QUOTA, tenant, content, metadata_json, embedding, self.quota.items,
+                                  self.quota.bytes)
+        if row["crossed"] is not None:
+            items, nbytes = int(row["items"]), int(row["bytes"])
+            limit = (f"{self.quota.items} memories" if row["crossed"] == "items"
+                     else f"{self.quota.bytes} bytes (it holds {nbytes}, this memory takes {int(row['size'])})")
+            raise QuotaExceeded(f"tenant {tenant} is at its quota of {limit}; {item_id} was not stored: delete "
+                                "memories to make room", crossed=str(row["crossed"]), items=items, nbytes=nbytes,
+                                quota=self.quota)
+
+    async def usage(self, tenant: str) -> tuple[int, int]:
+        """(memories, bytes) the tenant holds, as the counters say."""
+        async with self._db.pool.acquire() as conn:
+            row = await conn.fetchrow(f'SELECT items, bytes FROM "{SCHEMA}".tenant_changes WHERE tenant = $1', tenant)
+        return (int(row["items"]), int(row["bytes"])) if row is not None else (0, 0)
 
     async def put_many(self, tenant: str, memories: Sequence[Memory]) -> None:
         """Insert or replace memories in one statement and one change number (a later duplicate id wins): the bulk
