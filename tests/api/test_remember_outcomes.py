@@ -24,7 +24,7 @@ from brain.api.app import create_app
 from brain.settings import Settings
 from tests.api.conftest import headers
 from tests.helpers.pg_stalls import commits_stalled, table_locked
-from tests.helpers.servers import AppServer, PostgresServer, memory_headers
+from tests.helpers.servers import AppServer, PostgresServer, memory_headers, memory_on_own_postgres
 
 pytestmark = pytest.mark.integration
 #: The API gives up on SomaMemory after 5x this (its read timeout), so a held write outlasts it within seconds.
@@ -33,13 +33,8 @@ TIMEOUT_S = "1"
 
 @pytest.fixture(scope="module")
 def own_memory(run_dir: Path) -> Iterator[tuple[PostgresServer, AppServer]]:
-    pg = PostgresServer(run_dir)
-    pg.start()
-    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": pg.dsn, "SOMABRAIN_HEALTH_INTERVAL": "0.2"}, run_dir)
-    server.start()
-    yield pg, server
-    server.stop()
-    pg.cleanup()
+    with memory_on_own_postgres(run_dir) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -38,18 +38,10 @@ PROD = {  # the least a prod API needs to start (auth on asks for these), plus K
 }
 
 
-@pytest.fixture(scope="module")
-def outbox_pg(run_dir: Path) -> Iterator[PostgresServer]:
-    """A Postgres of this module's own: a publisher drains every row of the outbox, whoever wrote it."""
-    server = PostgresServer(run_dir)
-    server.start()
-    yield server
-    server.cleanup()
-
-
 @pytest.fixture
-async def db(outbox_pg: PostgresServer) -> AsyncIterator[Database]:
-    database = Database(outbox_pg.dsn, store.SCHEMA, store.MIGRATIONS)
+async def db(module_postgres: PostgresServer) -> AsyncIterator[Database]:
+    """On a Postgres of this module's own: a publisher drains every row of the outbox, whoever wrote it."""
+    database = Database(module_postgres.dsn, store.SCHEMA, store.MIGRATIONS)
     await database.connect()
     async with database.pool.acquire() as conn:
         await conn.execute("DELETE FROM somabrain.outbox")  # what an earlier test left waiting

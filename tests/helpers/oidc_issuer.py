@@ -17,24 +17,19 @@ CA of the test's own.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import ssl
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.helpers import jwt_keys
+from tests.helpers import certs, jwt_keys
 from tests.helpers.servers import free_port
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -51,43 +46,11 @@ class TlsFiles:
 def make_tls(directory: Path) -> TlsFiles:
     """A CA and a server certificate for 127.0.0.1 and localhost signed by it (PEM files in `directory`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC)
-
-    def name(common_name: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder().subject_name(name("test-oidc-ca")).issuer_name(name("test-oidc-ca"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder().subject_name(name("issuer.test")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(directory / "oidc-ca.pem", directory / "oidc-server.pem", directory / "oidc-server.key")
-    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
-    files.key.chmod(0o600)
-    return files
+    ca_key, ca = certs.ca("test-oidc-ca")
+    key, cert = certs.leaf(ca_key, ca, "issuer.test", ExtendedKeyUsageOID.SERVER_AUTH, certs.LOCAL_SANS)
+    return TlsFiles(certs.write(directory / "oidc-ca.pem", certs.cert_pem(ca)),
+                    certs.write(directory / "oidc-server.pem", certs.cert_pem(cert)),
+                    certs.write(directory / "oidc-server.key", certs.key_pem(key), 0o600))
 
 
 class LocalIssuer:

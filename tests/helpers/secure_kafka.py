@@ -21,19 +21,15 @@ What Tansu 0.6.0 (this binary) can and cannot do, found by running it (and in it
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.helpers import certs
 from tests.helpers.servers import Process, free_port, port_open, wait_for
 
 
@@ -59,73 +55,20 @@ class TlsFiles:
     other_ca: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, common_name: str, usage: x509.ObjectIdentifier,
-          sans: list[x509.GeneralName]) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
-
-
-def _write(path: Path, data: bytes, mode: int = 0o644) -> Path:
-    path.write_bytes(data)
-    path.chmod(mode)
-    return path
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
 def make_tls_files(directory: Path) -> TlsFiles:
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca = _ca("somabrain-test-kafka-ca")
-    server_key, server = _leaf(ca_key, ca, "kafka.test", ExtendedKeyUsageOID.SERVER_AUTH,
-                               [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    client_key, client = _leaf(ca_key, ca, "somabrain-api", ExtendedKeyUsageOID.CLIENT_AUTH, [])
-    _, other = _ca("some-other-ca")
+    ca_key, ca = certs.ca("somabrain-test-kafka-ca")
+    server_key, server = certs.leaf(ca_key, ca, "kafka.test", ExtendedKeyUsageOID.SERVER_AUTH,
+                               certs.LOCAL_SANS)
+    client_key, client = certs.leaf(ca_key, ca, "somabrain-api", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    _, other = certs.ca("some-other-ca")
     return TlsFiles(
-        ca=_write(directory / "ca.pem", _cert_pem(ca)),
-        server_cert=_write(directory / "server.pem", _cert_pem(server)),
-        server_key=_write(directory / "server.key", _key_pem(server_key), 0o600),
-        client_cert=_write(directory / "client.pem", _cert_pem(client)),
-        client_key=_write(directory / "client.key", _key_pem(client_key), 0o600),
-        other_ca=_write(directory / "other-ca.pem", _cert_pem(other)),
+        ca=certs.write(directory / "ca.pem", certs.cert_pem(ca)),
+        server_cert=certs.write(directory / "server.pem", certs.cert_pem(server)),
+        server_key=certs.write(directory / "server.key", certs.key_pem(server_key), 0o600),
+        client_cert=certs.write(directory / "client.pem", certs.cert_pem(client)),
+        client_key=certs.write(directory / "client.key", certs.key_pem(client_key), 0o600),
+        other_ca=certs.write(directory / "other-ca.pem", certs.cert_pem(other)),
     )
 
 

@@ -16,7 +16,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -226,3 +227,18 @@ class TansuBroker:
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         self.process.stop(sig)
+
+
+@contextmanager
+def memory_on_own_postgres(log_dir: Path, **env: str) -> Iterator[tuple[PostgresServer, AppServer]]:
+    """A Postgres and a SomaMemory process on it, both the caller's own (for tests that stall or stop them)."""
+    pg = PostgresServer(log_dir)
+    pg.start()
+    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": pg.dsn, "SOMABRAIN_HEALTH_INTERVAL": "0.2", **env},
+                       log_dir)
+    try:
+        server.start()
+        yield pg, server
+    finally:
+        server.stop()
+        pg.cleanup()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers.pg_stalls import commits_stalled, wait_event_pids
-from tests.helpers.servers import AppServer, PostgresServer, memory_headers
+from tests.helpers.servers import AppServer, PostgresServer, memory_headers, memory_on_own_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_memory(run_dir: Path) -> Iterator[tuple[PostgresServer, AppServer]]:
     """SomaMemory on a Postgres of the test's own: the test stalls that server's commits."""
-    pg = PostgresServer(run_dir)
-    pg.start()
-    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": pg.dsn, "SOMABRAIN_HEALTH_INTERVAL": "0.2"}, run_dir)
-    server.start()
-    yield pg, server
-    server.stop()
-    pg.cleanup()
+    with memory_on_own_postgres(run_dir) as pair:
+        yield pair
 
 
 def test_the_same_id_with_another_memory_is_refused(memory_server: AppServer, tenant: str) -> None:
