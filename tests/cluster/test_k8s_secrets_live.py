@@ -284,7 +284,7 @@ def test_a_namespace_scoped_identity_that_may_not_read_namespaces_creates_them(
     run = script(ns, "--kubeconfig", str(config), "--from-env-file", str(env), "--jwt-public-key", str(key),
                  context=account)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert sorted(managed(ns)) == [f"secret/{PG}", f"secret/{JWT}"], managed(ns)
+    assert sorted(managed(ns)) == sorted(f"secret/{name}" for name in OPERATOR_SECRETS), managed(ns)
 
 
 def test_an_identity_with_no_rights_is_refused_not_unreachable(script: Script, scratch_namespace: str, key: Path,
