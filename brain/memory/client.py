@@ -49,30 +49,21 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 _NOTHING_WRITTEN = "storage_unavailable"
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error(response: httpx.Response) -> tuple[str | None, str]:
+    """SomaMemory's `{error, detail}` body: (code, detail); (None, "") when the body is not that."""
     try:
         body = response.json()
     except ValueError:
-        return None
-    return body.get("error") if isinstance(body, dict) else None
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return str(body.get("detail", "")) if isinstance(body, dict) else ""
+        return None, ""
+    if not isinstance(body, dict):
+        return None, ""
+    code = body.get("error")
+    return (code if isinstance(code, str) else None), str(body.get("detail", ""))
 
 
 def _refusal(response: httpx.Response) -> str:
     """The reason SomaMemory gave for a 401, for the log: the token is wrong or missing, not SomaMemory down."""
-    if response.status_code != 401:
-        return ""
-    try:
-        return f": {response.json().get('error')}, check SOMABRAIN_MEMORY_TOKEN"
-    except ValueError:
-        return ""
+    return f": {_error(response)[0]}, check SOMABRAIN_MEMORY_TOKEN" if response.status_code == 401 else ""
 
 
 class MemoryClient:
@@ -133,11 +124,11 @@ class MemoryClient:
         status = response.status_code
         if status == 201:
             return
-        code = _error_code(response)
+        code, said = _error(response)
         if status == 409 and code == "idempotency_conflict":
             raise MemoryConflict(f"SomaMemory holds another memory under {body['id']}")
         if status == 403 and code == "quota_exceeded":
-            raise MemoryQuotaExceeded(_detail(response))
+            raise MemoryQuotaExceeded(said)
         detail = f"SomaMemory did not confirm the write (HTTP {status}{f' {code}' if code else ''}{_refusal(response)})"
         if 400 <= status < 500 or (status == 503 and code == _NOTHING_WRITTEN):
             raise MemoryUnavailable(detail)  # refused, or SomaMemory says it wrote nothing
