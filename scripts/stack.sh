@@ -232,7 +232,7 @@ print_endpoints() {
   opa="$(env_value OPA_HOST_PORT 8181)"
   cat <<EOF
 SomaBrain stack is up ($(cat "$MODE_FILE" 2>/dev/null || echo registry) mode, project $(project)):
-  API         http://127.0.0.1:$api   (/health, /openapi.json, /metrics)
+  API         http://127.0.0.1:$api   (/health, /openapi.json; /metrics on port 9697 inside the stack, for Prometheus)
   SomaMemory  $( [ -f "$MEMORY_PORT_FILE" ] && echo "http://127.0.0.1:$mem/health   (data routes: Authorization: Bearer \$SOMABRAIN_MEMORY_TOKEN)" || echo "not published (MEMORY_PORT=1 scripts/stack.sh up publishes it)")
   TLS front   https://somabrain.internal:$tls   (curl --cacert infra/tls/somabrain.internal.crt --resolve somabrain.internal:$tls:127.0.0.1 ...)
   Prometheus  http://127.0.0.1:$prom/targets
