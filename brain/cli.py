@@ -2,6 +2,7 @@
 
     somabrain api    [--bind 0.0.0.0:9696] [--workers 1]
     somabrain memory [--bind 0.0.0.0:9595] [--workers 1]
+    somabrain db-init [--wait 60]     the Postgres roles and both apps' migrations (brain.dbinit)
 
 Everything else comes from `SOMABRAIN_*` environment variables (see README). Configuration is checked before any
 worker starts: a problem prints one line naming the variable and exits 2. SIGTERM and SIGINT stop gracefully:
@@ -61,7 +62,7 @@ def _parser(tools: Sequence[str] = ()) -> argparse.ArgumentParser:
         epilog=epilog,
     )
     parser.add_argument("--version", action="version", version=f"somabrain {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{api,memory}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{api,memory,db-init}")
     for name, (_, bind, what) in APPS.items():
         cmd = sub.add_parser(name, help=f"serve {what}", description=f"Serve {what} with Hypercorn.")
         cmd.add_argument("--bind", default=bind, help=f"HOST:PORT to listen on (default {bind})")
@@ -84,6 +85,7 @@ def _parser(tools: Sequence[str] = ()) -> argparse.ArgumentParser:
                          choices=["text", "json"],
                          help="text for a terminal, json (one object per line) for log aggregation "
                          "(default: $SOMABRAIN_LOG_FORMAT or text)")
+    sub.add_parser("db-init", help="create the Postgres roles and apply both apps' migrations (as the superuser)")
     return parser
 
 
@@ -114,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     tools = _tools()
     if argv and argv[0] in tools:
         return _run_tool(tools[argv[0]], argv[1:])
+    if argv and argv[0] == "db-init":
+        from brain import dbinit
+
+        logs.configure(os.environ.get("SOMABRAIN_LOG_LEVEL", "info"), os.environ.get("SOMABRAIN_LOG_FORMAT", "text"))
+        return dbinit.main(argv[1:])
     args = _parser(list(tools)).parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:

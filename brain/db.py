@@ -73,18 +73,51 @@ class Database:
             return bool(await conn.fetchval("SELECT 1") == 1)
 
     async def _migrate(self, pool: asyncpg.Pool) -> None:
-        """Apply numbered migrations not yet recorded in `<schema>.schema_migrations`, under an advisory lock."""
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            await conn.execute(
-                f'CREATE TABLE IF NOT EXISTS "{self.schema}".schema_migrations '
-                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r["version"] for r in await conn.fetch(f'SELECT version FROM "{self.schema}".schema_migrations')}
-            for version, statement in enumerate(self._migrations, start=1):
-                if version in done:
-                    continue
-                log.info("applying migration %s.%d", self.schema, version)
-                await conn.execute(statement.format(schema=self.schema))
-                await conn.execute(f'INSERT INTO "{self.schema}".schema_migrations (version) VALUES ($1)', version)
+        """Bring `<schema>` to this build's migrations, or check that it is there already.
+
+        A schema at the current version costs one read and no DDL, so the runtime role (`somabrain db-init`), which
+        may not create anything, connects to a migrated database. A schema behind the build is migrated only when
+        the role may (dev and tests connect as an owner); otherwise this names the command that does it.
+        """
+        async with pool.acquire() as conn:
+            if await recorded_versions(conn, self.schema) >= set(range(1, len(self._migrations) + 1)):
+                return
+            try:
+                await apply_migrations(conn, self.schema, self._migrations)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                done = await recorded_versions(conn, self.schema)
+                user = await conn.fetchval("SELECT current_user")
+                raise DatabaseUnavailable(
+                    f"schema {self.schema} is at migration {max(done, default=0)} of {len(self._migrations)} and "
+                    f"role {user} may not migrate it ({exc}): run `somabrain db-init` (compose: the sb_dbinit "
+                    "service; k8s: the db-init initContainer)"
+                ) from None
+
+
+async def recorded_versions(conn: asyncpg.Connection, schema: str) -> set[int]:
+    """The migrations recorded in `<schema>.schema_migrations`; empty when the schema or the table is absent."""
+    if await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_migrations') is None:
+        return set()
+    return {r["version"] for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+
+
+async def apply_migrations(conn: asyncpg.Connection, schema: str, migrations: Sequence[str]) -> list[int]:
+    """Apply the numbered migrations not yet recorded in `<schema>.schema_migrations`, in one transaction under an
+    advisory lock (so concurrent workers and replicas apply each once); returns the versions applied."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", schema)
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = await recorded_versions(conn, schema)
+        for version, statement in enumerate(migrations, start=1):
+            if version in done:
+                continue
+            log.info("applying migration %s.%d", schema, version)
+            await conn.execute(statement.format(schema=schema))
+            await conn.execute(f'INSERT INTO "{schema}".schema_migrations (version) VALUES ($1)', version)
+            applied.append(version)
+    return applied
