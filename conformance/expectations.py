@@ -158,7 +158,8 @@ TLS_DEV_PORT = 8443
 # reference to one of them is "provided by the operator"; a reference to any other missing Secret or key is an
 # error. (The TLS Secret, TLS_SECRET, comes from scripts/setup_ingress_tls.sh or a certificate manager.)
 OPERATOR_SECRETS: Mapping[str, tuple[str, ...]] = {
-    "somabrain-postgres": ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),
+    "somabrain-postgres": ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),  # the superuser (db-init only)
+    "somabrain-postgres-app": ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),  # the apps' runtime role
     "somabrain-secrets": ("jwt_pub.pem",),
     "somabrain-memory-token": ("token",),
 }

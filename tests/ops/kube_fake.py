@@ -65,6 +65,8 @@ GROUPS = {
 OPERATOR_SECRET_VALUES: dict[str, dict[str, str]] = {
     "somabrain-postgres": {"POSTGRES_USER": "somabrain", "POSTGRES_PASSWORD": "fake-cluster-only",
                            "POSTGRES_DB": "somabrain"},
+    "somabrain-postgres-app": {"POSTGRES_USER": "somabrain_app", "POSTGRES_PASSWORD": "fake-cluster-only-app",
+                               "POSTGRES_DB": "somabrain"},
     "somabrain-secrets": {"jwt_pub.pem": "-----BEGIN PUBLIC KEY-----\nfake-cluster-only\n-----END PUBLIC KEY-----\n"},
     "somabrain-memory-token": {"token": "fake-cluster-only-" + "0" * 32},
 }
