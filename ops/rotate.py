@@ -5,8 +5,9 @@
     somabrain rotate jwt-key --env prod --add NEW_PUBLIC.pem      (phase 1: both keys verify)
     somabrain rotate jwt-key --env prod --retire                  (phase 2, once no old token is alive)
 
-postgres-password: the store the apps read the password from (.env.local in dev, Secret somabrain-postgres in
-prod) is also the rotation's journal, so the new password is never only on the role. Four steps:
+postgres-password: the password of the apps' runtime role (brain/dbinit.py; the superuser's is not theirs). The
+store the apps read it from (.env.local's POSTGRES_APP_* in dev, Secret somabrain-postgres-app in prod) is also the
+rotation's journal, so the new password is never only on the role. Four steps:
   1. stage: a new random password into the store as POSTGRES_PASSWORD_PENDING (the apps read only
      POSTGRES_PASSWORD). Fails: nothing changed; rerun. (A write that landed although it reported failure leaves
      a PENDING that the rerun takes as its new password.)
@@ -16,7 +17,8 @@ prod) is also the rotation's journal, so the new password is never only on the r
   4. roll the apps (compose: `up -d --no-deps somamemory somabrain`; prod: a rolling restart, maxUnavailable 0, so
      an old pod serves on its open connections until its replacement is Ready) and check the conformance readiness
      rules. Fails: demote (POSTGRES_PASSWORD old again, the new one back as PENDING: the state after step 2), undo,
-     roll the apps back.
+     roll the apps back. In prod each restarted pod's db-init initContainer sets the role's password to the
+     Secret's POSTGRES_PASSWORD before the app starts, which is the password this step has just made current.
 The undo reads the store again and acts on what it holds (a promote whose answer was lost may have landed). If the
 undo itself stops, PENDING stays in the store: a rerun of the same command finds it and completes the rotation
 (ALTER ROLE to PENDING, promote, roll), whichever of the two passwords the role has by then. Every failure message
@@ -74,7 +76,7 @@ from ops.rollout import wait
 
 PROG = "somabrain rotate"
 APPS = ("somamemory", "somabrain")
-PG_SECRET = "somabrain-postgres"  # noqa: S105 - a Secret's name
+PG_SECRET = "somabrain-postgres-app"  # noqa: S105 - a Secret's name: the runtime role's, not the superuser's
 JWT_SECRET = "somabrain-secrets"  # noqa: S105 - a Secret's name
 JWT_DIR = "/secrets"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
@@ -89,7 +91,7 @@ def say(message: str) -> None:
 
 # --- postgres ----------------------------------------------------------------------------------------------
 class PasswordStore(Protocol):
-    """Where the apps read the role's password (.env.local, Secret somabrain-postgres), and how they are rolled
+    """Where the apps read the role's password (.env.local, Secret somabrain-postgres-app), and how they are rolled
     onto a changed one. It is also the rotation's journal: a new password is in it (under PENDING) before it is
     on the role, so no step's failure can leave the role with a password nobody knows."""
 
@@ -101,11 +103,15 @@ class PasswordStore(Protocol):
     def roll_command(self) -> str:
         """What rolls the apps by hand."""
 
+    @property
+    def credential_keys(self) -> str:
+        """The user and password keys, as the store spells them."""
+
     def read(self) -> dict[str, str]:
-        """Every key, decoded."""
+        """Every key, decoded, under the Secret's names (POSTGRES_USER, POSTGRES_PASSWORD, PENDING)."""
 
     def write(self, changes: Mapping[str, str | None]) -> None:
-        """Set (str) or remove (None) keys in one atomic write."""
+        """Set (str) or remove (None) keys, named as `read` names them, in one atomic write."""
 
     def roll(self, timeout: float) -> list[str]:
         """Roll the apps onto the stored password and check readiness: the problems found."""
@@ -177,9 +183,15 @@ def kube_restart(target: KubeTarget, names: tuple[str, ...], timeout: float,
     return problems or readiness_failures(target)
 
 
+# .env.local keeps the superuser's POSTGRES_USER/POSTGRES_PASSWORD too; the runtime role's are these.
+ENV_FILE_KEYS = {"POSTGRES_USER": "POSTGRES_APP_USER", "POSTGRES_PASSWORD": "POSTGRES_APP_PASSWORD",
+                 PENDING: "POSTGRES_APP_PASSWORD_PENDING"}
+
+
 @dataclass
 class EnvFileStore:
-    """dev: the compose env file; compose passes POSTGRES_PASSWORD into the apps' DSN when they are recreated."""
+    """dev: the compose env file; compose passes POSTGRES_APP_PASSWORD into the apps' DSN when they are recreated.
+    Its keys are read and written under the Secret's names (ENV_FILE_KEYS), so the steps are the same for both."""
 
     target: ComposeTarget
     path: Path
@@ -193,11 +205,16 @@ class EnvFileStore:
         return (f"docker compose -p {self.target.project} --env-file {self.path} -f compose/docker-compose.yml "
                 f"up -d --no-deps --wait {' '.join(APPS)}")
 
+    @property
+    def credential_keys(self) -> str:
+        return f"{ENV_FILE_KEYS['POSTGRES_USER']}/{ENV_FILE_KEYS['POSTGRES_PASSWORD']}"
+
     def read(self) -> dict[str, str]:
-        return read_env_file(self.path)
+        values = read_env_file(self.path)
+        return {ours: values[theirs] for ours, theirs in ENV_FILE_KEYS.items() if theirs in values}
 
     def write(self, changes: Mapping[str, str | None]) -> None:
-        write_env_values(self.path, changes)
+        write_env_values(self.path, {ENV_FILE_KEYS[key]: value for key, value in changes.items()})
 
     def roll(self, timeout: float) -> list[str]:
         return compose_roll(self.target, self.path, timeout)
@@ -205,8 +222,8 @@ class EnvFileStore:
 
 @dataclass
 class SecretStore:
-    """prod: Secret somabrain-postgres, whose POSTGRES_PASSWORD the apps' pods read at start (secretKeyRef). A
-    key the apps do not read (PENDING) changes nothing in them."""
+    """prod: Secret somabrain-postgres-app, whose POSTGRES_PASSWORD the apps' pods (and their db-init) read at start
+    (secretKeyRef). A key the apps do not read (PENDING) changes nothing in them."""
 
     target: KubeTarget
 
@@ -217,6 +234,10 @@ class SecretStore:
     @property
     def roll_command(self) -> str:
         return (f"kubectl rollout restart deployment/{' deployment/'.join(APPS)} -n {self.target.namespace}")
+
+    @property
+    def credential_keys(self) -> str:
+        return "POSTGRES_USER/POSTGRES_PASSWORD"
 
     def read(self) -> dict[str, str]:
         data = get(self.target, secret_path(self.target, PG_SECRET)).get("data") or {}
@@ -294,7 +315,7 @@ def promote(target: Target, store: PasswordStore, user: str, new: str, rerun: st
         why = f"could not make the new password current in {store.where}: {exc}"
         undo(target, store, user, rerun, why)
         raise undone(why, store, rerun) from None
-    say(f"{store.where}: POSTGRES_PASSWORD updated; rolling {', '.join(APPS)}")
+    say(f"{store.where}: the new password is current; rolling {', '.join(APPS)}")
 
 
 def roll_back(target: Target, store: PasswordStore, user: str, old: str, new: str, timeout: float,
@@ -324,7 +345,8 @@ def rotate_postgres(target: Target, store: PasswordStore, timeout: float, rerun:
         raise OpsError(f"cannot read {store.where}: {exc}", EXIT_USAGE) from None
     user, old = values.get("POSTGRES_USER", ""), values.get("POSTGRES_PASSWORD", "")
     if not user or not old:
-        raise OpsError(f"{store.where} has no POSTGRES_USER/POSTGRES_PASSWORD", EXIT_USAGE)
+        raise OpsError(f"{store.where} has no {store.credential_keys} (the runtime role's; scripts/dev_up.sh or "
+                       "scripts/k8s_secrets.sh writes them)", EXIT_USAGE)
     new = values.get(PENDING, "")
     if new:
         say(f"{store.where}: {PENDING} left by a rotation that stopped half-way; completing it")
@@ -493,7 +515,7 @@ def parser() -> UsageParser:
     pw = sub.add_parser("postgres-password", help="new Postgres password for the apps' role")
     pw.add_argument("--env", choices=("dev", "prod"), required=True)
     pw.add_argument("--env-file", type=Path, default=REPO / ".env.local",
-                    help="dev: the compose env file holding POSTGRES_PASSWORD (default .env.local)")
+                    help="dev: the compose env file holding POSTGRES_APP_PASSWORD (default .env.local)")
     jwt = sub.add_parser("jwt-key", help="add a JWT verification key next to the old one, or retire the old one")
     jwt.add_argument("--env", choices=("prod",), required=True,
                      help="prod only: dev runs with SOMABRAIN_DISABLE_AUTH=1")

@@ -19,6 +19,10 @@ A port chosen by an earlier run is kept while it is free; otherwise the default;
 port. All ports are reserved (bound on 127.0.0.1) at the same time before any is released, so two
 services never get the same port.
 
+Credentials (generated once, then kept): POSTGRES_USER/POSTGRES_PASSWORD (the Postgres superuser, which only
+Postgres and the one-shot sb_dbinit see), POSTGRES_DB, POSTGRES_APP_USER/POSTGRES_APP_PASSWORD (the apps'
+runtime role, DML only, created by sb_dbinit), SOMABRAIN_MEMORY_TOKEN (SomaMemory's service token).
+
 Options:
   --env-file PATH   file to write (default: <repo>/.env.local)
   --any-port        if 9696 is taken, use another port for the API instead of failing
@@ -82,7 +86,7 @@ PORTS = [  # (variable, default): the API first, so it gets first pick of its de
     ("INGRESS_HOST_PORT", 9999),
 ]
 MANAGED = ["COMPOSE_PROJECT_NAME", *(name for name, _ in PORTS), "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
-           "SOMABRAIN_MEMORY_TOKEN"]
+           "POSTGRES_APP_USER", "POSTGRES_APP_PASSWORD", "SOMABRAIN_MEMORY_TOKEN"]
 
 
 def read_env(path: str) -> dict[str, str]:
@@ -163,6 +167,9 @@ values = {
     "POSTGRES_USER": previous.get("POSTGRES_USER") or "somabrain",
     "POSTGRES_PASSWORD": password,
     "POSTGRES_DB": previous.get("POSTGRES_DB") or "somabrain",
+    # The apps' runtime role (DML only), which the sb_dbinit service creates; POSTGRES_USER is the superuser.
+    "POSTGRES_APP_USER": previous.get("POSTGRES_APP_USER") or "somabrain_app",
+    "POSTGRES_APP_PASSWORD": previous.get("POSTGRES_APP_PASSWORD") or secrets.token_hex(16),
     # The service token SomaMemory requires of the API (brain/somamemory/access.py); kept once made.
     "SOMABRAIN_MEMORY_TOKEN": previous.get("SOMABRAIN_MEMORY_TOKEN") or secrets.token_hex(32),
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create the Secrets that the SomaBrain manifests reference but never ship (somabrain-postgres, somabrain-secrets,
-# somabrain-memory-token).
+# Create the Secrets that the SomaBrain manifests reference but never ship (somabrain-postgres,
+# somabrain-postgres-app, somabrain-secrets, somabrain-memory-token).
 # Run with --help for the details. Idempotent: creates what is missing, keeps what exists unless --force.
 set -euo pipefail
 
@@ -12,7 +12,10 @@ Usage: scripts/k8s_secrets.sh --context CONTEXT [--namespace NS] [--from-env-fil
 Creates, in namespace NS of the cluster of kubeconfig context CONTEXT, the Secrets that k8s/ refers to but
 does not contain (so that `kubectl apply -k k8s/` never overwrites real credentials with placeholders):
 
-  somabrain-postgres  POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB   (Postgres, the API, SomaMemory)
+  somabrain-postgres      POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB  (the superuser: Postgres and the
+                          db-init initContainers only)
+  somabrain-postgres-app  POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB  (the apps' runtime role, DML only;
+                          db-init creates it and sets this password at every start)
   somabrain-secrets   jwt_pub.pem                                     (the key that verifies the API's JWTs)
   somabrain-memory-token  token (random)           (the service token SomaMemory requires; only the API holds it)
 
@@ -23,11 +26,13 @@ unless --force replaces it.
 Options:
   --context CONTEXT      kubeconfig context of the cluster (required: never the current context by accident)
   --namespace NS         namespace (default: somabrain-prod)
-  --from-env-file FILE   POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB from a KEY=VALUE file, e.g. the
-                         .env.local of scripts/dev_up.sh (then the cluster uses compose's credentials).
+  --from-env-file FILE   POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB (and POSTGRES_APP_USER,
+                         POSTGRES_APP_PASSWORD) from a KEY=VALUE file, e.g. the .env.local of
+                         scripts/dev_up.sh (then the cluster uses compose's credentials).
                          Without it: user and database `somabrain` and a random password (right for a
                          new Postgres volume only: an initialised database keeps the password it was made
-                         with; change that one with `somabrain rotate`, not here).
+                         with; change that one with `somabrain rotate`, not here). The runtime role is
+                         somabrain_app with a random password unless the file names them.
   --jwt-public-key FILE  PEM public key (-----BEGIN PUBLIC KEY-----) that verifies the API's tokens: your
                          identity provider's; in dev .run/jwt/jwt_pub.pem (scripts/dev_up.sh --kind-secrets).
                          Needed when somabrain-secrets does not exist yet, or with --force.
@@ -51,6 +56,7 @@ me="k8s_secrets.sh"
 PG_SECRET="somabrain-postgres"
 JWT_SECRET="somabrain-secrets"
 TOKEN_SECRET="somabrain-memory-token"
+APP_SECRET="somabrain-postgres-app"
 
 die() { echo "$me: $1" >&2; exit "${2:-2}"; }
 say() { [[ "$quiet" == 1 ]] || echo "$me: $*"; }
@@ -102,9 +108,12 @@ pg_user="somabrain"
 pg_db="somabrain"
 pg_password=""
 pg_from="user and database somabrain, a random password"
+app_user="somabrain_app"
+app_password=""
+app_from="user somabrain_app, a random password"
 if [[ -n "$env_file" ]]; then
   [[ -f "$env_file" && -r "$env_file" ]] || die "--from-env-file $env_file: no such readable file"
-  env_user=""; env_db=""; env_password=""  # (bash 3.2 on macOS: no associative arrays)
+  env_user=""; env_db=""; env_password=""; env_app_user=""; env_app_password=""  # (bash 3.2: no associative arrays)
   while IFS= read -r line || [[ -n "$line" ]]; do
     line="${line%$'\r'}"
     [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
@@ -116,6 +125,8 @@ if [[ -n "$env_file" ]]; then
       POSTGRES_USER) env_user="$value" ;;
       POSTGRES_PASSWORD) env_password="$value" ;;
       POSTGRES_DB) env_db="$value" ;;
+      POSTGRES_APP_USER) env_app_user="$value" ;;
+      POSTGRES_APP_PASSWORD) env_app_password="$value" ;;
     esac
   done < "$env_file"
   pg_password="$env_password"
@@ -127,6 +138,19 @@ if [[ -n "$env_file" ]]; then
     dsn_safe "$v" || die "--from-env-file $env_file: $key has characters that break the API's Postgres DSN (use letters, digits and . _ ~ -)"
   done
   pg_from="from $env_file"
+  app_user="${env_app_user:-somabrain_app}"
+  app_password="$env_app_password"
+  [[ "$app_user" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] \
+    || die "--from-env-file $env_file: POSTGRES_APP_USER '$app_user' must be lower-case letters, digits and _"
+  [[ "$app_user" != "$pg_user" ]] \
+    || die "--from-env-file $env_file: POSTGRES_APP_USER is the superuser POSTGRES_USER; the apps need a role of their own"
+  if [[ -n "$app_password" ]]; then
+    dsn_safe "$app_password" || die "--from-env-file $env_file: POSTGRES_APP_PASSWORD has characters that break the apps' Postgres DSN (use letters, digits and . _ ~ -)"
+    [[ ${#app_password} -ge 16 ]] || die "--from-env-file $env_file: POSTGRES_APP_PASSWORD must be at least 16 characters"
+    app_from="user $app_user, password from $env_file"
+  else
+    app_from="user $app_user, a random password"
+  fi
 fi
 
 if [[ -n "$jwt_file" ]]; then
@@ -192,9 +216,10 @@ exists() { # exists NAME -> 0 when the Secret exists
     || die "cannot read Secret $namespace/$1: $(last_error)" 1
   [[ -n "$found" ]]
 }
-pg_exists=0; jwt_exists=0; token_exists=0
+pg_exists=0; jwt_exists=0; token_exists=0; app_exists=0
 if [[ -n "$ns_found" ]]; then
   if exists "$PG_SECRET"; then pg_exists=1; fi
+  if exists "$APP_SECRET"; then app_exists=1; fi
   if exists "$JWT_SECRET"; then jwt_exists=1; fi
   if exists "$TOKEN_SECRET"; then token_exists=1; fi
 fi
@@ -248,6 +273,14 @@ fi
 write "$PG_SECRET" "$pg_exists" "POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB: $pg_from" "$(secret_yaml "$PG_SECRET" \
   "POSTGRES_USER=$(printf '%s' "$pg_user" | base64_of)" \
   "POSTGRES_PASSWORD=$(printf '%s' "$pg_password" | base64_of)" \
+  "POSTGRES_DB=$(printf '%s' "$pg_db" | base64_of)")"
+if [[ -z "$app_password" ]]; then
+  app_password="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+fi
+write "$APP_SECRET" "$app_exists" "POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB: $app_from, database $pg_db" \
+  "$(secret_yaml "$APP_SECRET" \
+  "POSTGRES_USER=$(printf '%s' "$app_user" | base64_of)" \
+  "POSTGRES_PASSWORD=$(printf '%s' "$app_password" | base64_of)" \
   "POSTGRES_DB=$(printf '%s' "$pg_db" | base64_of)")"
 jwt_yaml=""
 [[ -z "$jwt_file" ]] || jwt_yaml="$(secret_yaml "$JWT_SECRET" "jwt_pub.pem=$(base64_of < "$jwt_file")")"

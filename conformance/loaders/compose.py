@@ -41,6 +41,8 @@ PLACEHOLDERS: dict[str, str] = {
     "POSTGRES_USER": "somabrain",
     "POSTGRES_PASSWORD": "placeholder-password",
     "POSTGRES_DB": "somabrain",
+    "POSTGRES_APP_USER": "somabrain_app",
+    "POSTGRES_APP_PASSWORD": "placeholder-app-password",
     "SOMABRAIN_MEMORY_TOKEN": "placeholder-service-token-placeholder-token",
 }
 

@@ -25,8 +25,9 @@ from conformance.expectations import OPERATOR_SECRETS
 from tests.cluster.live import CONTEXT, REPO, kubectl, service_account_kubeconfig, toolchain_bin
 
 SCRIPT = REPO / "scripts" / "k8s_secrets.sh"
-PG, JWT = "somabrain-postgres", "somabrain-secrets"
+PG, APP, JWT = "somabrain-postgres", "somabrain-postgres-app", "somabrain-secrets"
 PASSWORD = "0123456789abcdef0123456789abcdef"
+APP_PASSWORD = "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
 OTHER_PASSWORD = "fedcba9876543210fedcba9876543210"
 
 
@@ -39,7 +40,8 @@ def public_key(path: Path) -> Path:
 
 def env_file(path: Path, password: str, user: str = "somabrain", db: str = "somabrain") -> Path:
     path.write_text(f"# as scripts/dev_up.sh writes it\nSOMABRAIN_HOST_PORT=9696\nPOSTGRES_USER={user}\n"
-                    f"POSTGRES_PASSWORD={password}\nPOSTGRES_DB={db}\n")
+                    f"POSTGRES_PASSWORD={password}\nPOSTGRES_DB={db}\nPOSTGRES_APP_USER=somabrain_app\n"
+                    f"POSTGRES_APP_PASSWORD={APP_PASSWORD}\n")
     return path
 
 
@@ -130,6 +132,10 @@ def test_creates_the_missing_secrets_with_the_given_values(script: Script, scrat
     assert f"created Secret {JWT} (jwt_pub.pem from {key})" in out
     assert "namespace" not in out.split("\n", 1)[1]  # it exists: not created again
     assert values(ns, PG) == {"POSTGRES_USER": "somabrain", "POSTGRES_PASSWORD": PASSWORD, "POSTGRES_DB": "somabrain"}
+    assert f"created Secret {APP} (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB: user somabrain_app, password " \
+           f"from {env}, database somabrain)" in out
+    assert values(ns, APP) == {"POSTGRES_USER": "somabrain_app", "POSTGRES_PASSWORD": APP_PASSWORD,
+                               "POSTGRES_DB": "somabrain"}
     assert values(ns, JWT) == {"jwt_pub.pem": key.read_text()}
     # What the parity gate treats as provided by the operator (the API server sorts the keys).
     assert {name: set(values(ns, name)) for name in OPERATOR_SECRETS} == {
@@ -140,7 +146,8 @@ def test_creates_the_missing_secrets_with_the_given_values(script: Script, scrat
         assert obj["metadata"]["labels"] == {"app.kubernetes.io/part-of": "somabrain",
                                              "app.kubernetes.io/managed-by": "k8s_secrets.sh"}
     # The credentials only ever travel on stdin.
-    assert PASSWORD not in script.argv() and "BEGIN PUBLIC KEY" not in script.argv()
+    assert PASSWORD not in script.argv() and APP_PASSWORD not in script.argv()
+    assert "BEGIN PUBLIC KEY" not in script.argv()
     assert "create -f -" in script.argv()
 
 
@@ -216,6 +223,9 @@ def test_without_an_env_file_the_password_is_generated(script: Script, scratch_n
     assert pg["POSTGRES_USER"] == "somabrain" and pg["POSTGRES_DB"] == "somabrain"
     password = pg["POSTGRES_PASSWORD"]
     assert len(password) == 32 and set(password) <= set("0123456789abcdef")  # 16 random bytes in hex: DSN-safe
+    app = values(scratch_namespace, APP)
+    assert app["POSTGRES_USER"] == "somabrain_app" and app["POSTGRES_DB"] == "somabrain"
+    assert len(app["POSTGRES_PASSWORD"]) == 32 and app["POSTGRES_PASSWORD"] != password
     assert password not in script.argv()
     ok(script(scratch_namespace, "--jwt-public-key", str(key), "--force", "--quiet"))
     assert values(scratch_namespace, PG)["POSTGRES_PASSWORD"] not in (password, "")  # a new one each time

@@ -79,7 +79,7 @@ def test_declared_reads_env_resources_probes_and_readiness(healthy: Healthy) -> 
     literal = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
     assert spec.env == {**spec.env, **config_map, **literal}  # envFrom ConfigMap somabrain-env; `env` overrides it
     assert spec.env["SOMABRAIN_STRICT_REAL"] == "1" and spec.env["SOMABRAIN_DISABLE_AUTH"] == "0"
-    assert spec.env["POSTGRES_PASSWORD"] == "<secret somabrain-postgres/POSTGRES_PASSWORD>"  # never its value
+    assert spec.env["POSTGRES_PASSWORD"] == "<secret somabrain-postgres-app/POSTGRES_PASSWORD>"  # never its value
     limits = container["resources"]["limits"]
     assert spec.memory_limit_bytes == parse_quantity(limits["memory"])
     assert spec.cpu_limit == pytest.approx(parse_quantity(limits["cpu"]))

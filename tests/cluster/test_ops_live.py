@@ -207,7 +207,7 @@ def test_postgres_password_rotation_on_prod(healthy: subprocess.CompletedProcess
     """A new password for the apps' role, the Secret updated, both apps rolled: the service answers throughout,
     and a memory written afterwards is stored in Postgres and recalled (the apps connect with the new password)."""
     def password() -> str:
-        return kubectl("get", "secret", "somabrain-postgres", "-o", "jsonpath={.data.POSTGRES_PASSWORD}").stdout
+        return kubectl("get", "secret", "somabrain-postgres-app", "-o", "jsonpath={.data.POSTGRES_PASSWORD}").stdout
 
     before = password()
     with answers_through_the_ingress() as failed:

@@ -19,8 +19,12 @@ from tests.deploy.conftest import REPO, run
 
 COMPOSE = REPO / "compose" / "docker-compose.yml"
 MEMORY_PORT = REPO / "compose" / "docker-compose.memory-port.yml"
-SERVICES = {"somabrain", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus", "somamemory", "sb_ingress"}
+SERVICES = {"somabrain", "sb_redis", "kafka", "sb_opa", "sb_postgres", "prometheus", "somamemory", "sb_ingress",
+            "sb_dbinit"}
+# One-shot services: they run to completion before the apps start, so they have no health to check.
+ONE_SHOT = {"sb_dbinit"}
 TEST_ENV = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "test-only", "POSTGRES_DB": "d",
+            "POSTGRES_APP_USER": "app", "POSTGRES_APP_PASSWORD": "test-only-app",
             "SOMABRAIN_MEMORY_TOKEN": "test-only-service-token-0123456789abcdef"}
 
 
@@ -76,11 +80,16 @@ def test_services_and_images(compose: dict[str, Any]) -> None:
 
 def test_every_service_has_a_healthcheck_and_somabrain_waits_for_healthy(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
+        if name in ONE_SHOT:
+            assert svc["restart"] == "no" and "healthcheck" not in svc, name
+            continue
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     deps = compose["services"]["somabrain"]["depends_on"]
     assert set(deps) == SERVICES - {"somabrain", "prometheus", "sb_ingress"}
-    assert all(d["condition"] == "service_healthy" for d in deps.values())
-    assert compose["services"]["somamemory"]["depends_on"]["sb_postgres"]["condition"] == "service_healthy"
+    assert {n: d["condition"] for n, d in deps.items()} == {
+        n: "service_completed_successfully" if n in ONE_SHOT else "service_healthy" for n in deps}
+    assert compose["services"]["somamemory"]["depends_on"] == {
+        "sb_postgres": {"condition": "service_healthy"}, "sb_dbinit": {"condition": "service_completed_successfully"}}
 
 
 def test_resource_limits(compose: dict[str, Any]) -> None:
@@ -144,9 +153,24 @@ def test_no_literal_credentials(compose: dict[str, Any]) -> None:
                 assert value.startswith("${") and ":?" in value, f"{name}: {key}"
                 checked += 1
             if value.startswith("postgresql://"):
-                assert re.match(r"postgresql://\$\{POSTGRES_USER:\?[^}]*\}:\$\{POSTGRES_PASSWORD:\?[^}]*\}@", value)
+                assert re.match(r"postgresql://\$\{POSTGRES(_APP)?_USER:\?[^}]*\}:\$\{POSTGRES(_APP)?_PASSWORD:\?[^}]*\}@",
+                                value), f"{name}: {key}"
                 checked += 1
     assert checked >= 3
+
+
+def test_only_postgres_and_db_init_hold_the_superuser_password(compose: dict[str, Any]) -> None:
+    """The apps log in as the runtime role (DML only); the superuser's password is in two services, the database
+    and the one-shot that creates the roles (brain/dbinit.py)."""
+    holders = {name for name, svc in compose["services"].items()
+               if any("${POSTGRES_PASSWORD" in str(v) for v in (svc.get("environment") or {}).values())}
+    assert holders == {"sb_postgres", "sb_dbinit"}
+    services = compose["services"]
+    for app in ("somabrain", "somamemory"):
+        assert services[app]["environment"]["SOMABRAIN_POSTGRES_DSN"].startswith("postgresql://${POSTGRES_APP_USER:?")
+    assert services["sb_dbinit"]["environment"]["SOMABRAIN_POSTGRES_DSN"] == \
+        services["somabrain"]["environment"]["SOMABRAIN_POSTGRES_DSN"]
+    assert services["sb_dbinit"]["command"][0] == "db-init"
 
 
 def test_somabrain_environment(compose: dict[str, Any]) -> None:
@@ -179,6 +203,7 @@ def test_somabrain_environment(compose: dict[str, Any]) -> None:
 # The intended connectivity, as written in compose/README.md: which services share a network.
 MUST_REACH = {("somabrain", s) for s in ("sb_redis", "kafka", "sb_opa", "sb_postgres", "somamemory")} | {
     ("somamemory", "sb_postgres"),
+    ("sb_dbinit", "sb_postgres"),
     ("prometheus", "somabrain"),
     ("prometheus", "somamemory"),
     ("sb_ingress", "somabrain"),
@@ -200,6 +225,7 @@ def test_networks_allow_exactly_the_intended_flows(compose: dict[str, Any]) -> N
     assert ("prometheus", "sb_postgres") not in reachable
     assert ("somamemory", "sb_redis") not in reachable
     assert {b for a, b in reachable if a == "sb_ingress"} == {"somabrain"}, "the TLS front reaches the API only"
+    assert {b for a, b in reachable if a == "sb_dbinit"} == {"sb_postgres"}, "db-init reaches Postgres only"
 
 
 def test_tls_front_mirrors_the_ingress(compose: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -162,9 +163,18 @@ def test_credentials_come_from_secrets_not_configmaps(base_manifests: list[Resou
             assert "PASSWORD" not in key.upper(), f"{cm['metadata']['name']}: {key}"
             assert "@" not in str(value) or "://" not in str(value), f"credentials in a URL: {key}"
     for name, kind in (("somabrain", "Deployment"), ("somamemory", "Deployment")):
-        ctr = find(base_manifests, kind, name)["spec"]["template"]["spec"]["containers"][0]
-        env = {e["name"]: e for e in ctr["env"]}
-        assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "somabrain-postgres"
+        pod = find(base_manifests, kind, name)["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        # The app: the runtime role (DML only); the superuser's Secret only in its db-init initContainer.
+        assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "somabrain-postgres-app"
+        assert "somabrain-postgres\"" not in json.dumps(pod["containers"])
+        [init] = pod["initContainers"]
+        assert init["name"] == "db-init" and init["args"][0] == "db-init"
+        init_env = {e["name"]: e for e in init["env"]}
+        assert init_env["POSTGRES_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "somabrain-postgres", "key": "POSTGRES_PASSWORD"}
+        assert init_env["SOMABRAIN_POSTGRES_DSN"] == env["SOMABRAIN_POSTGRES_DSN"]
+        assert init["securityContext"] == pod["containers"][0]["securityContext"]
     pg = find(base_manifests, "StatefulSet", "postgres")["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": "somabrain-postgres"}} in pg["envFrom"]
 

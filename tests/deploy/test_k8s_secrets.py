@@ -90,6 +90,11 @@ def test_help_names_the_secrets_and_their_keys() -> None:
         (["--context", "sentinel", "--from-env-file", "/nonexistent/.env.local"], "no such readable file"),
         (["--context", "sentinel", "--from-env-file", "{no_password}"], "has no POSTGRES_PASSWORD"),
         (["--context", "sentinel", "--from-env-file", "{bad_password}"], "break the API's Postgres DSN"),
+        (["--context", "sentinel", "--from-env-file", "{app_is_superuser}"],
+         "POSTGRES_APP_USER is the superuser POSTGRES_USER"),
+        (["--context", "sentinel", "--from-env-file", "{app_bad_name}"], "must be lower-case letters, digits and _"),
+        (["--context", "sentinel", "--from-env-file", "{app_short}"], "POSTGRES_APP_PASSWORD must be at least 16"),
+        (["--context", "sentinel", "--from-env-file", "{app_not_dsn_safe}"], "break the apps' Postgres DSN"),
         (["--context", "sentinel", "--jwt-public-key", "/nonexistent/jwt_pub.pem"],
          "--jwt-public-key /nonexistent/jwt_pub.pem: no such readable file"),
         (["--context", "sentinel", "--jwt-public-key", "{private}"], "is a private key: give its public half"),
@@ -98,14 +103,20 @@ def test_help_names_the_secrets_and_their_keys() -> None:
         (["--context", "elsewhere"], "context 'elsewhere' is not in the kubeconfig"),
     ],
     ids=["no-context", "context-without-value", "context-then-flag", "unknown-flag", "bad-namespace",
-         "missing-env-file", "env-without-password", "env-password-not-dsn-safe", "missing-jwt-key-file",
+         "missing-env-file", "env-without-password", "env-password-not-dsn-safe", "app-role-is-the-superuser",
+         "app-role-bad-name", "app-password-short", "app-password-not-dsn-safe", "missing-jwt-key-file",
          "jwt-private-key", "jwt-not-pem", "missing-kubeconfig", "unknown-context"],
 )
 def test_bad_input_is_one_clear_line_and_exit_2_before_any_cluster_is_asked(
     tmp_path: Path, keys: tuple[Path, Path], real_kubectl: str, sentinel: socket.socket, args: list[str],
     message: str,
 ) -> None:
+    good = "POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=0123456789abcdef\n"
     files = {"no_password": "POSTGRES_USER=somabrain\n", "bad_password": "POSTGRES_PASSWORD=p@ss/word\n",
+             "app_is_superuser": good + "POSTGRES_APP_USER=somabrain\n",
+             "app_bad_name": good + "POSTGRES_APP_USER=App-Role\n",
+             "app_short": good + "POSTGRES_APP_PASSWORD=short\n",
+             "app_not_dsn_safe": good + "POSTGRES_APP_PASSWORD=0123456789abcdef@host/x\n",
              "junk": "not a key\n"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)

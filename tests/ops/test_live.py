@@ -58,6 +58,7 @@ def target_project(target_env_file: Path) -> Iterator[str]:
     env = {k: (str(free_port()) if k.endswith("_HOST_PORT") else v) for k, v in env.items()}
     env["COMPOSE_PROJECT_NAME"] = TARGET_PROJECT
     env["POSTGRES_PASSWORD"] = uuid.uuid4().hex
+    env["POSTGRES_APP_PASSWORD"] = uuid.uuid4().hex
     env_file = target_env_file
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
     files = ["--env-file", str(env_file), "-f", str(REPO / "compose/docker-compose.yml"),
@@ -149,15 +150,16 @@ def login(project: str, user: str, password: str) -> bool:
 def test_rotate_postgres_password_dev(target_project: str, target_env_file: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     before = read_env_file(target_env_file)
-    user, old = before["POSTGRES_USER"], before["POSTGRES_PASSWORD"]
+    user, old = before["POSTGRES_APP_USER"], before["POSTGRES_APP_PASSWORD"]  # the apps' runtime role
     assert login(target_project, user, old)
     code = rotate.main(["postgres-password", "--env", "dev", "--compose-project", target_project,
                         "--env-file", str(target_env_file), "--timeout", "240"])
     out = capsys.readouterr().out
     print(out)
     assert code == 0, out
-    new = read_env_file(target_env_file)["POSTGRES_PASSWORD"]
-    assert new != old and len(new) >= 32
+    after = read_env_file(target_env_file)
+    new = after["POSTGRES_APP_PASSWORD"]
+    assert new != old and len(new) >= 32 and after["POSTGRES_PASSWORD"] == before["POSTGRES_PASSWORD"]
     assert login(target_project, user, new) and not login(target_project, user, old)
     assert doctor.main(["--env", "dev", "--compose-project", target_project]) == 0, capsys.readouterr().out
 

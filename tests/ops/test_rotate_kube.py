@@ -152,7 +152,7 @@ def add_secrets(fake: WritableCluster) -> None:
     def b64(value: str) -> str:
         return base64.b64encode(value.encode()).decode()
 
-    for name, data in (("somabrain-postgres", {"POSTGRES_USER": b64("somabrain"), "POSTGRES_DB": b64("somabrain"),
+    for name, data in (("somabrain-postgres-app", {"POSTGRES_USER": b64("somabrain"), "POSTGRES_DB": b64("somabrain"),
                                                "POSTGRES_PASSWORD": b64("the-current-password")}),
                        ("somabrain-secrets", {"jwt_pub.pem": b64("-----BEGIN PUBLIC KEY-----...")})):
         if fake.find("Secret", fake.namespace, name) is None:
@@ -317,11 +317,11 @@ def test_postgres_password_by_patches_and_undone_when_the_restart_gives_up(
     password goes back on the role and in the Secret, the apps are rolled again, exit 2 with the reason."""
     roles: list[tuple[str, str]] = []
     monkeypatch.setattr(rotate, "set_role_password", lambda target, user, password: roles.append((user, password)))
-    before = secret_data(cluster, "somabrain-postgres")
+    before = secret_data(cluster, "somabrain-postgres-app")
     user = base64.b64decode(before["POSTGRES_USER"]).decode()
 
     assert rotate.main(["postgres-password", "--env", "prod", *cluster.args()]) == 0, capsys.readouterr()
-    rotated = secret_data(cluster, "somabrain-postgres")
+    rotated = secret_data(cluster, "somabrain-postgres-app")
     password = base64.b64decode(rotated["POSTGRES_PASSWORD"]).decode()
     assert roles == [(user, password)] and rotated == {**before, "POSTGRES_PASSWORD": rotated["POSTGRES_PASSWORD"]}
     # stage the new password as POSTGRES_PASSWORD_PENDING, promote it, restart both
@@ -333,8 +333,8 @@ def test_postgres_password_by_patches_and_undone_when_the_restart_gives_up(
     assert rotate.main(["postgres-password", "--env", "prod", *cluster.args()]) == 2
     err = capsys.readouterr().err
     assert "the apps are not ready with the new password" in err
-    assert "undone: the old password is back on the role and in Secret somabrain-postgres" in err
+    assert "undone: the old password is back on the role and in Secret somabrain-postgres-app" in err
     assert f"restart of deployment/somabrain: gave up after {CONFLICT_ATTEMPTS} attempts" in err
     assert [r[1] for r in roles][1:] == [password]  # the new one, then the previous one back
-    assert secret_data(cluster, "somabrain-postgres") == rotated
+    assert secret_data(cluster, "somabrain-postgres-app") == rotated
     assert all(method == "PATCH" for method, _, _ in patches.writes())

@@ -1,6 +1,6 @@
 """`somabrain rotate postgres-password` when a step fails: every failure point is undone, or leaves a state that a
 rerun of the same command completes, and afterwards the role's real password (a password login to a real
-Postgres) is the one the store (Secret somabrain-postgres / .env.local) gives the apps.
+Postgres) is the one the store (Secret somabrain-postgres-app / .env.local's POSTGRES_APP_*) gives the apps.
 
 The database is a Postgres of its own, set up as the postgres image is: its local socket trusted (where rotate's
 psql runs, inside the workload), password logins (scram-sha-256) over TCP (how the apps connect). rotate's psql
@@ -28,7 +28,8 @@ from tests.helpers.servers import PostgresServer
 from tests.ops.conftest import Cluster
 from tests.ops.test_rotate_kube import FakePatches, add_secrets, secret_data, serve_patches
 
-USER = "somabrain"
+USER = "somabrain_app"
+SUPERUSER_PASSWORD = "the-superusers-password"  # in .env.local too; never rotated here
 CURRENT = "the-current-password"
 
 
@@ -83,9 +84,9 @@ def psql_runs(database: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> list
 @pytest.fixture
 def patches(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> FakePatches:
     add_secrets(cluster.fake)
-    secret = cluster.fake.find("Secret", cluster.fake.namespace, "somabrain-postgres")
+    secret = cluster.fake.find("Secret", cluster.fake.namespace, "somabrain-postgres-app")
     secret.pop("stringData", None)
-    secret["data"] = {**secret_data(cluster, "somabrain-postgres"),
+    secret["data"] = {**secret_data(cluster, "somabrain-postgres-app"),
                       "POSTGRES_USER": base64.b64encode(USER.encode()).decode(),
                       "POSTGRES_PASSWORD": base64.b64encode(CURRENT.encode()).decode()}
     monkeypatch.setattr(rotate, "readiness_failures", lambda target: [])  # the writes are what is tested here
@@ -93,7 +94,7 @@ def patches(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> FakePatches:
 
 
 def stored(cluster: Cluster) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode() for k, v in secret_data(cluster, "somabrain-postgres").items()}
+    return {k: base64.b64decode(v).decode() for k, v in secret_data(cluster, "somabrain-postgres-app").items()}
 
 
 def assert_agree(server: PostgresServer, values: dict[str, str], other: str) -> None:
@@ -107,27 +108,27 @@ def prod(cluster: Cluster) -> list[str]:
 
 
 def fail_secret_writes(monkeypatch: pytest.MonkeyPatch, patches: FakePatches, first: int, count: int = 1) -> None:
-    """From write `first` (counted from 1) of Secret somabrain-postgres, `count` writes meet 409 on every attempt
+    """From write `first` (counted from 1) of Secret somabrain-postgres-app, `count` writes meet 409 on every attempt
     and give up."""
     real = rotate.merge_patch
     seen = [0]
 
     def merge_patch(target: Any, path: str, changes: dict[str, Any]) -> dict[str, Any]:
-        if path.endswith("/secrets/somabrain-postgres"):
+        if path.endswith("/secrets/somabrain-postgres-app"):
             seen[0] += 1
             if seen[0] == first:
-                patches.conflicts["secrets/somabrain-postgres"] = CONFLICT_ATTEMPTS * count
+                patches.conflicts["secrets/somabrain-postgres-app"] = CONFLICT_ATTEMPTS * count
         return real(target, path, changes)
 
     monkeypatch.setattr(rotate, "merge_patch", merge_patch)
 
 
-# --- prod: Secret somabrain-postgres ------------------------------------------------------------------------
+# --- prod: Secret somabrain-postgres-app ----------------------------------------------------------------
 def test_prod_stage_fails_nothing_changes_and_a_rerun_completes(
         cluster: Cluster, patches: FakePatches, psql_runs: list[bool], database: PostgresServer,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Fake: the Secret write of step 1 meets 409 on every attempt."""
-    patches.conflicts["secrets/somabrain-postgres"] = 1000
+    patches.conflicts["secrets/somabrain-postgres-app"] = 1000
     assert rotate.main(prod(cluster)) == 2
     err = capsys.readouterr().err
     assert f"could not store the new password as {rotate.PENDING}" in err and "next: somabrain rotate" in err
@@ -146,7 +147,7 @@ def test_prod_alter_role_fails_it_is_undone(
     psql_runs.append(False)
     assert rotate.main(prod(cluster)) == 2
     err = capsys.readouterr().err
-    assert "ALTER ROLE somabrain failed" in err and "undone: the role and Secret somabrain-postgres" in err
+    assert f"ALTER ROLE {USER} failed" in err and "undone: the role and Secret somabrain-postgres-app" in err
     assert stored(cluster)["POSTGRES_PASSWORD"] == CURRENT
     assert_agree(database, stored(cluster), "no-such-password")
 
@@ -207,7 +208,7 @@ def test_prod_rollout_fails_the_old_password_is_back_in_both(
     err = capsys.readouterr().err
     assert "the apps are not ready with the new password" in err
     assert f"restart of deployment/somabrain: gave up after {CONFLICT_ATTEMPTS} attempts" in err
-    assert "the old password is back on the role and in Secret somabrain-postgres, the apps rolled back" in err
+    assert "the old password is back on the role and in Secret somabrain-postgres-app, the apps rolled back" in err
     assert stored(cluster)["POSTGRES_PASSWORD"] == CURRENT
     assert_agree(database, stored(cluster), "no-such-password")
     assert all(method == "PATCH" for method, _, _ in patches.writes())
@@ -217,8 +218,9 @@ def test_prod_rollout_fails_the_old_password_is_back_in_both(
 @pytest.fixture
 def env_file(tmp_path: Path) -> Path:
     path = tmp_path / ".env.local"
-    path.write_text(f"# dev credentials\nCOMPOSE_PROJECT_NAME=sbtest\nPOSTGRES_USER={USER}\n"
-                    f"POSTGRES_PASSWORD={CURRENT}\nPOSTGRES_DB=somabrain\n")
+    path.write_text(f"# dev credentials\nCOMPOSE_PROJECT_NAME=sbtest\nPOSTGRES_USER=somabrain\n"
+                    f"POSTGRES_PASSWORD={SUPERUSER_PASSWORD}\nPOSTGRES_DB=somabrain\nPOSTGRES_APP_USER={USER}\n"
+                    f"POSTGRES_APP_PASSWORD={CURRENT}\n")
     return path
 
 
@@ -241,8 +243,9 @@ def test_dev_each_failure_leaves_the_env_file_and_the_role_agreeing_and_a_rerun_
     real_write, rolls = rotate.write_env_values, [["`docker compose -p sbtest ... up` failed: unhealthy"]]
 
     def write(path: Path, changes: dict[str, str | None]) -> None:
-        if (failing == "stage" and rotate.PENDING in changes) or (failing == "promote" and "POSTGRES_PASSWORD"
-                                                                  in changes and changes[rotate.PENDING] is None):
+        pending = "POSTGRES_APP_PASSWORD_PENDING"  # the env file's names for the runtime role's keys
+        if (failing == "stage" and pending in changes) or (failing == "promote" and "POSTGRES_APP_PASSWORD"
+                                                            in changes and changes[pending] is None):
             raise OSError(28, "No space left on device")
         real_write(path, changes)
 
@@ -254,12 +257,14 @@ def test_dev_each_failure_leaves_the_env_file_and_the_role_agreeing_and_a_rerun_
 
     assert dev_rotate(env_file) == 2
     values = rotate.read_env_file(env_file)
-    assert values["POSTGRES_PASSWORD"] == CURRENT and values["COMPOSE_PROJECT_NAME"] == "sbtest"
-    assert_agree(database, values, "no-such-password")
+    assert values["POSTGRES_APP_PASSWORD"] == CURRENT and values["COMPOSE_PROJECT_NAME"] == "sbtest"
+    assert values["POSTGRES_PASSWORD"] == SUPERUSER_PASSWORD and "POSTGRES_APP_PASSWORD_PENDING" not in values
+    assert_agree(database, {"POSTGRES_PASSWORD": values["POSTGRES_APP_PASSWORD"]}, "no-such-password")
     assert "next: somabrain rotate again" in capsys.readouterr().out
 
     monkeypatch.setattr(rotate, "write_env_values", real_write)
     assert dev_rotate(env_file) == 0
     values = rotate.read_env_file(env_file)
-    assert_agree(database, values, CURRENT)
+    assert values["POSTGRES_PASSWORD"] == SUPERUSER_PASSWORD and "POSTGRES_APP_PASSWORD_PENDING" not in values
+    assert_agree(database, {"POSTGRES_PASSWORD": values["POSTGRES_APP_PASSWORD"]}, CURRENT)
     assert env_file.read_text().startswith("# dev credentials\n")
