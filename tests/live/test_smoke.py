@@ -6,6 +6,7 @@ Runs only with SOMABRAIN_LIVE=1 against a stack started by `scripts/stack.sh up`
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -218,3 +219,52 @@ print(json.dumps([status(None), status("w" * 40), status(os.environ["SOMABRAIN_M
 def test_somamemory_serves_data_only_to_the_holder_of_the_service_token(stack: Stack) -> None:
     answers = json.loads(docker("exec", stack.container_id("somabrain"), "python3", "-c", _TOKEN_PROBE))
     assert answers == [401, 401, 200], answers
+
+
+# Runs inside an app's container, with the app's own DSN: who it is to Postgres, and what Postgres lets it do. Each
+# change is tried in a transaction that is rolled back, so a role that could (the superuser the apps used to log in
+# as) changes nothing here either.
+_ROLE_PROBE = """
+import asyncio, json, os, asyncpg
+TRIES = {"create": "CREATE TABLE somamemory.planted (x int)", "drop": "DROP TABLE somamemory.memories",
+         "truncate": "TRUNCATE somabrain.audit_events", "role": "CREATE ROLE planted"}
+async def main():
+    conn = await asyncpg.connect(os.environ["SOMABRAIN_POSTGRES_DSN"], timeout=10)
+    out = {"user": await conn.fetchval("SELECT current_user"),
+           "superuser": await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")}
+    for name, statement in TRIES.items():
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            await conn.execute(statement)
+            out[name] = "allowed"
+        except asyncpg.InsufficientPrivilegeError:
+            out[name] = "denied"
+        finally:
+            await tr.rollback()
+    out["reads"] = await conn.fetchval("SELECT count(*) >= 0 FROM somamemory.memories")
+    await conn.close()
+    print(json.dumps(out))
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("service", ["somabrain", "somamemory"])
+def test_the_apps_log_in_as_a_role_that_may_only_read_and_write(stack: Stack, service: str) -> None:
+    """Issue 14 item 12: before sb_dbinit both apps logged in as the Postgres superuser and all four changes were
+    allowed. Now the runtime role of .env.local is who they are, and it may read and write but change nothing."""
+    answers = json.loads(docker("exec", stack.container_id(service), "python3", "-c", _ROLE_PROBE))
+    assert answers == {"user": stack.env["POSTGRES_APP_USER"], "superuser": False, "create": "denied",
+                       "drop": "denied", "truncate": "denied", "role": "denied", "reads": True}, answers
+    env = stack.inspect(service)["Config"]["Env"]
+    assert not [e for e in env if stack.env["POSTGRES_PASSWORD"] in e], "the superuser's password is in the app"
+
+
+def test_db_init_ran_once_and_exited_0(stack: Stack) -> None:
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}",
+                 "--filter", "label=com.docker.compose.service=sb_dbinit").split()
+    assert len(ids) == 1, ids
+    state = json.loads(docker("inspect", ids[0]))[0]["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 0, state
+    logs = subprocess.run(["docker", "logs", ids[0]], capture_output=True, text=True, timeout=60).stdout
+    assert f"role {stack.env['POSTGRES_APP_USER']}: password set" in logs, logs
