@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         help="compare compose/ against k8s/ point by point (static, no cluster needed)",
         description=(
             "Compare the compose project (as `docker compose config` renders it: files, env file, profiles) with the "
-            "Kubernetes manifests (kustomize-rendered), service by service through the mapping table in "
-            "conformance/parity/mapping.py, along these dimensions: " + ", ".join(DIMENSIONS) + "."
+            "Kubernetes manifests (kustomize-rendered), service by service through the service inventory "
+            "(conformance/inventory.py), along these dimensions: " + ", ".join(DIMENSIONS) + "."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,4 +1,4 @@
-"""The two loaded environments side by side, paired through the mapping table, with naming helpers."""
+"""The two loaded environments side by side, paired through the service inventory, with naming helpers."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import SplitResult, urlsplit
 
+from conformance.inventory import SERVICES, Service, by_k8s_service
 from conformance.loaders.compose import ComposeProject, ComposeService
 from conformance.loaders.k8s import Container, Manifests, Workload
 from conformance.netpol import Pod, Port
-from conformance.parity.mapping import MAPPING, ServiceMapping
 
 DEFAULT_PORTS = {
     "http": 80,
@@ -28,16 +28,16 @@ _K8S_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 @dataclass
 class Pair:
-    """One row of the mapping table with what each environment has for it."""
+    """One service of the inventory with what each environment has for it."""
 
-    mapping: ServiceMapping
+    service: Service
     dev: ComposeService | None
     workload: Workload | None
     container: Container | None
 
     @property
     def name(self) -> str:
-        return self.mapping.compose
+        return self.service.compose
 
     @property
     def in_both(self) -> bool:
@@ -71,10 +71,12 @@ class ParityContext:
     @classmethod
     def build(cls, compose: ComposeProject, k8s: Manifests) -> ParityContext:
         ctx = cls(compose, k8s)
-        for row in MAPPING:
-            workload = k8s.workloads.get(row.workload) if row.workload else None
-            container = workload.container(row.container) if workload else None
-            ctx.pairs.append(Pair(row, compose.services.get(row.compose), workload, container))
+        # The services prod runs in the cluster first, then those it runs outside (the order of the findings).
+        for service in sorted(SERVICES, key=lambda s: s.outside is not None):
+            prod = service.in_cluster
+            workload = k8s.workloads.get(prod.workload) if prod else None
+            container = workload.container(prod.container) if workload and prod else None
+            ctx.pairs.append(Pair(service, compose.services.get(service.compose), workload, container))
         return ctx
 
     def pair(self, compose_name: str) -> Pair | None:
@@ -105,8 +107,8 @@ class ParityContext:
         svc = self.k8s.services.get(name)
         if svc is None or svc.namespace != ns:
             return None, None
-        row = next((m for m in MAPPING if name in m.services), None)
-        return name, row.compose if row else None
+        service = by_k8s_service(name)
+        return name, service.compose if service else None
 
     def dev_endpoint(self, raw: str, value: str) -> Endpoint | None:
         template = _COMPOSE_VAR.sub(r"{\1}", raw)
@@ -151,8 +153,8 @@ class ParityContext:
         if pair.workload is not None:
             ports = tuple(Port(p.number, p.protocol, p.name) for c in pair.workload.containers for p in c.ports)
             return Pod(pair.name, pair.workload.namespace, pair.workload.labels, ports=ports)
-        if pair.mapping.peer is not None:
-            peer = pair.mapping.peer
+        peer = pair.service.peer
+        if peer is not None:
             return Pod(pair.name, peer.namespace, peer.labels, peer.namespace_labels, peer.ports)
         return None
 

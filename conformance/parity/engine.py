@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from conformance.expectations import NAMESPACE, OPERATOR_SECRETS
+from conformance.expectations import OPERATOR_SECRETS
+from conformance.inventory import NAMESPACE
 from conformance.loaders.compose import load_project
 from conformance.loaders.k8s import load_manifests
 from conformance.parity.comparators import COMPARATORS

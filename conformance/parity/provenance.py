@@ -2,7 +2,7 @@
 object, for the gate's messages ("from: k8s/base/redis.yaml (Deployment/sb-redis)").
 
 The comparators name their subjects in a few fixed shapes; this reads the object back from the subject:
-`SERVICE/...` and `SERVICE:/mount` (the workload of a compose service, by the mapping table), `service/NAME...`
+`SERVICE/...` and `SERVICE:/mount` (the workload of a compose service, by the inventory), `service/NAME...`
 (a Service), `k8s:KIND/NAME`, `servicemonitor/NAME`, `ingress/...` and the dev TLS front's `sb_ingress/...` (the
 Ingress), and every `connectivity` subject (the NetworkPolicies, which decide it).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
+from conformance.inventory import by_compose
 from conformance.loaders.k8s import Manifests, Resource
-from conformance.parity.mapping import MAPPING
 
 _LEADING_NAME = re.compile(r"^([A-Za-z0-9_.-]+?)(?:->|/|:|$)")
 
@@ -39,7 +39,7 @@ def _objects(dimension: str, subject: str, manifests: Manifests) -> list[Resourc
     if head == "servicemonitor":
         return _named(manifests, "ServiceMonitor", tail)
     match = _LEADING_NAME.match(subject)
-    entry = next((m for m in MAPPING if match and m.compose == match.group(1)), None)
+    entry = by_compose(match.group(1)) if match else None
     if head == "ingress" or (entry is not None and entry.ingress):
         return manifests.of_kind("Ingress")
     if entry is None or entry.workload is None or entry.workload not in manifests.workloads:

@@ -1,7 +1,7 @@
 """Dimension `connectivity`: compose networks <-> the NetworkPolicy truth table.
 
 Dev: A reaches B:p when they share a network (Docker does not filter ports). Prod: the NetworkPolicy
-evaluator, for the mapped workloads (external services through their peer in the mapping table, Kafka
+evaluator, for the mapped workloads (external services through their peer in the inventory, Kafka
 through the egress ipBlocks). For every ordered pair and every port B serves or A uses:
 - same verdict -> ok;
 - allowed in prod, blocked in dev -> drift;
@@ -24,13 +24,15 @@ from typing import Any
 
 import yaml
 
-from conformance.netpol import KUBE_DNS, Pod, PolicyError, PolicySet, Port
+from conformance.inventory import INGRESS_CONTROLLER
+from conformance.netpol import KUBE_DNS, External, Pod, PolicyError, PolicySet, Port
 from conformance.parity.context import Pair, ParityContext, dev_ports, host_path
 from conformance.parity.findings import Finding, drift, hard_drift, ok
-from conformance.parity.mapping import INGRESS_CONTROLLER, LOAD_BALANCER_CLIENT
 
 DIM = "connectivity"
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"  # the image's default --config.file
+# A client of a LoadBalancer Service: an address outside the cluster (TEST-NET-3, RFC 5737).
+LOAD_BALANCER_CLIENT = External("load-balancer client", "203.0.113.10")
 
 
 def _word(allowed: bool) -> str:
@@ -43,7 +45,7 @@ def compare(ctx: ParityContext) -> list[Finding]:
         policies = PolicySet.from_manifests(ctx.k8s.resources, namespace)
     except PolicyError as exc:
         return [drift(DIM, "networkpolicies", None, str(exc), "the evaluator cannot read a policy")]
-    present = [p for p in ctx.pairs if p.dev is not None and (p.container is not None or p.mapping.external)]
+    present = [p for p in ctx.pairs if p.dev is not None and (p.container is not None or p.service.outside)]
     needed = _needed(ctx, present)
     out: list[Finding] = []
     verdicts: dict[tuple[str, str, int], tuple[bool, bool]] = {}
@@ -90,7 +92,7 @@ def _needed(ctx: ParityContext, present: list[Pair]) -> dict[tuple[str, str, int
             ep = ctx.dev_endpoint(var.value.raw, var.value.value)
             if ep and ep.service and ep.service != a.name and ep.port:
                 needed[(a.name, ep.service, ep.port)] = name
-    monitoring = next((p for p in present if p.mapping.peer is not None), None)
+    monitoring = next((p for p in present if p.service.peer is not None), None)
     if monitoring is not None:
         needed.update(_scrape_targets(ctx, monitoring))
         needed.update(_servicemonitor_targets(ctx, monitoring, present))
@@ -131,7 +133,7 @@ def _servicemonitor_targets(
                 if selector.items() <= (r["metadata"].get("labels") or {}).items()
             }:
                 continue
-            target = next((p for p in present if svc.name in p.mapping.services), None)
+            target = next((p for p in present if svc.name in p.service.k8s_services), None)
             if target is None or target.container is None:
                 continue
             for ep in (sm.get("spec") or {}).get("endpoints") or []:
@@ -144,13 +146,14 @@ def _servicemonitor_targets(
 
 def _ports(ctx: ParityContext, b: Pair, a: Pair, needed: dict[tuple[str, str, int], str]) -> list[int]:
     wanted = {port for (src, dst, port) in needed if src == a.name and dst == b.name}
-    if b.mapping.external and b.mapping.peer is None:
+    peer = b.service.peer
+    if b.service.outside and peer is None:
         return sorted(wanted)  # outside the cluster: only the ports clients use
     served = set(dev_ports(b.dev)) if b.dev else set()
     if b.container is not None:
         served |= {p.number for p in b.container.ports}
-    elif b.mapping.peer is not None:
-        served |= {p.number for p in b.mapping.peer.ports}
+    elif peer is not None:
+        served |= {p.number for p in peer.ports}
     return sorted(served | wanted)
 
 
@@ -195,7 +198,7 @@ def _from_outside(ctx: ParityContext, policies: PolicySet) -> list[Finding]:
                 backends.append(("load-balancer", svc.name, LOAD_BALANCER_CLIENT, sp.port))
     for label, svc_name, client, port in backends:
         svc = ctx.k8s.services.get(svc_name)
-        pair = next((p for p in ctx.in_both if svc_name in p.mapping.services), None)
+        pair = next((p for p in ctx.in_both if svc_name in p.service.k8s_services), None)
         if svc is None or pair is None or pair.container is None:
             continue
         backend = next((s for s in svc.ports if s.port == port), None)

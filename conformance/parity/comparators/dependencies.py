@@ -26,7 +26,7 @@ def _prod_edges(ctx: ParityContext, pair: Pair) -> dict[str, str]:
         tokens = re.split(r"[\s/:@'\"]+", text)
         for other in ctx.pairs:
             if other is not pair and any(
-                tok == svc or tok.startswith(svc + ".") for svc in other.mapping.services for tok in tokens
+                tok == svc or tok.startswith(svc + ".") for svc in other.service.k8s_services for tok in tokens
             ):
                 edges[other.name] = f"initContainer {init.name}"
     readiness = container.probes.get("readiness")
@@ -41,7 +41,7 @@ def _prod_edges(ctx: ParityContext, pair: Pair) -> dict[str, str]:
                     (
                         p.name
                         for p in ctx.pairs
-                        if p.mapping.external and p.dev is not None and p.name in ep.host.split(".")[0]
+                        if p.service.outside and p.dev is not None and p.name in ep.host.split(".")[0]
                     ),
                     None,
                 )

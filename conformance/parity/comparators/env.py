@@ -95,7 +95,7 @@ def _url(
         problems.append(f"dev host {dev.host} is no compose service")
     if prod.external:
         pair = ctx.pair(dev.service or "")
-        if pair is None or pair.mapping.external is None:
+        if pair is None or pair.service.outside is None:
             problems.append(f"prod host {prod.host} is not the cluster Service of {dev.service}")
     elif dev.service != prod.service:
         problems.append(f"dev reaches {dev.service}, prod reaches {prod.service}")

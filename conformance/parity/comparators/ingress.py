@@ -1,13 +1,13 @@
 """Dimension `ingress`: the dev TLS front (compose/nginx/nginx.conf) against the k8s Ingress it mirrors.
 
-For every mapping row with `ingress` set (sb_ingress <-> Ingress somabrain, ingress-nginx in prod):
+For every service of the inventory with `ingress` set (sb_ingress <-> Ingress somabrain, ingress-nginx in prod):
 - tls-host: the TLS server's server_name <-> the Ingress TLS hosts (and rule hosts);
 - certificate: the file nginx serves, through its bind mount, is infra/tls/<host>.crt <-> the TLS secretName is
   the Secret scripts/setup_ingress_tls.sh writes (both come from that script);
 - tls-protocols: ssl_protocols <-> the ingress-nginx default `ssl-protocols` (the Ingress sets none);
 - body-size: client_max_body_size <-> annotation nginx.ingress.kubernetes.io/proxy-body-size (default 1m);
 - backend: where proxy_pass goes (compose service and port, on a network the front shares with it) <-> each
-  Ingress backend Service:port, through the mapping table to its compose service and container port.
+  Ingress backend Service:port, through the inventory to its compose service and container port.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from conformance.inventory import by_k8s_service
 from conformance.loaders.compose import ComposeService
 from conformance.loaders.nginx import Directive, NginxSyntaxError, parse_nginx, size_bytes
 from conformance.parity.context import Pair, ParityContext, host_path
 from conformance.parity.findings import Finding, drift, ok
-from conformance.parity.mapping import by_k8s_service
 
 DIM = "ingress"
 CONF_PATH = "/etc/nginx/nginx.conf"
@@ -34,7 +34,7 @@ CERT_DIR = ("infra", "tls")
 def compare(ctx: ParityContext) -> list[Finding]:
     out: list[Finding] = []
     for pair in ctx.pairs:
-        name = pair.mapping.ingress
+        name = pair.service.ingress
         if name is None:
             continue
         ingress = next((i for i in ctx.k8s.of_kind("Ingress") if i["metadata"]["name"] == name), None)

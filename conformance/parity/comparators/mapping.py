@@ -1,4 +1,5 @@
-"""Dimension `mapping`: every service exists on both sides, through the mapping table, and references resolve.
+"""Dimension `mapping`: every service exists on both sides, through the service inventory (conformance.inventory,
+"the mapping table" in the findings), and references resolve.
 
 References to the Secrets that the operator creates outside the manifests (conformance.expectations.OPERATOR_SECRETS,
 scripts/k8s_secrets.sh) resolve as "provided by the operator" (ok). The manifests shipping one of those Secrets is
@@ -8,9 +9,9 @@ the operator is asked for that no workload uses is drift too (the list is stale)
 from __future__ import annotations
 
 from conformance.expectations import OPERATOR_SECRETS, OPERATOR_SECRETS_SCRIPT
+from conformance.inventory import SERVICES
 from conformance.parity.context import ParityContext
 from conformance.parity.findings import Finding, drift, ok
-from conformance.parity.mapping import MAPPING
 
 DIM = "mapping"
 
@@ -18,36 +19,38 @@ DIM = "mapping"
 def compare(ctx: ParityContext) -> list[Finding]:
     out: list[Finding] = []
     for pair in ctx.pairs:
-        m = pair.mapping
-        dev = f"service {m.compose}" if pair.dev else None
-        if m.external:
-            ext = f"external: {m.external}"
+        name = pair.name
+        dev = f"service {name}" if pair.dev else None
+        outside, prod_side = pair.service.outside, pair.service.in_cluster
+        if outside is not None:
+            ext = f"external: {outside.what}"
             if pair.dev is None:
-                out.append(drift(DIM, m.compose, None, ext, "in the mapping table but not in the compose file"))
+                out.append(drift(DIM, name, None, ext, "in the mapping table but not in the compose file"))
             else:
-                out.append(drift(DIM, m.compose, dev, ext, "runs in compose but is not in the cluster"))
+                out.append(drift(DIM, name, dev, ext, "runs in compose but is not in the cluster"))
             continue
+        assert prod_side is not None
         prod = f"{pair.workload.kind}/{pair.workload.name}" if pair.workload else None
         if pair.workload and pair.container is None:
-            out.append(drift(DIM, m.compose, dev, prod, f"workload has no container {m.container!r}"))
+            out.append(drift(DIM, name, dev, prod, f"workload has no container {prod_side.container!r}"))
         elif pair.dev is None or pair.workload is None:
             missing = "compose" if pair.dev is None else "k8s"
-            out.append(drift(DIM, m.compose, dev, prod, f"missing in {missing}"))
+            out.append(drift(DIM, name, dev, prod, f"missing in {missing}"))
         else:
-            services = [s for s in m.services if s not in ctx.k8s.services]
+            services = [s for s in prod_side.services if s not in ctx.k8s.services]
             if services:
-                out.append(drift(DIM, m.compose, dev, prod, f"k8s Services {services} do not exist"))
+                out.append(drift(DIM, name, dev, prod, f"k8s Services {services} do not exist"))
             else:
-                out.append(ok(DIM, m.compose, dev, f"{prod} + Service {', '.join(m.services)}"))
-    known = {m.compose for m in MAPPING}
+                out.append(ok(DIM, name, dev, f"{prod} + Service {', '.join(prod_side.services)}"))
+    known = {s.compose for s in SERVICES}
     for name in ctx.compose.services:
         if name not in known:
             out.append(drift(DIM, name, f"service {name}", None, "compose service not in the mapping table"))
-    workloads = {m.workload for m in MAPPING}
+    workloads = {s.workload for s in SERVICES}
     for name, wl in ctx.k8s.workloads.items():
         if name not in workloads:
             out.append(drift(DIM, f"k8s:{name}", None, f"{wl.kind}/{name}", "workload not in the mapping table"))
-    mapped_services = {s for m in MAPPING for s in m.services}
+    mapped_services = {s for svc in SERVICES for s in svc.k8s_services}
     for name in ctx.k8s.services:
         if name not in mapped_services:
             out.append(drift(DIM, f"k8s:{name}", None, f"Service/{name}", "Service not in the mapping table"))

@@ -26,7 +26,7 @@ def compare(ctx: ParityContext) -> list[Finding]:
             out.append(
                 drift(DIM, f"{pair.name}/container-ports", _fmt(dports), _fmt(pports), "container ports differ")
             )
-        primary = ctx.k8s.services.get(pair.mapping.services[0]) if pair.mapping.services else None
+        primary = ctx.k8s.services.get(pair.service.k8s_service or "")
         if primary is not None:
             sports = sorted(p.port for p in primary.ports)
             dev = f"{pair.name}:{_fmt(dports)}"
