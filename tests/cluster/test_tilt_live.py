@@ -8,6 +8,7 @@ pushed to the cluster's registry, every workload becomes healthy, and the API an
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -15,8 +16,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from ops.cluster_canary import HOST, https_get
 from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl, prod_conformance, toolchain_bin
+from tests.helpers.role_probe import ROLE_PROBE, runtime_role
 
 
 def https_health() -> dict[str, object]:
@@ -45,6 +49,19 @@ def test_the_api_is_ready_through_the_ingress(healthy: subprocess.CompletedProce
             time.sleep(1)
     assert health["ready"] is True, health
     assert health["predictor_provider"] == "mahal" and health["strict_real"] is True
+
+
+@pytest.mark.parametrize("app", ["somabrain", "somamemory"])
+def test_the_apps_are_the_runtime_role_in_the_cluster(healthy: subprocess.CompletedProcess[str], app: str) -> None:
+    """Issue 14 item 12 on the cluster: the pod's db-init made the runtime role (Secret somabrain-postgres-app), and
+    the app, logged in as it, may read and write but change nothing; the app's container never sees the
+    superuser's Secret."""
+    answers = json.loads(kubectl("exec", f"deploy/{app}", "-c", app, "--", "python3", "-c", ROLE_PROBE).stdout)
+    user = kubectl("get", "secret", "somabrain-postgres-app", "-o", "jsonpath={.data.POSTGRES_USER}").stdout
+    assert answers == runtime_role(base64.b64decode(user).decode()), answers
+    print(f"{app}: {answers}")
+    logs = kubectl("logs", f"deploy/{app}", "-c", "db-init").stdout
+    assert "password set, rights on somabrain, somamemory granted" in logs, logs
 
 
 def by_dimension(report: Path) -> dict[str, dict[str, int]]:

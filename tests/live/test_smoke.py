@@ -18,6 +18,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from tests.helpers.kafka import round_trip
+from tests.helpers.role_probe import ROLE_PROBE, runtime_role
 from tests.live.conftest import ROOT, Stack, docker
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
@@ -221,41 +222,13 @@ def test_somamemory_serves_data_only_to_the_holder_of_the_service_token(stack: S
     assert answers == [401, 401, 200], answers
 
 
-# Runs inside an app's container, with the app's own DSN: who it is to Postgres, and what Postgres lets it do. Each
-# change is tried in a transaction that is rolled back, so a role that could (the superuser the apps used to log in
-# as) changes nothing here either.
-_ROLE_PROBE = """
-import asyncio, json, os, asyncpg
-TRIES = {"create": "CREATE TABLE somamemory.planted (x int)", "drop": "DROP TABLE somamemory.memories",
-         "truncate": "TRUNCATE somabrain.audit_events", "role": "CREATE ROLE planted"}
-async def main():
-    conn = await asyncpg.connect(os.environ["SOMABRAIN_POSTGRES_DSN"], timeout=10)
-    out = {"user": await conn.fetchval("SELECT current_user"),
-           "superuser": await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")}
-    for name, statement in TRIES.items():
-        tr = conn.transaction()
-        await tr.start()
-        try:
-            await conn.execute(statement)
-            out[name] = "allowed"
-        except asyncpg.InsufficientPrivilegeError:
-            out[name] = "denied"
-        finally:
-            await tr.rollback()
-    out["reads"] = await conn.fetchval("SELECT count(*) >= 0 FROM somamemory.memories")
-    await conn.close()
-    print(json.dumps(out))
-asyncio.run(main())
-"""
-
 
 @pytest.mark.parametrize("service", ["somabrain", "somamemory"])
 def test_the_apps_log_in_as_a_role_that_may_only_read_and_write(stack: Stack, service: str) -> None:
     """Issue 14 item 12: before sb_dbinit both apps logged in as the Postgres superuser and all four changes were
     allowed. Now the runtime role of .env.local is who they are, and it may read and write but change nothing."""
-    answers = json.loads(docker("exec", stack.container_id(service), "python3", "-c", _ROLE_PROBE))
-    assert answers == {"user": stack.env["POSTGRES_APP_USER"], "superuser": False, "create": "denied",
-                       "drop": "denied", "truncate": "denied", "role": "denied", "reads": True}, answers
+    answers = json.loads(docker("exec", stack.container_id(service), "python3", "-c", ROLE_PROBE))
+    assert answers == runtime_role(stack.env["POSTGRES_APP_USER"]), answers
     env = stack.inspect(service)["Config"]["Env"]
     assert not [e for e in env if stack.env["POSTGRES_PASSWORD"] in e], "the superuser's password is in the app"
 
