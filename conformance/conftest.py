@@ -17,14 +17,8 @@ from typing import Any
 
 import pytest
 
-from conformance.expectations import (
-    API,
-    NAMESPACE,
-    TLS_DEV_PORT,
-    TLS_DEV_SERVICE,
-    TLS_MIN_DAYS_DEFAULT,
-    ServiceExpectation,
-)
+from conformance.expectations import TLS_MIN_DAYS_DEFAULT
+from conformance.inventory import API, NAMESPACE, TLS_FRONT, Service
 from conformance.report import DIMENSIONS, CheckEntry, Report
 from conformance.targets.base import ProbeError, Target, TargetUnreachable
 from conformance.targets.compose import ComposeTarget
@@ -207,11 +201,11 @@ def build_settings(config: pytest.Config, target: Target) -> Settings:
 def dev_tls_endpoint(target: ComposeTarget, notes: list[str]) -> str | None:
     """127.0.0.1:<published port> of the compose TLS front, or None when it does not run (or is not published)."""
     try:
-        port = target.published_port(TLS_DEV_SERVICE, TLS_DEV_PORT)
+        port = target.published_port(TLS_FRONT.key, TLS_FRONT.port)
     except ProbeError:
         return None
     if port is None:
-        notes.append(f"{TLS_DEV_SERVICE}:{TLS_DEV_PORT} runs but is not published on 127.0.0.1; no TLS endpoint")
+        notes.append(f"{TLS_FRONT.compose}:{TLS_FRONT.port} runs but is not published on 127.0.0.1; no TLS endpoint")
         return None
     return f"127.0.0.1:{port}"
 
@@ -269,11 +263,11 @@ def check_id(item: pytest.Item, dimension: str) -> tuple[str, str]:
     return (f"{dimension}/{name}/{subject}" if callspec is not None else f"{dimension}/{name}"), subject
 
 
-def _services_of(item: pytest.Item) -> list[ServiceExpectation]:
+def _services_of(item: pytest.Item) -> list[Service]:
     callspec = getattr(item, "callspec", None)
     values = list(callspec.params.values()) if callspec is not None else []
     flat = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
-    return [v for v in flat if isinstance(v, ServiceExpectation)]
+    return [v for v in flat if isinstance(v, Service)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,7 +4,7 @@
      "checks": [{"id": "dns/resolves/redis", "dimension": "dns", "subject": "redis",
                  "expected": ..., "observed": ..., "status": "passed", "message": "..."}]}
 
-Check ids are the same in both environments (they come from the one expectation table), so the parity gate
+Check ids are the same in both environments (they come from the service inventory's keys), so the parity gate
 (`python -m conformance diff dev.json prod.json`) can compare the two runs check by check.
 """
 

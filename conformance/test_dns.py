@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from conformance.conftest import Check
-from conformance.expectations import API, SERVICES, ServiceExpectation
+from conformance.inventory import API, SEED, Service
 from conformance.targets.base import Probe, ResolveResult, Target, TcpResult
 from conformance.targets.kube import KubeTarget
 
 pytestmark = pytest.mark.dns
-CHECKED = [s for s in SERVICES if s.key != API.key]  # seen from the API workload
+CHECKED = [s for s in SEED if s.key != API.key]  # seen from the API workload
 
 
-def _skip_outside(service: ServiceExpectation, env: str) -> str:
+def _skip_outside(service: Service, env: str) -> str:
     host = service.host(env, "x")
     if host is None:
         pytest.skip(f"{service.key} is outside the cluster in {env} (seed: external), so it has no cluster DNS name")
@@ -45,7 +45,7 @@ def dns_probes(target: Target, env: str, settings: Any) -> dict[str, tuple[Resol
 
 
 @pytest.mark.parametrize("service", CHECKED, ids=lambda s: s.key)
-def test_resolves(service: ServiceExpectation, env: str, dns_probes: dict[str, Any], check: Check) -> None:
+def test_resolves(service: Service, env: str, dns_probes: dict[str, Any], check: Check) -> None:
     host = _skip_outside(service, env)
     resolved, _ = dns_probes[service.key]
     check.subject = service.key
@@ -57,7 +57,7 @@ def test_resolves(service: ServiceExpectation, env: str, dns_probes: dict[str, A
 
 
 @pytest.mark.parametrize("service", CHECKED, ids=lambda s: s.key)
-def test_accepts_tcp(service: ServiceExpectation, env: str, dns_probes: dict[str, Any], check: Check) -> None:
+def test_accepts_tcp(service: Service, env: str, dns_probes: dict[str, Any], check: Check) -> None:
     _skip_outside(service, env)
     _, tcp = dns_probes[service.key]
     check.expected = {"connect": f"{tcp.host}:{tcp.port}", "status": "connected"}
@@ -69,13 +69,13 @@ def test_accepts_tcp(service: ServiceExpectation, env: str, dns_probes: dict[str
 
 @pytest.mark.environments("prod")
 @pytest.mark.parametrize("service", CHECKED, ids=lambda s: s.key)
-def test_endpoints_not_empty(service: ServiceExpectation, env: str, target: Target, check: Check) -> None:
+def test_endpoints_not_empty(service: Service, env: str, target: Target, check: Check) -> None:
     if env != "prod" or not isinstance(target, KubeTarget):
         pytest.skip("Endpoints exist only in Kubernetes (compose: the container check is test_accepts_tcp)")
     _skip_outside(service, env)
-    assert service.prod_name is not None
-    endpoints = target.endpoints(service.prod_name)
+    assert service.k8s_service is not None
+    endpoints = target.endpoints(service.k8s_service)
     ready = [a.get("ip") for subset in endpoints.get("subsets") or [] for a in subset.get("addresses") or []]
-    check.expected = {"service": service.prod_name, "ready_addresses": ">= 1"}
-    check.observed = {"service": service.prod_name, "ready_addresses": ready}
-    assert ready, f"Service {service.prod_name} has no ready endpoint addresses (its pods are missing or not Ready)"
+    check.expected = {"service": service.k8s_service, "ready_addresses": ">= 1"}
+    check.observed = {"service": service.k8s_service, "ready_addresses": ready}
+    assert ready, f"Service {service.k8s_service} has no ready endpoint addresses (its pods are missing or not Ready)"

@@ -1,5 +1,5 @@
 """NetworkPolicy: the connectivity truth table, expected vs observed, for every source -> destination:port of
-the seed's service table, plus a DNS column; and static checks of the manifests' policies.
+the seed's service table (inventory.SEED), plus a DNS column; and static checks of the manifests' policies.
 
 - Expected: dev = the compose networks (two services may talk when they share a network; the file is
   --compose-file); prod = the NetworkPolicy evaluator (conformance.netpol) over the cluster's own policies and
@@ -22,21 +22,8 @@ import pytest
 import yaml
 
 from conformance.conftest import REPO, SUMMARY_KEY, Check, Settings
-from conformance.expectations import (
-    API,
-    DNS_COLUMN,
-    GUIDE_POLICY_FIXTURE,
-    INGRESS_CONTROLLER_LABELS,
-    INGRESS_CONTROLLER_NAMESPACE,
-    METRICS_PORTS,
-    MONITORING_LABELS,
-    MONITORING_NAMESPACE,
-    NAMESPACE,
-    NETPOL_PEERS,
-    PROD_INTENDED_FLOWS,
-    SCRAPED_BY_MONITORING,
-    ServiceExpectation,
-)
+from conformance.expectations import DNS_COLUMN, GUIDE_POLICY_FIXTURE
+from conformance.inventory import API, INGRESS_CONTROLLER, MONITORING, NAMESPACE, SCRAPED, SEED, Service, flows
 from conformance.loaders import InputError, load_manifests, load_project
 from conformance.netpol import Pod, PolicySet, Port
 from conformance.netpol.verdicts import cluster_verdict, dev_verdict
@@ -46,8 +33,11 @@ from conformance.targets.kube import KubeTarget
 from conformance.truthtable import TruthTable
 
 pytestmark = pytest.mark.netpol
+NETPOL_PEERS = SEED  # the sources probed live, and the destinations (with their ports) of the truth table
 FLOWS = [(s, d) for s in NETPOL_PEERS for d in NETPOL_PEERS if s != d]
-IN_CLUSTER = [s for s in NETPOL_PEERS if s.prod_workload]
+IN_CLUSTER = [s for s in NETPOL_PEERS if s.in_cluster]
+# The flows the production NetworkPolicies must allow between in-cluster workloads; every other one is denied.
+PROD_INTENDED_FLOWS = frozenset((src.key, dst.key) for src, dst in flows("prod"))
 TIMEOUT, ATTEMPTS = 1.0, 2
 
 
@@ -92,26 +82,26 @@ def _dev_table(target: ComposeTarget, settings: Settings) -> TruthTable:
     addresses = {s.key: list(target.networks(s.key).values()) if s.key in running else [] for s in NETPOL_PEERS}
     plans: dict[str, list[Probe]] = {}
     for src in NETPOL_PEERS:
-        declared = project.services.get(src.dev_name)
+        declared = project.services.get(src.compose)
         for dst in NETPOL_PEERS:
             if dst is src:
                 continue
-            other = project.services.get(dst.dev_name)
+            other = project.services.get(dst.compose)
             shared = sorted(set(declared.networks if declared else ()) & set(other.networks if other else ()))
-            reason = (f"{src.dev_name} and {dst.dev_name} share network(s) {', '.join(shared)}" if shared else
-                      f"{src.dev_name} {sorted(declared.networks) if declared else '(absent)'} and {dst.dev_name} "
+            reason = (f"{src.compose} and {dst.compose} share network(s) {', '.join(shared)}" if shared else
+                      f"{src.compose} {sorted(declared.networks) if declared else '(absent)'} and {dst.compose} "
                       f"{sorted(other.networks) if other else '(absent)'} share no network")
             table.set(src.key, dst.key, expected=bool(shared), reason=reason)
         table.set(src.key, DNS_COLUMN, expected=True, reason="every container resolves through Docker's DNS")
         if src.key in running:
-            plans[src.key] = [Probe.resolve(src.dev_name)] + [
+            plans[src.key] = [Probe.resolve(src.compose)] + [
                 Probe.tcp(host, dst.port, TIMEOUT, ATTEMPTS)
-                for dst in NETPOL_PEERS if dst is not src for host in [dst.dev_name, *addresses[dst.key]]]
+                for dst in NETPOL_PEERS if dst is not src for host in [dst.compose, *addresses[dst.key]]]
     observed = _observe(target, plans)
     for src in NETPOL_PEERS:
         results = observed.get(src.key)
         if results is None or isinstance(results, ProbeError):
-            why = str(results) if results is not None else f"{src.dev_name} is not running"
+            why = str(results) if results is not None else f"{src.compose} is not running"
             for column in [peer.key for peer in NETPOL_PEERS if peer is not src] + [DNS_COLUMN]:
                 table.set(src.key, column, detail=f"not probed: {why}")
             continue
@@ -124,7 +114,7 @@ def _dev_table(target: ComposeTarget, settings: Settings) -> TruthTable:
                 continue
             count = 1 + len(addresses[dst.key])
             mine, rest = rest[:count], rest[count:]
-            allowed, detail = dev_verdict(mine, dst.dev_name)
+            allowed, detail = dev_verdict(mine, dst.compose)
             table.set(src.key, dst.key, observed=allowed, detail=detail)
     return table
 
@@ -184,12 +174,12 @@ def _prod_table(target: KubeTarget) -> TruthTable:
     return table
 
 
-def _flow_id(pair: tuple[ServiceExpectation, ServiceExpectation]) -> str:
+def _flow_id(pair: tuple[Service, Service]) -> str:
     return f"{pair[0].key}->{pair[1].key}"
 
 
 @pytest.mark.parametrize("pair", FLOWS, ids=_flow_id)
-def test_flow(pair: tuple[ServiceExpectation, ServiceExpectation], connectivity: TruthTable, env: str,
+def test_flow(pair: tuple[Service, Service], connectivity: TruthTable, env: str,
               check: Check) -> None:
     src, dst = pair
     flow = connectivity.get(src.key, dst.key)
@@ -205,7 +195,7 @@ def test_flow(pair: tuple[ServiceExpectation, ServiceExpectation], connectivity:
 
 
 @pytest.mark.parametrize("source", NETPOL_PEERS, ids=lambda s: s.key)
-def test_dns_egress(source: ServiceExpectation, connectivity: TruthTable, env: str, check: Check) -> None:
+def test_dns_egress(source: Service, connectivity: TruthTable, env: str, check: Check) -> None:
     flow = connectivity.get(source.key, DNS_COLUMN)
     if flow is None or flow.expected is None:
         pytest.skip(f"{source.key} is outside the cluster in {env}")
@@ -233,7 +223,7 @@ def _manifest_pods(k8s_dir: Path) -> tuple[dict[str, Pod], list[dict[str, Any]]]
         pytest.fail(f"cannot read the manifests for the static NetworkPolicy checks: {exc}")
     pods: dict[str, Pod] = {}
     for service in IN_CLUSTER:
-        workload = manifests.workloads.get(service.prod_workload or "")
+        workload = manifests.workloads.get(service.workload or "")
         if workload is None:
             continue
         ports = tuple(Port(p.number, p.protocol, p.name) for c in workload.containers for p in c.ports)
@@ -258,10 +248,6 @@ def static_model(settings: Settings) -> tuple[PolicySet, dict[str, Pod], str]:
     return PolicySet.from_manifests(policies, NAMESPACE), pods, source
 
 
-INGRESS_CONTROLLER = Pod("ingress-nginx-controller", INGRESS_CONTROLLER_NAMESPACE, INGRESS_CONTROLLER_LABELS)
-MONITORING = Pod("prometheus", MONITORING_NAMESPACE, MONITORING_LABELS)
-
-
 def _pod(pods: Mapping[str, Pod], key: str) -> Pod:
     if key not in pods:
         pytest.fail(f"the manifests have no workload for {key!r}")
@@ -269,7 +255,7 @@ def _pod(pods: Mapping[str, Pod], key: str) -> Pod:
 
 
 @pytest.mark.parametrize("source", IN_CLUSTER, ids=lambda s: s.key)
-def test_static_dns_egress(source: ServiceExpectation, static_model: Any, check: Check) -> None:
+def test_static_dns_egress(source: Service, static_model: Any, check: Check) -> None:
     policies, pods, where = static_model
     pod = _pod(pods, source.key)
     verdicts = {p.protocol: policies.evaluate(pod, _kube_dns(), p) for p in (Port(53, "UDP"), Port(53, "TCP"))}
@@ -295,13 +281,13 @@ def test_static_ingress_admitted(static_model: Any, check: Check) -> None:
                             f"{verdict.reason}"
 
 
-@pytest.mark.parametrize("scraped", SCRAPED_BY_MONITORING, ids=str)
-def test_static_monitoring_admitted(scraped: str, static_model: Any, check: Check) -> None:
+@pytest.mark.parametrize("service", SCRAPED, ids=lambda s: s.key)
+def test_static_monitoring_admitted(service: Service, static_model: Any, check: Check) -> None:
     """Prometheus (namespace monitoring) reaches the app's metrics port, and not the port that serves its data."""
     policies, pods, where = static_model
+    scraped, data_port, metrics_port = service.key, service.port, service.metrics_port
+    assert metrics_port is not None  # SCRAPED: the services that have one
     pod = _pod(pods, scraped)
-    metrics_port = METRICS_PORTS[scraped]
-    data_port = next(s.port for s in NETPOL_PEERS if s.key == scraped)
     scrape = policies.evaluate(MONITORING, pod, _port_of(pod, metrics_port))
     data = policies.evaluate(MONITORING, pod, _port_of(pod, data_port))
     check.expected = {"metrics_port": {"port": metrics_port, "allowed": True},
@@ -317,7 +303,7 @@ STATIC_FLOWS = [(s, d) for s in IN_CLUSTER for d in IN_CLUSTER if s != d]
 
 
 @pytest.mark.parametrize("pair", STATIC_FLOWS, ids=_flow_id)
-def test_static_flow(pair: tuple[ServiceExpectation, ServiceExpectation], static_model: Any, check: Check) -> None:
+def test_static_flow(pair: tuple[Service, Service], static_model: Any, check: Check) -> None:
     policies, pods, where = static_model
     src, dst = pair
     wanted = (src.key, dst.key) in PROD_INTENDED_FLOWS

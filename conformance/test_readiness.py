@@ -13,20 +13,8 @@ from typing import Any
 import pytest
 
 from conformance.conftest import Check
-from conformance.expectations import (
-    API,
-    AUTH_DISABLED,
-    BY_KEY,
-    HEALTH_EXACT,
-    METRICS_PORTS,
-    READINESS,
-    SCRAPED_BY_MONITORING,
-    SERVICES,
-    STRICT_ENV,
-    ReadinessRequirement,
-    ServiceExpectation,
-    lookup,
-)
+from conformance.expectations import AUTH_DISABLED, HEALTH_EXACT, READINESS, STRICT_ENV, ReadinessRequirement, lookup
+from conformance.inventory import API, SCRAPED, SEED, Service
 from conformance.targets.base import HttpResult, Probe, Target, WorkloadSpec
 
 pytestmark = pytest.mark.readiness
@@ -105,13 +93,13 @@ def test_api_declares(variable: str, api_spec: WorkloadSpec, env: str, check: Ch
         f"the API workload declares {variable}={api_spec.env.get(variable)!r}; the seed requires {wanted!r} in {env}")
 
 
-def _present(service: ServiceExpectation, env: str) -> None:
+def _present(service: Service, env: str) -> None:
     if not service.in_env(env):
         pytest.skip(f"{service.key} is outside the cluster in {env}: no workload to inspect")
 
 
-@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.key)
-def test_readiness_probe_declared(service: ServiceExpectation, target: Target, env: str, check: Check) -> None:
+@pytest.mark.parametrize("service", SEED, ids=lambda s: s.key)
+def test_readiness_probe_declared(service: Service, target: Target, env: str, check: Check) -> None:
     _present(service, env)
     spec = target.declared(service.key)
     kind = "readiness" if env == "prod" else "healthcheck"
@@ -121,8 +109,8 @@ def test_readiness_probe_declared(service: ServiceExpectation, target: Target, e
         f"{service.key} declares no {kind} probe ({spec.detail}); declared: {sorted(spec.probes)}")
 
 
-@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.key)
-def test_replicas_ready(service: ServiceExpectation, target: Target, env: str, check: Check) -> None:
+@pytest.mark.parametrize("service", SEED, ids=lambda s: s.key)
+def test_replicas_ready(service: Service, target: Target, env: str, check: Check) -> None:
     _present(service, env)
     spec = target.declared(service.key)
     check.expected = {"all_ready": True}
@@ -130,11 +118,11 @@ def test_replicas_ready(service: ServiceExpectation, target: Target, env: str, c
     assert spec.ready, f"{service.key} is not Ready: {spec.detail}; replicas {dict(spec.replicas)}"
 
 
-@pytest.mark.parametrize("app", SCRAPED_BY_MONITORING, ids=str)
-def test_metrics_are_served_apart(app: str, target: Target, check: Check) -> None:
+@pytest.mark.parametrize("service", SCRAPED, ids=lambda s: s.key)
+def test_metrics_are_served_apart(service: Service, target: Target, check: Check) -> None:
     """Inside each app's workload: /metrics answers on its metrics port, and its own port (where the data is) does
     not serve it, so the one port monitoring may reach carries metrics and nothing else."""
-    data_port, metrics_port = BY_KEY[app].port, METRICS_PORTS[app]
+    app, data_port, metrics_port = service.key, service.port, service.metrics_port
     metrics, beside = target.run_probes(app, [Probe.http(f"http://127.0.0.1:{metrics_port}/metrics"),
                                               Probe.http(f"http://127.0.0.1:{data_port}/metrics")])
     assert isinstance(metrics, HttpResult) and isinstance(beside, HttpResult)

@@ -18,14 +18,8 @@ from typing import Any
 import pytest
 
 from conformance.conftest import Check, Settings
-from conformance.expectations import (
-    TLS_ACCEPTED,
-    TLS_DEV_SERVICE,
-    TLS_HOST,
-    TLS_REFUSED,
-    TLS_SECRET,
-    TLS_SECRET_TYPE,
-)
+from conformance.expectations import TLS_ACCEPTED, TLS_HOST, TLS_REFUSED, TLS_SECRET, TLS_SECRET_TYPE
+from conformance.inventory import TLS_FRONT
 from conformance.targets.base import ProbeError, Target
 from conformance.targets.compose import ComposeTarget
 from conformance.targets.kube import KubeTarget
@@ -33,7 +27,7 @@ from conformance.targets.tls import CertificateObservation, handshake, key_match
 from conformance.targets.tls import san_covers as covers
 
 pytestmark = pytest.mark.tls
-DEV_SKIP = (f"dev: no TLS front in dev: the compose service {TLS_DEV_SERVICE} (the mirror of the Ingress) is not "
+DEV_SKIP = (f"dev: no TLS front in dev: the compose service {TLS_FRONT.compose} (the mirror of the Ingress) is not "
             "running in this project, so there is no endpoint to check; start it with scripts/stack.sh up, or pass "
             "--tls-endpoint HOST:PORT to check another TLS front")
 DEV_TLS_DIR = "/etc/nginx/tls"  # where sb_ingress mounts infra/tls/
@@ -122,14 +116,14 @@ def tls_key_pair(target: Target, tls_secret_or_none: dict[str, Any] | None) -> t
     if not isinstance(target, ComposeTarget):
         pytest.skip(DEV_SKIP)
     try:
-        mounts = target.container(TLS_DEV_SERVICE).get("Mounts") or []
+        mounts = target.container(TLS_FRONT.key).get("Mounts") or []
     except ProbeError:
         pytest.skip(DEV_SKIP)
     source = next((m.get("Source") for m in mounts if m.get("Destination") == DEV_TLS_DIR), None)
     if not source:
-        pytest.fail(f"{TLS_DEV_SERVICE} mounts nothing at {DEV_TLS_DIR} (compose/docker-compose.yml: ../infra/tls)")
+        pytest.fail(f"{TLS_FRONT.compose} mounts nothing at {DEV_TLS_DIR} (compose/docker-compose.yml: ../infra/tls)")
     crt, key = Path(source) / f"{TLS_HOST}.crt", Path(source) / f"{TLS_HOST}.key"
-    return (f"{TLS_DEV_SERVICE}:{DEV_TLS_DIR} ({source})", crt.read_bytes() if crt.is_file() else None,
+    return (f"{TLS_FRONT.compose}:{DEV_TLS_DIR} ({source})", crt.read_bytes() if crt.is_file() else None,
             key.read_bytes() if key.is_file() else None)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from conformance.expectations import NAMESPACE
+from conformance.inventory import NAMESPACE
 from conformance.targets.base import Target, TargetUnreachable
 from conformance.targets.compose import ComposeTarget
 from conformance.targets.kube import KubeTarget

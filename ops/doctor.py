@@ -28,8 +28,9 @@ from typing import Any, TextIO
 
 from cryptography import x509
 
-from conformance.expectations import API, BY_KEY, TLS_HOST, TLS_MIN_DAYS_DEFAULT, TLS_SECRET, TLS_SECRET_TYPE
-from conformance.expectations import dependencies as service_dependencies
+from conformance.expectations import TLS_HOST, TLS_MIN_DAYS_DEFAULT, TLS_SECRET, TLS_SECRET_TYPE
+from conformance.inventory import API, BY_KEY, SEED
+from conformance.inventory import dependencies as service_dependencies
 from conformance.targets.base import HttpResult, Probe, ProbeError, ProbeResult, ResolveResult, Target, TcpResult
 from conformance.targets.compose import PROJECT_LABEL, SERVICE_LABEL, ComposeTarget
 from conformance.targets.kube import KubeTarget
@@ -67,24 +68,26 @@ class Commands:
         assert isinstance(self.target, KubeTarget)
         return f"-n {self.target.namespace}"
 
-    def _kind(self, key: str) -> str:
-        return "statefulset" if key == "postgres" else "deployment"
+    def _workload(self, key: str) -> str:
+        """`deployment/sb-redis`, `statefulset/postgres`: the workload of a service prod runs in the cluster."""
+        prod = BY_KEY[key].in_cluster
+        return prod.ref if prod else f"deployment/{key}"
 
     def logs(self, key: str) -> str:
         if isinstance(self.target, ComposeTarget):
-            return f"{self._compose()} logs --tail 50 {BY_KEY[key].dev_name}"
-        return f"kubectl logs {self._kind(key)}/{BY_KEY[key].prod_workload} {self._ns()} --tail 50"
+            return f"{self._compose()} logs --tail 50 {BY_KEY[key].compose}"
+        return f"kubectl logs {self._workload(key)} {self._ns()} --tail 50"
 
     def restart(self, key: str) -> str:
         if isinstance(self.target, ComposeTarget):
-            return f"{self._compose()} restart {BY_KEY[key].dev_name}"
-        return f"kubectl rollout restart {self._kind(key)}/{BY_KEY[key].prod_workload} {self._ns()}"
+            return f"{self._compose()} restart {BY_KEY[key].compose}"
+        return f"kubectl rollout restart {self._workload(key)} {self._ns()}"
 
     def status(self, key: str | None = None) -> str:
         if isinstance(self.target, ComposeTarget):
-            return f"{self._compose()} ps -a" + (f" {BY_KEY[key].dev_name}" if key else "")
+            return f"{self._compose()} ps -a" + (f" {BY_KEY[key].compose}" if key else "")
         if key:
-            return f"kubectl get endpoints {BY_KEY[key].prod_name} {self._ns()}"
+            return f"kubectl get endpoints {BY_KEY[key].k8s_service} {self._ns()}"
         return f"kubectl get endpoints {self._ns()}"
 
     def resolve(self, key: str) -> str:
@@ -92,13 +95,13 @@ class Commands:
         if isinstance(self.target, ComposeTarget):
             return (f"docker exec -it {self.container_name()} python3 -c "
                     f"\"import socket; print(socket.gethostbyname('{host}'))\"")
-        return f"kubectl exec -it deployment/somabrain {self._ns()} -- nslookup {host}"
+        return f"kubectl exec -it {self._workload(API.key)} {self._ns()} -- nslookup {host}"
 
     def http_from_api(self, url: str) -> str:
         if isinstance(self.target, ComposeTarget):
             return (f"docker exec -it {self.container_name()} python3 -c "
                     f"\"import urllib.request; print(urllib.request.urlopen('{url}').read().decode())\"")
-        return f"kubectl exec -it deployment/somabrain {self._ns()} -- curl {url}"
+        return f"kubectl exec -it {self._workload(API.key)} {self._ns()} -- curl {url}"
 
     def container_name(self) -> str:
         try:
@@ -192,23 +195,25 @@ def _kube_endpoints(target: KubeTarget, cmd: Commands) -> list[Line]:
     from kubernetes.client.exceptions import ApiException
 
     lines, good = [], []
-    for svc in [s for s in BY_KEY.values() if s.prod_name]:
-        assert svc.prod_name is not None
+    for svc in SEED:
+        name = svc.k8s_service
+        if name is None:
+            continue
         try:
-            doc = target.endpoints(svc.prod_name)
+            doc = target.endpoints(name)
         except ApiException as exc:
-            lines.append(Line("FAIL", "endpoints", f"Service {svc.prod_name}: no Endpoints object ({exc.reason})",
-                              f"kubectl get svc,endpoints {svc.prod_name} -n {target.namespace}"))
+            lines.append(Line("FAIL", "endpoints", f"Service {name}: no Endpoints object ({exc.reason})",
+                              f"kubectl get svc,endpoints {name} -n {target.namespace}"))
             continue
         ready = sum(len(s.get("addresses") or []) for s in doc.get("subsets") or [])
         unready = sum(len(s.get("notReadyAddresses") or []) for s in doc.get("subsets") or [])
         if ready:
-            good.append(f"{svc.prod_name}({ready})")
+            good.append(f"{name}({ready})")
         else:
             why = f"{unready} not-ready pod(s)" if unready else "no pod matches its selector"
-            lines.append(Line("FAIL", "endpoints", f"Service {svc.prod_name} has no ready endpoints: {why}",
+            lines.append(Line("FAIL", "endpoints", f"Service {name} has no ready endpoints: {why}",
                               f"{cmd.status(svc.key)}\n"
-                              f"kubectl describe pods -n {target.namespace} -l app={svc.prod_workload}"))
+                              f"kubectl describe pods -n {target.namespace} -l app={svc.workload}"))
     if not lines:
         lines.append(Line("OK", "endpoints", f"every Service has ready endpoints: {', '.join(good)}"))
     return lines
@@ -233,12 +238,12 @@ def compose_states(target: ComposeTarget) -> dict[str, tuple[str, str, str]]:
 def _compose_containers(target: ComposeTarget, cmd: Commands) -> list[Line]:
     states = compose_states(target)
     lines, good = [], []
-    for svc in BY_KEY.values():
-        state = states.get(svc.dev_name)
+    for svc in SEED:
+        state = states.get(svc.compose)
         if state is None:
-            lines.append(Line("FAIL", "services", f"compose service {svc.dev_name} has no container",
+            lines.append(Line("FAIL", "services", f"compose service {svc.compose} has no container",
                               f"docker compose -p {target.project} --env-file .env.local -f compose/docker-compose.yml"
-                              f" up -d {svc.dev_name}"))
+                              f" up -d {svc.compose}"))
         elif state[1] != "running":
             lines.append(Line("FAIL", "services", f"{state[0]} is {state[1]}",
                               f"docker start {state[0]}\n{cmd.logs(svc.key)}"))
@@ -246,7 +251,7 @@ def _compose_containers(target: ComposeTarget, cmd: Commands) -> list[Line]:
             lines.append(Line("WARN", "services", f"{state[0]} is running but {state[2]}",
                               f"docker inspect --format '{{{{json .State.Health}}}}' {state[0]}\n{cmd.logs(svc.key)}"))
         else:
-            good.append(svc.dev_name)
+            good.append(svc.compose)
     if not lines:
         lines.append(Line("OK", "services", f"{len(good)} containers running and healthy ({', '.join(good)})"))
     return lines

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance.inventory import API
 from conformance.targets.base import ProbeError, Target
 from ops import pg
 from ops.common import (
@@ -63,7 +64,6 @@ from ops.workload_exec import exec_in
 PROG = "somabrain migrate"
 FORMAT = "somabrain-migration/1"
 MARK = "\\SBMIG"  # COPY text never starts a line with backslash + 'S', so these lines cannot be data
-API = "somabrain"
 CHECKSUM = re.compile(r"^[0-9]+:[0-9]+$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 JOURNAL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}$")  # no leading dot: no `..`, no hidden files
@@ -205,7 +205,7 @@ def export(target: Target, out: Path) -> dict[str, Any]:
 
 
 def export_journal(target: Target, out: Path) -> list[dict[str, str]]:
-    result = exec_in(target, API, JOURNAL_EXPORT).check("reading the memory journal")
+    result = exec_in(target, API.key, JOURNAL_EXPORT).check("reading the memory journal")
     files: dict[str, str] = json.loads(result.stdout or b"{}")
     folder = out / "journal"
     folder.mkdir(exist_ok=True)
@@ -406,7 +406,7 @@ def import_bundle(target: Target, bundle: Bundle) -> dict[str, str]:
 def import_journal(target: Target, bundle: Path, files: list[dict[str, str]]) -> str:
     if not files:
         return "nothing to import"
-    result = exec_in(target, API, JOURNAL_IMPORT, stdin=journal_input(bundle, files)).check("writing the journal")
+    result = exec_in(target, API.key, JOURNAL_IMPORT, stdin=journal_input(bundle, files)).check("writing the journal")
     return journal_outcome(result.stdout)
 
 

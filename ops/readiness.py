@@ -1,5 +1,6 @@
 """The conformance readiness checks, as a function: /health has the seed's exact keys and values, every readiness
-requirement of the seed holds, /readyz answers 200, and every in-cluster workload is Ready.
+requirement of the seed holds, /readyz answers 200, and every workload of the guide's services (conformance.inventory
+SEED) that the environment runs is Ready.
 
 The rules are the conformance suite's own (conformance.expectations: HEALTH_EXACT, READINESS), read from inside
 the API workload through the same target layer; conformance/test_readiness.py asserts the same things as tests.
@@ -7,7 +8,8 @@ the API workload through the same target layer; conformance/test_readiness.py as
 
 from __future__ import annotations
 
-from conformance.expectations import API, HEALTH_EXACT, READINESS, SERVICES, lookup
+from conformance.expectations import HEALTH_EXACT, READINESS, lookup
+from conformance.inventory import API, SEED
 from conformance.targets.base import HttpResult, Probe, ProbeError, Target
 
 LOCAL = f"http://127.0.0.1:{API.port}"
@@ -46,7 +48,7 @@ def readiness_failures(target: Target) -> list[str]:
                 problems.append(f"readiness requirement not met: {requirement.seed_text} ({requirement.evidence})")
     if not (readyz.ok and readyz.status == 200):
         problems.append(f"GET /readyz: {readyz.status or readyz.error}")
-    for service in SERVICES:
+    for service in SEED:
         if service.in_env(target.env):
             spec = target.declared(service.key)
             if not spec.ready:

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from conformance.inventory import APPS
 from conformance.targets.kube import KubeTarget
 from ops.common import (
     EXIT_BROKEN,
@@ -34,7 +35,7 @@ from ops.readiness import readiness_failures
 from ops.rollout_status import current
 
 PROG = "somabrain rollout"
-WORKLOADS = ("somabrain", "somamemory")  # one image serves both apps
+WORKLOADS = tuple(s.in_cluster.workload for s in APPS if s.in_cluster)  # one image serves both apps
 
 
 def say(message: str) -> None:

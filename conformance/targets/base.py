@@ -1,7 +1,7 @@
 """The environment target: run a probe from inside a workload and read what the workload declares.
 
 One implementation per environment (`ComposeTarget`, `KubeTarget`). Workloads are named by their logical
-name from the expectation table (`somabrain`, `redis`, ...); each target maps them to a container or pod.
+name from the service inventory (`somabrain`, `redis`, ...); each target maps them to a container or pod.
 Every probe returns a structured result; nothing raises for an unreachable peer. `TargetUnreachable` is
 raised only when the environment itself cannot be used (no Docker, no cluster): the plugin turns it into
 a usage error.

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from conformance.expectations import BY_KEY
+from conformance.inventory import API, BY_KEY
 from conformance.targets.base import (
     PROBE_SCRIPT,
     Probe,
@@ -68,10 +68,10 @@ class ComposeTarget(Target):
             raise TargetUnreachable(
                 f"compose project {self.project!r} has no running containers. Start the stack with "
                 "`make up` (or scripts/stack.sh up), or name another project with --compose-project")
-        if BY_KEY["somabrain"].dev_name not in running:
+        if API.compose not in running:
             raise TargetUnreachable(
                 f"compose project {self.project!r} runs {sorted(running)} but not the API service "
-                f"{BY_KEY['somabrain'].dev_name!r}: the suite probes from inside it")
+                f"{API.compose!r}: the suite probes from inside it")
 
     def containers(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
         """Running containers of the project by compose service (docker inspect documents)."""
@@ -94,7 +94,7 @@ class ComposeTarget(Target):
         return found
 
     def _service(self, workload: str) -> str:
-        return BY_KEY[workload].dev_name if workload in BY_KEY else workload
+        return BY_KEY[workload].compose if workload in BY_KEY else workload
 
     def container(self, workload: str) -> dict[str, Any]:
         service = self._service(workload)
@@ -105,7 +105,7 @@ class ComposeTarget(Target):
 
     def workload_names(self) -> list[str]:
         running = self.containers()
-        return [s.key for s in BY_KEY.values() if s.dev_name in running]
+        return [s.key for s in BY_KEY.values() if s.compose in running]
 
     def networks(self, workload: str) -> dict[str, str]:
         """The compose networks (short names) the workload's container is on, with its address on each."""

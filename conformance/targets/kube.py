@@ -1,6 +1,6 @@
 """The prod environment: a Kubernetes cluster, through the kubernetes Python client.
 
-Workload `redis` is Deployment `sb-redis` in namespace somabrain-prod (see expectations.SERVICES); its pods
+Workload `redis` is Deployment `sb-redis` in namespace somabrain-prod (see conformance.inventory); its pods
 are found by the workload's own `spec.selector`, and only the current revision's count (the Deployment's newest
 ReplicaSet, the StatefulSet's update revision). Probes run through the pod `exec` websocket
 (`python3 -c <probe_script> <json>`) in a Ready, non-terminating pod:
@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from conformance.expectations import BY_KEY, NAMESPACE
+from conformance.inventory import BY_KEY, NAMESPACE
 from conformance.loaders.units import k8s_quantity
 from conformance.targets.base import (
     PROBE_SCRIPT,
@@ -188,8 +188,8 @@ class KubeTarget(Target):
     def workload_object(self, workload: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
-        expectation = BY_KEY.get(workload)
-        name = expectation.prod_workload if expectation else workload
+        service = BY_KEY.get(workload)
+        name = service.workload if service else workload
         if name is None:
             return None
         for plural in ("deployments", "statefulsets"):
@@ -233,7 +233,7 @@ class KubeTarget(Target):
         return "pod-template-hash", None
 
     def workload_names(self) -> list[str]:
-        return [s.key for s in BY_KEY.values() if s.prod_workload and self.workload_object(s.key) is not None]
+        return [s.key for s in BY_KEY.values() if s.workload and self.workload_object(s.key) is not None]
 
     # -- probes --------------------------------------------------------------------------------------
     @contextmanager

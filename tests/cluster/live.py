@@ -19,9 +19,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from conformance.inventory import NAMESPACE
+
 REPO = Path(__file__).resolve().parents[2]
 CONTEXT = "somabrain-local"
-NAMESPACE = "somabrain-prod"
 VENV_BIN = REPO / ".venv" / "bin"
 
 

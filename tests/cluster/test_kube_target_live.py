@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from conformance.expectations import CLUSTER_DOMAIN, TLS_SECRET
+from conformance.expectations import TLS_SECRET
+from conformance.inventory import CLUSTER_DOMAIN
 from conformance.targets import kube
 from conformance.targets.base import HttpResult, Probe, ProbeError, ResolveResult, TargetUnreachable, TcpResult
 from conformance.targets.kube import PROBE_CONTAINER, KubeTarget

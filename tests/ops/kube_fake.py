@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from conformance.expectations import BY_KEY, CLUSTER_DOMAIN, NAMESPACE, OPERATOR_SECRETS
+from conformance.expectations import OPERATOR_SECRETS
+from conformance.inventory import API, CLUSTER_DOMAIN, NAMESPACE, by_k8s_service
 from conformance.loaders.kustomize import render
 from conformance.netpol import selector_matches
 
@@ -94,7 +95,7 @@ def local_exec(pod: Resource, command: list[str]) -> tuple[int, bytes, bytes]:
 
 
 class FakeCluster:
-    def __init__(self, resources: Iterable[Resource], namespace: str = "somabrain-prod",
+    def __init__(self, resources: Iterable[Resource], namespace: str = NAMESPACE,
                  exec_handler: ExecHandler = local_exec) -> None:
         self.namespace = namespace
         self.exec_handler = exec_handler
@@ -453,12 +454,12 @@ class HealthServer:
 
 def network_exec(routes: dict[str, int], health: HealthServer,
                  health_for: Callable[[Resource], str]) -> Callable[[Resource, list[str]], tuple[int, bytes, bytes]]:
-    """An exec handler: cluster names -> 127.0.0.1 ports of `routes`, 127.0.0.1:9696 -> the health server."""
-    suffix = f".somabrain-prod.{CLUSTER_DOMAIN}"
+    """An exec handler: cluster names -> 127.0.0.1 ports of `routes`, the API's own port -> the health server."""
+    suffix = f".{NAMESPACE}.{CLUSTER_DOMAIN}"
 
     def local_host(host: str) -> tuple[str, int | None, str]:
         if host.endswith(suffix):
-            svc = next((s for s in BY_KEY.values() if s.prod_name == host[: -len(suffix)]), None)
+            svc = by_k8s_service(host[: -len(suffix)])
             if svc is not None and svc.key in routes:
                 return "127.0.0.1", routes[svc.key], svc.key
             return "name.invalid", None, ""
@@ -479,7 +480,7 @@ def network_exec(routes: dict[str, int], health: HealthServer,
             elif probe["op"] == "http":
                 url = urlsplit(probe["url"])
                 host, port, key = local_host(url.hostname or "")
-                if url.hostname == "127.0.0.1" and url.port == 9696:
+                if url.hostname == "127.0.0.1" and url.port == API.port:
                     probe["url"] = f"http://127.0.0.1:{health.port}/{variant}{url.path}"
                 elif host == "127.0.0.1":
                     probe["url"] = f"http://127.0.0.1:{health.port}/{key}{url.path}"
