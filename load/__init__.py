@@ -4,5 +4,6 @@
     python -m load baseline                            # somabrain's throughput as a ratio to a bare Quart app
 
 The service is seen only from outside: HTTP, the Docker Engine API and the Kubernetes API. Nothing here
-imports `brain`.
+imports `brain`; the names of the services (the compose project's API service, the namespace) come from the
+service inventory, conformance.inventory.
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from conformance.inventory import API
 from load.docker_api import DockerAPI
 from load.environments import ROOT, Environment
 from load.locust_run import read_stats, run_locust
@@ -34,9 +35,9 @@ class BaselineError(RuntimeError):
 
 def somabrain_container(api: DockerAPI, project: str) -> dict[str, Any]:
     for container in api.containers(project):
-        if container.get("Labels", {}).get(SERVICE_LABEL) == "somabrain" and container.get("State") == "running":
+        if container.get("Labels", {}).get(SERVICE_LABEL) == API.compose and container.get("State") == "running":
             return api.inspect(container["Id"])
-    raise BaselineError(f"no running somabrain container in compose project {project!r}; start the stack: make up")
+    raise BaselineError(f"no running {API.compose} container in compose project {project!r}; start the stack: make up")
 
 
 class HelloContainer:

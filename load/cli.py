@@ -16,7 +16,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from load.environments import NAMESPACE, ROOT, EnvironmentError_, resolve
+from conformance.inventory import NAMESPACE
+from load.environments import ROOT, EnvironmentError_, resolve
 from load.schedule import PROFILES, parse_weights
 
 EXIT_OK, EXIT_BREACH, EXIT_CANNOT_RUN = 0, 1, 2

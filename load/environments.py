@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from conformance.inventory import API, NAMESPACE
 from load.samplers.base import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = ROOT / ".env.local"
-NAMESPACE = "somabrain-prod"
 
 
 class EnvironmentError_(ValueError):
@@ -58,11 +58,11 @@ def resolve(env: str, *, endpoint: str | None = None, env_file: Path | None = No
             raise EnvironmentError_(
                 f"--env dev reads the host port and project from {path}, which cannot be read ({exc.strerror}); "
                 "start the stack first (make up) or pass --env-file") from exc
-        port = values.get("SOMABRAIN_HOST_PORT", "9696")
+        port = values.get("SOMABRAIN_HOST_PORT", str(API.port))  # compose publishes the API on its own port
         if not port.isdigit():
             raise EnvironmentError_(f"{path}: SOMABRAIN_HOST_PORT={port!r} is not a port number")
         return Environment("dev", endpoint or f"http://127.0.0.1:{port}",
                            project or values.get("COMPOSE_PROJECT_NAME", "somabrain"))
     if env == "prod":
-        return Environment("prod", endpoint or "http://127.0.0.1:9696", namespace or NAMESPACE)
+        return Environment("prod", endpoint or f"http://127.0.0.1:{API.port}", namespace or NAMESPACE)
     raise EnvironmentError_(f"--env {env!r}: expected dev or prod")
