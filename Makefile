@@ -23,16 +23,16 @@ lint: deps ## ruff (lint) over the whole tree
 typecheck: deps ## mypy --strict over brain/, conformance/, load/ and ops/
 	$(VENV)/bin/mypy
 
+# Plain pytest leaves out the tests marked `live` and `cluster` (pyproject's addopts); `live` and `cluster-test` select
+# them by their marker.
 unit: deps ## pytest: unit, integration (real Redis/Postgres/Kafka/Rego) and static deployment checks
-	$(VENV)/bin/pytest -q --ignore=tests/live --ignore=tests/load --ignore=tests/ops/test_live.py --ignore=tests/cluster \
-		--ignore=tests/deploy/test_nginx_front.py --ignore=tests/conformance/test_dev_tls_endpoint.py
+	$(VENV)/bin/pytest -q
 
 parity: deps ## compose <-> k8s parity gate (static; exit 1 on drift, 2 on unreadable input)
 	$(PY) -m conformance parity
 
-live: up ## tests that need Docker and the running stack: smoke, load sampler + ~30 s profile, doctor, migration
-	SOMABRAIN_LIVE=1 $(VENV)/bin/pytest -q tests/live tests/load tests/ops/test_live.py \
-		tests/deploy/test_nginx_front.py tests/conformance/test_dev_tls_endpoint.py
+live: up ## tests marked live (Docker, the running stack): smoke, load sampler + ~30 s profile, doctor, migration
+	$(VENV)/bin/pytest -q -m live
 
 conformance: up ## the conformance suite against the compose stack (reports in reports/)
 	$(VENV)/bin/pytest conformance/ --env dev --report-json reports/conformance-dev.json \
@@ -96,9 +96,8 @@ cluster-down: ## stop the local cluster and remove what it put on the machine (-
 	@scripts/cluster/cluster.sh down $(CLUSTER_DOWN_ARGS)
 
 cluster-test: deps ## on the running cluster: canary, tilt ci, prod conformance, diff with the dev report, ops, load
-	SOMABRAIN_CLUSTER=1 SOMABRAIN_DEV_REPORT=$(CURDIR)/reports/conformance-dev.json \
-		SOMABRAIN_DEV_BUNDLE=$(CURDIR)/reports/dev-bundle $(VENV)/bin/pytest -q -rA tests/cluster \
-		--junitxml reports/cluster.xml
+	SOMABRAIN_DEV_REPORT=$(CURDIR)/reports/conformance-dev.json SOMABRAIN_DEV_BUNDLE=$(CURDIR)/reports/dev-bundle \
+		$(VENV)/bin/pytest -q -rA -m cluster --junitxml reports/cluster.xml
 
 # The compose stack stops first (volumes kept: `make up` brings it back): its TLS front and the cluster's ingress
 # both want 127.0.0.1:9999. The cluster goes down afterwards, pass or fail, and must leave nothing behind.

@@ -1,7 +1,8 @@
 """Fixtures of the cluster tier: the deployment `tilt ci` makes (once per session), and scratch namespaces.
 
-Everything here needs the real local cluster; without SOMABRAIN_CLUSTER=1 (`make cluster-test` sets it) every test
-in this directory is skipped with the command to run, and `make unit` does not collect the directory at all.
+Everything here needs the real local cluster: every test module in this directory is marked `cluster`
+(`pytestmark`), so only `pytest -m cluster` (`make cluster-test`) selects them, and then a missing cluster is a
+failure, not a skip.
 """
 
 from __future__ import annotations
@@ -14,15 +15,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.live import CONTEXT, REPO, kubectl, tilt
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("SOMABRAIN_CLUSTER") == "1":
-        return
-    skip = pytest.mark.skip(reason="needs the local cluster: run `make cluster-test`")
-    for item in items:
-        if "tests/cluster/" in str(item.path):
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """What the cluster-tier tests share: the pinned tools of `make cluster` and the context it writes.
 
-The tests in this directory run against the real local cluster (`make cluster`; `make cluster-test` runs them with
-SOMABRAIN_CLUSTER=1). Fixtures are in conftest.py; plain helpers are here, imported by the test modules.
+The tests in this directory run against the real local cluster (`make cluster`; they are marked `cluster`, and
+`make cluster-test` runs them). Fixtures are in conftest.py; plain helpers are here, imported by the test modules.
 """
 
 from __future__ import annotations

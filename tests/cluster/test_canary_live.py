@@ -1,4 +1,4 @@
-"""The cluster canary and teardown, on the real local cluster (SOMABRAIN_CLUSTER=1; `make cluster-test` sets it).
+"""The cluster canary and teardown, on the real local cluster (`make cluster-test`).
 
 - the canary passes on the running cluster: registry image, storage, DNS, Service, TLS ingress, NetworkPolicy
   deny/allow;
@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "cluster" / "cluster.sh"

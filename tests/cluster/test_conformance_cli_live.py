@@ -1,4 +1,4 @@
-"""The conformance plugin end to end against the real local cluster (SOMABRAIN_CLUSTER=1): `pytest conformance/
+"""The conformance plugin end to end against the real local cluster (`make cluster-test`): `pytest conformance/
 --env prod --kube-context somabrain-local ...` in a subprocess, as users run it, one dimension at a time.
 
 - TLS on the ingress (127.0.0.1:9999, Traefik, the somabrain-tls Secret): every check passes, and `-m tls`
@@ -24,10 +24,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conformance.report import validate
 from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl
 from tests.cluster.scratch import apply
 from tests.conformance.targets.conftest import Cert, make_cert, tls_secret
+
+pytestmark = pytest.mark.cluster
 
 Healthy = subprocess.CompletedProcess[str]
 

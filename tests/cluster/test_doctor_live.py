@@ -1,4 +1,4 @@
-"""`somabrain doctor --env prod` on the real local cluster (SOMABRAIN_CLUSTER=1), run as the operator runs it.
+"""`somabrain doctor --env prod` on the real local cluster (`make cluster-test`), run as the operator runs it.
 
 - the running deployment is healthy: exit 0, every check OK;
 - OPA stopped (Deployment sb-opa scaled to 0, the one change these tests make to somabrain-prod, undone in a
@@ -16,8 +16,12 @@ import json
 import subprocess
 from typing import Any
 
+import pytest
+
 from tests.cluster.live import CONTEXT, NAMESPACE, REPO, VENV_BIN, kubectl
 from tests.cluster.scratch import IDLE, NEVER_READY, apply, deployment, rolled_out, service, wait_for
+
+pytestmark = pytest.mark.cluster
 
 Healthy = subprocess.CompletedProcess[str]
 CHECKS = ("dns", "endpoints", "memory", "tls", "opa", "postgres", "redis", "predictor")

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conformance.expectations import OPERATOR_SECRETS
 from tests.cluster.live import CONTEXT, REPO, kubectl, service_account_kubeconfig, toolchain_bin
 
+pytestmark = pytest.mark.cluster
+
 SCRIPT = REPO / "scripts" / "k8s_secrets.sh"
 PG, APP, JWT = "somabrain-postgres", "somabrain-postgres-app", "somabrain-secrets"
 PASSWORD = "0123456789abcdef0123456789abcdef"

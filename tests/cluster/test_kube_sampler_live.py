@@ -1,5 +1,5 @@
 """load/samplers/kube_metrics.py (KubeSampler, `somabrain load --env prod`) against the real local cluster
-(SOMABRAIN_CLUSTER=1).
+(`make cluster-test`).
 
 This cluster serves no metrics.k8s.io (no metrics-server), so the sampler reads the kubelet's summary API; the
 usage, the limits from the pod specs, the OOM kills and restarts are the kubelet's own, of the running deployment
@@ -33,6 +33,8 @@ from tests.cluster.scratch import (
     rolled_out,
     wait_for,
 )
+
+pytestmark = pytest.mark.cluster
 
 Healthy = subprocess.CompletedProcess[str]
 OOM = ["python3", "-c", "b = bytearray(200 * 2**20)"]  # 200 MiB, touched, under a 32Mi limit

@@ -1,4 +1,4 @@
-"""KubeTarget (conformance/targets/kube.py) against the real local cluster (SOMABRAIN_CLUSTER=1).
+"""KubeTarget (conformance/targets/kube.py) against the real local cluster (`make cluster-test`).
 
 The reads and the probes of somabrain-prod, as the running deployment has them (compared with what kubectl says);
 and what a deployment can do to the target, built in a scratch namespace from small Deployments of the
@@ -40,6 +40,8 @@ from tests.cluster.scratch import (
     somabrain_image,
     wait_for,
 )
+
+pytestmark = pytest.mark.cluster
 
 Healthy = subprocess.CompletedProcess[str]
 

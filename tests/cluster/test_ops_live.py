@@ -43,6 +43,8 @@ from tests.cluster.live import (
     somabrain,
 )
 
+pytestmark = pytest.mark.cluster
+
 ISSUER, AUDIENCE = "production-issuer", "somabrain-api"  # k8s/base/configmaps.yaml
 DEV_KEY = REPO / ".run" / "jwt" / "jwt_priv.pem"  # the dev cluster's JWT key (scripts/dev_up.sh --kind-secrets)
 TABLES = ("somabrain.audit_events", "somabrain.memory_index", "somabrain.outbox", "somamemory.memories",

@@ -1,4 +1,4 @@
-"""`somabrain rollout` in a scratch namespace of the real local cluster (SOMABRAIN_CLUSTER=1).
+"""`somabrain rollout` in a scratch namespace of the real local cluster (`make cluster-test`).
 
 The rollout of a new image and the rollback of one that cannot be pulled are shown on somabrain-prod itself by
 tests/cluster/test_tilt_live.py. Here: a rollout whose new pods come up but whose API serves the stub predictor
@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.cluster.live import CONTEXT, REPO, VENV_BIN
 from tests.cluster.scratch import IDLE, apply, deployment, get, pods, rolled_out, service
+
+pytestmark = pytest.mark.cluster
 
 
 def test_a_stub_predictor_fails_readiness_and_only_somabrain_is_rolled_back(scratch_namespace: str) -> None:

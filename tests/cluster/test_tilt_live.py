@@ -1,4 +1,4 @@
-"""The dev loop on the real local cluster (SOMABRAIN_CLUSTER=1; `make cluster-test` sets it).
+"""The dev loop on the real local cluster (`make cluster-test`).
 
 `tilt ci` deploys the Tiltfile to context somabrain-local: the stand-in images and somabrain are built here and
 pushed to the cluster's registry, every workload becomes healthy, and the API answers ready through the ingress
@@ -21,6 +21,8 @@ import pytest
 from ops.cluster_canary import HOST, https_get
 from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl, prod_conformance, toolchain_bin
 from tests.helpers.role_probe import ROLE_PROBE, runtime_role
+
+pytestmark = pytest.mark.cluster
 
 
 def https_health() -> dict[str, object]:

@@ -1,9 +1,9 @@
 """Live tests: they talk to the running compose stack (scripts/stack.sh up), never start it themselves.
 
-The tests in test_smoke.py run only when SOMABRAIN_LIVE=1 (the Makefile sets it after `stack.sh up`); otherwise
-they are skipped with a message saying how to run them. test_airgap_*.py check the air-gapped recipes without
-Docker and always run. The stack's ports and credentials come from
-.env.local (written by scripts/dev_up.sh), or from the file named by SOMABRAIN_LIVE_ENV_FILE.
+test_smoke.py and test_tls_front.py are marked `live`: `make live` (pytest -m live) runs them after `make up`, and
+without the stack they fail. test_airgap_*.py check the air-gapped recipes without Docker and run with the unit
+tests. The stack's ports and credentials come from .env.local (written by scripts/dev_up.sh), or from the file named
+by SOMABRAIN_LIVE_ENV_FILE.
 """
 
 from __future__ import annotations
@@ -21,23 +21,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LIVE_FLAG = "SOMABRAIN_LIVE"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "live: needs the running compose stack (SOMABRAIN_LIVE=1)")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    smoke = Path(__file__).parent / "test_smoke.py"
-    live_items = [item for item in items if Path(str(item.fspath)) == smoke]
-    for item in live_items:
-        item.add_marker(pytest.mark.live)
-    if os.environ.get(LIVE_FLAG) != "1":
-        reason = f"live stack tests: run `scripts/stack.sh up`, then {LIVE_FLAG}=1 pytest tests/live"
-        skip = pytest.mark.skip(reason=reason)
-        for item in live_items:
-            item.add_marker(skip)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

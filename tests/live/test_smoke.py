@@ -1,6 +1,6 @@
 """Smoke test of the live compose stack: health, memory round trip, audit event in Kafka, limits, metrics.
 
-Runs only with SOMABRAIN_LIVE=1 against a stack started by `scripts/stack.sh up` (see conftest.py).
+Live (`make live`, pytest -m live): against a stack started by `scripts/stack.sh up` (see conftest.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from aiokafka import AIOKafkaConsumer
 from tests.helpers.kafka import round_trip
 from tests.helpers.role_probe import ROLE_PROBE, runtime_role
 from tests.live.conftest import ROOT, Stack, docker
+
+pytestmark = pytest.mark.live
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 AUDIT_TOPIC = "soma.audit"  # brain.settings default (SOMABRAIN_AUDIT_TOPIC is not set in compose)

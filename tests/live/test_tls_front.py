@@ -1,7 +1,7 @@
 """The live TLS front (compose service sb_ingress, the mirror of the k8s Ingress): HTTPS for somabrain.internal
 with the infra/tls/ certificate, in front of the API, with the Ingress's 32m body limit.
 
-Runs only with SOMABRAIN_LIVE=1 against a stack started by `scripts/stack.sh up`. Traffic goes to 127.0.0.1 and
+Live (`make live`, pytest -m live): against a stack started by `scripts/stack.sh up`. Traffic goes to 127.0.0.1 and
 the port compose published for sb_ingress:8443 only; the TLS server name is somabrain.internal (SNI + Host).
 """
 
@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import ssl
 
 import pytest
 
-from tests.live.conftest import LIVE_FLAG, ROOT, Stack
+from tests.live.conftest import ROOT, Stack
 
 HOST = "somabrain.internal"
 CA = ROOT / "infra" / "tls" / f"{HOST}.crt"
 LIMIT = 32 * 1024 * 1024
 
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(os.environ.get(LIVE_FLAG) != "1",
-                       reason=f"live stack tests: run `scripts/stack.sh up`, then {LIVE_FLAG}=1 pytest tests/live"),
-]
+pytestmark = pytest.mark.live
 
 
 class _Front(http.client.HTTPSConnection):

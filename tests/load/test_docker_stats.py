@@ -1,5 +1,6 @@
 """Dev sampler: parsing of real Docker Engine API answers (fixtures recorded from the compose stack on Docker
-20.10, cgroup v1), and live runs against throw-away containers this test starts (one OOM-killed on purpose)."""
+20.10, cgroup v1), and live runs (marked `live`: Docker and the stack's base image) against throw-away containers
+this test starts (one OOM-killed on purpose)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ def start(project: str, service: str, image: str, *command: str, memory: str = "
     return done.stdout.strip()
 
 
+@pytest.mark.live
 def test_live_sampling_reads_limits_and_usage(project: str, base_image: str) -> None:
     start(project, "sleeper", base_image, "sleep", "120", memory="48m", cpus="0.3")
     sampler = DockerSampler(project)
@@ -127,6 +129,7 @@ def test_live_sampling_reads_limits_and_usage(project: str, base_image: str) -> 
     assert sampler.recording.errors == []
 
 
+@pytest.mark.live
 def test_live_oom_kill_is_detected(project: str, base_image: str) -> None:
     sampler = DockerSampler(project)
     sampler.started_at = time.time() - 1
@@ -142,6 +145,7 @@ def test_live_oom_kill_is_detected(project: str, base_image: str) -> None:
     assert any(not s.running for s in sampler.recording.samples)
 
 
+@pytest.mark.live
 def test_live_restarts_by_restart_policy_are_counted(project: str, base_image: str) -> None:
     """A restart policy restarts without a `restart` event: the RestartCount delta still counts every restart."""
     sampler = DockerSampler(project)
@@ -164,6 +168,7 @@ def test_live_restarts_by_restart_policy_are_counted(project: str, base_image: s
     assert sum(1 for e in sampler.recording.events if e.workload == "crasher" and e.kind == "die") == 3
 
 
+@pytest.mark.live
 def test_unknown_project_is_a_clear_error(base_image: str) -> None:
     with pytest.raises(DockerUnavailable, match="has no containers"):
         DockerSampler(f"sbload-absent-{uuid.uuid4().hex[:6]}").check()

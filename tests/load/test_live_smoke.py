@@ -1,4 +1,4 @@
-"""Live: a ~30 s smoke profile against the running compose stack (SOMABRAIN_LIVE=1; `make up` first).
+"""Live: a ~30 s smoke profile against the running compose stack (`make live`, pytest -m live; `make up` first).
 
 Checks that the run completes, the report files exist and the verdict parses. It asserts nothing about timing:
 exit 0 (pass) and 1 (a breach, which the verdict names) are both a working tool; 2 is not.
@@ -16,8 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(os.environ.get("SOMABRAIN_LIVE") != "1",
-                                reason="live stack test: scripts/stack.sh up, then SOMABRAIN_LIVE=1 pytest tests/load")
+pytestmark = pytest.mark.live
 
 
 def test_smoke_profile_against_the_live_stack(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Locust for real, headless, against the bare hello-world this test serves (load.hello_server on a free port of
-127.0.0.1), and the whole `python -m load run` pipeline against it with a throw-away container to sample."""
+127.0.0.1), and the whole `python -m load run` pipeline against it with a throw-away container to sample (that one
+is marked `live`: it needs Docker and the stack's base image)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def test_locust_plays_a_shape_and_writes_csv(hello: str, tmp_path: Path) -> None
     assert (tmp_path / "locust.html").stat().st_size > 0
 
 
+@pytest.mark.live
 def test_run_pipeline_reports_a_breach_with_exit_1(hello: str, tmp_path: Path, project: str,  # noqa: F811
                                                    base_image: str) -> None:
     """The hello-world has none of somabrain's routes: every POST fails, so the verdict must say BREACH."""

@@ -13,9 +13,12 @@ import pytest
 
 from tests.load.oom_demo import demo
 
-pytestmark = pytest.mark.skipif(os.environ.get("SOMABRAIN_LIVE_OOM") != "1",
-                                reason="slow live demo: SOMABRAIN_LIVE_OOM=1 pytest tests/load/test_oom_demo.py "
-                                       "(or make load-oom)")
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(os.environ.get("SOMABRAIN_LIVE_OOM") != "1",
+                       reason="slow live demo (~3 min), not part of make live: SOMABRAIN_LIVE_OOM=1 pytest -m live "
+                              "tests/load/test_oom_demo.py, or make load-oom"),
+]
 
 
 def test_a_memory_limit_below_the_working_set_is_reported(tmp_path: Path) -> None:

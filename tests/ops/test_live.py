@@ -1,4 +1,4 @@
-"""Live tests of the operator tools on Docker (SOMABRAIN_LIVE=1, the Makefile sets it after `stack.sh up`).
+"""Live tests of the operator tools on Docker (marked `live`: `make live` runs them after `stack.sh up`).
 
 - doctor --env dev on the live stack (project from .env.local): a clean report, exit 0;
 - migrate: export from the live stack, import into a second, fresh compose project `sbmig-target` (started here
@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -26,11 +24,7 @@ from conformance.targets.compose import ComposeTarget
 from ops import doctor, migrate, pg, rotate
 from ops.common import REPO, compose_project, read_env_file
 
-pytestmark = [
-    pytest.mark.skipif(os.environ.get("SOMABRAIN_LIVE") != "1",
-                       reason="live: run `scripts/stack.sh up`, then SOMABRAIN_LIVE=1 pytest tests/ops"),
-    pytest.mark.skipif(shutil.which("docker") is None, reason="live: needs the docker CLI"),
-]
+pytestmark = pytest.mark.live
 TARGET_PROJECT = "sbmig-target"
 COMPOSE = ["docker", "compose", "-p", TARGET_PROJECT]
 
