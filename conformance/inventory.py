@@ -25,6 +25,10 @@ A `Service` runs for as long as the stack runs and serves a port:
 - `our_image`: it runs the image built from our Dockerfile (one image, both apps);
 - `guide`: its row of the deployment guide's service table (DESIGN.md), None for what the guide does not list.
 
+A `OneShot` is a compose service that runs once and exits before the apps start (a bootstrap step); production
+runs the same step as an initContainer (`init_container`) of the workloads of the services in `of`. It serves no
+port and has no workload or Service of its own.
+
 A compose service, workload or Service missing here is drift (the gate's dimension `mapping`).
 """
 
@@ -123,6 +127,15 @@ class Service:
         return f"{self.k8s_service}.{namespace}.{CLUSTER_DOMAIN}"
 
 
+@dataclass(frozen=True)
+class OneShot:
+    key: str
+    compose: str
+    init_container: str  # the initContainer's name in prod
+    of: tuple[str, ...]  # keys of the services whose workloads run it
+    uses: tuple[str, ...] = ()
+
+
 # How the peers outside NAMESPACE appear to the NetworkPolicies: a Prometheus of the cluster's monitoring stack,
 # and the ingress controller that serves our Ingress (the dev TLS front's counterpart; not its `peer`, since the
 # controller's own flows to anything outside somabrain-prod are not ours to compare: the one that matters,
@@ -157,6 +170,10 @@ SERVICES: tuple[Service, ...] = (
             Outside("the ingress-nginx controller (cluster add-on, namespace ingress-nginx) serving Ingress somabrain"),
             uses=("somabrain",), ingress="somabrain"),
 )
+ONE_SHOTS: tuple[OneShot, ...] = (
+    # The Postgres roles and schemas (`somabrain db-init`, brain/dbinit.py), before either app starts.
+    OneShot("db-init", "sb_dbinit", "db-init", of=("somabrain", "somamemory"), uses=("postgres",)),
+)
 
 BY_KEY: Mapping[str, Service] = {s.key: s for s in SERVICES}
 # The deployment guide's service table: the services the live suite checks in each environment.
@@ -180,7 +197,12 @@ def dependencies(env: str) -> list[Service]:
     return [s for s in SERVICES if s.key in API.uses and s.in_env(env)]
 
 
-def flows(env: str) -> list[tuple[Service, Service]]:
+def flows(env: str) -> list[tuple[Service | OneShot, Service]]:
     """(client, server) for every connection a service makes in `env`, both in `env`: what the compose networks
-    (dev) or the NetworkPolicies (prod) must allow."""
-    return [(c, BY_KEY[u]) for c in SERVICES if c.in_env(env) for u in c.uses if BY_KEY[u].in_env(env)]
+    (dev) or the NetworkPolicies (prod) must allow. A one-shot's flows count in dev only: in prod it runs inside
+    the workloads of its `of`, whose own flows are listed."""
+    found: list[tuple[Service | OneShot, Service]] = [
+        (c, BY_KEY[u]) for c in SERVICES if c.in_env(env) for u in c.uses if BY_KEY[u].in_env(env)]
+    if env == "dev":
+        found += [(o, BY_KEY[u]) for o in ONE_SHOTS for u in o.uses]
+    return found

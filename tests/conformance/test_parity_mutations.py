@@ -122,6 +122,14 @@ def _ingress(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
     return k8s("somabrain.yaml", "Ingress", "somabrain", change)
 
 
+def _drop_init_container(name: str) -> Callable[[dict[str, Any]], None]:
+    def change(obj: dict[str, Any]) -> None:
+        pod = obj["spec"]["template"]["spec"]
+        pod["initContainers"] = [c for c in pod.get("initContainers") or [] if c["name"] != name]
+
+    return change
+
+
 MUTATIONS = [
     Mutation(
         "k8s redis image minor bump",
@@ -392,6 +400,18 @@ MUTATIONS = [
         ),
     ),
     Mutation("compose service missing from the mapping table", "mapping", "sb_cache", _add_compose_service),
+    Mutation(
+        "one-shot sb_dbinit is no initContainer of SomaMemory's workload",
+        "mapping",
+        "sb_dbinit",
+        k8s("somamemory.yaml", "Deployment", "somamemory", _drop_init_container("db-init")),
+    ),
+    Mutation(
+        "SomaMemory no longer waits for db-init in prod",
+        "dependencies",
+        "somamemory->sb_dbinit",
+        k8s("somamemory.yaml", "Deployment", "somamemory", _drop_init_container("db-init")),
+    ),
     Mutation(
         "placeholder Secret shipped in the manifests",
         "mapping",

@@ -1,7 +1,8 @@
 """Dimension `dependencies`: compose `depends_on` <-> k8s initContainers or readiness gating.
 
-A prod edge A -> B exists when an initContainer of A names B's Service, or when A has a readiness probe
-and one of its environment URLs points at B (A is not Ready, so gets no traffic, until it reaches B).
+A prod edge A -> B exists when an initContainer of A names B's Service, when B is a one-shot compose service whose
+prod counterpart is an initContainer of A (inventory.ONE_SHOTS), or when A has a readiness probe and one of its
+environment URLs points at B (A is not Ready, so gets no traffic, until it reaches B).
 An external service (Kafka) is recognised by the first label of the URL's host naming it.
 Dev edges must wait for health (`service_healthy`), as readiness does."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from conformance.inventory import ONE_SHOTS
 from conformance.parity.context import Pair, ParityContext
 from conformance.parity.findings import Finding, drift, ok
 
@@ -29,6 +31,9 @@ def _prod_edges(ctx: ParityContext, pair: Pair) -> dict[str, str]:
                 tok == svc or tok.startswith(svc + ".") for svc in other.service.k8s_services for tok in tokens
             ):
                 edges[other.name] = f"initContainer {init.name}"
+    for one in ONE_SHOTS:
+        if pair.service.key in one.of and any(init.name == one.init_container for init in wl.init_containers):
+            edges[one.compose] = f"initContainer {one.init_container}"
     readiness = container.probes.get("readiness")
     if readiness:
         for env in container.env.values():

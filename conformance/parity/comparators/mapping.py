@@ -1,5 +1,6 @@
 """Dimension `mapping`: every service exists on both sides, through the service inventory (conformance.inventory,
-"the mapping table" in the findings), and references resolve.
+"the mapping table" in the findings), and references resolve. A one-shot compose service (inventory.ONE_SHOTS) is
+an initContainer of each workload it names in prod.
 
 References to the Secrets that the operator creates outside the manifests (conformance.expectations.OPERATOR_SECRETS,
 scripts/k8s_secrets.sh) resolve as "provided by the operator" (ok). The manifests shipping one of those Secrets is
@@ -9,7 +10,7 @@ the operator is asked for that no workload uses is drift too (the list is stale)
 from __future__ import annotations
 
 from conformance.expectations import OPERATOR_SECRETS, OPERATOR_SECRETS_SCRIPT
-from conformance.inventory import SERVICES
+from conformance.inventory import BY_KEY, ONE_SHOTS, SERVICES
 from conformance.parity.context import ParityContext
 from conformance.parity.findings import Finding, drift, ok
 
@@ -42,7 +43,8 @@ def compare(ctx: ParityContext) -> list[Finding]:
                 out.append(drift(DIM, name, dev, prod, f"k8s Services {services} do not exist"))
             else:
                 out.append(ok(DIM, name, dev, f"{prod} + Service {', '.join(prod_side.services)}"))
-    known = {s.compose for s in SERVICES}
+    out.extend(_one_shots(ctx))
+    known = {s.compose for s in SERVICES} | {o.compose for o in ONE_SHOTS}
     for name in ctx.compose.services:
         if name not in known:
             out.append(drift(DIM, name, f"service {name}", None, "compose service not in the mapping table"))
@@ -57,6 +59,29 @@ def compare(ctx: ParityContext) -> list[Finding]:
     for problem in ctx.k8s.problems:
         out.append(drift(DIM, f"k8s:{problem.split(':')[0]}", None, problem, "reference does not resolve"))
     out.extend(_operator_secrets(ctx))
+    return out
+
+
+def _one_shots(ctx: ParityContext) -> list[Finding]:
+    """Each one-shot compose service <-> its initContainer in every workload of the services it runs for."""
+    out: list[Finding] = []
+    for one in ONE_SHOTS:
+        dev = f"service {one.compose}" if one.compose in ctx.compose.services else None
+        found, missing = [], []
+        for key in one.of:
+            workload = ctx.k8s.workloads.get(BY_KEY[key].workload or "")
+            if workload is not None and any(c.name == one.init_container for c in workload.init_containers):
+                found.append(f"{workload.kind}/{workload.name}")
+            else:
+                missing.append(f"{workload.kind}/{workload.name}" if workload else key)
+        prod = f"initContainer {one.init_container} of {', '.join(found)}" if found else None
+        if dev is None:
+            out.append(drift(DIM, one.compose, None, prod, "missing in compose"))
+        elif missing:
+            out.append(drift(DIM, one.compose, dev, prod,
+                             f"no initContainer {one.init_container!r} in {', '.join(missing)}"))
+        else:
+            out.append(ok(DIM, one.compose, dev, prod))
     return out
 
 
