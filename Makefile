@@ -20,7 +20,7 @@ deps: ## install Debian packages and the project venv (.venv) if missing
 lint: deps ## ruff (lint) over the whole tree
 	$(VENV)/bin/ruff check .
 
-typecheck: deps ## mypy --strict over brain/, conformance/, load/ and ops/
+typecheck: deps ## mypy --strict over bench/, brain/, conformance/, load/ and ops/
 	$(VENV)/bin/mypy
 
 # Plain pytest leaves out the tests marked `live` and `cluster` (pyproject's addopts); `live` and `cluster-test` select
@@ -55,15 +55,15 @@ dev: deps ## run the API (:9696) and SomaMemory (:9595) locally against private 
 	@scripts/dev_local.sh
 
 bench: deps ## service-core benchmark: /health and /act vs bare Quart, mahal vs numpy (by hand, not in CI)
-	$(PY) -m tests.bench.bench_core
+	$(PY) -m bench.core $(BENCH_ARGS)
 
 # The last commit whose SomaMemory recalled by scanning a tenant's newest 50,000 rows: bench-recall's "before".
 RECALL_BASELINE ?= 120ff52
 bench-recall: deps ## recall at 1k/10k/100k memories: the index vs the scan of RECALL_BASELINE (by hand, ~5 min)
-	$(PY) -m tests.bench.bench_recall --baseline $(RECALL_BASELINE) $(BENCH_RECALL_ARGS)
+	$(PY) -m bench.recall --baseline $(RECALL_BASELINE) $(BENCH_RECALL_ARGS)
 
 bench-quota: deps ## a tenant at its SomaMemory quota beside another tenant's recall, measured together (by hand)
-	$(PY) -m tests.bench.bench_quota $(BENCH_QUOTA_ARGS)
+	$(PY) -m bench.quota $(BENCH_QUOTA_ARGS)
 
 up: deps ## start the compose stack (builds images locally when no registry answers) and wait until ready
 	@scripts/stack.sh up

@@ -130,7 +130,7 @@ def main() -> int:
     api.start()
     port = free_port()
     hello = Process("hello", [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                              "tests.bench.hello_app:app"], run)
+                              "load.hello_app:app"], run)
     hello.start()
     wait_for(lambda: http_status(f"http://127.0.0.1:{port}/") == 200, "hello-world")
     try:
