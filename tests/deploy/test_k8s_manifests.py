@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 
 from conformance.expectations import OPERATOR_SECRETS, TLS_SECRET
+from conformance.inventory import APPS, NAMESPACE, SERVICES, TLS_FRONT
 from conformance.loaders.kustomize import render
 from tests.deploy.conftest import find
 
@@ -59,27 +60,20 @@ def test_kubernetes_validate_catches_a_broken_manifest(base_manifests: list[Reso
 def test_everything_lives_in_somabrain_prod(base_manifests: list[Resource]) -> None:
     for res in base_manifests:
         if res["kind"] != "Namespace":
-            assert res["metadata"]["namespace"] == "somabrain-prod", res["metadata"]["name"]
+            assert res["metadata"]["namespace"] == NAMESPACE, res["metadata"]["name"]
 
 
 EXPECTED = [
-    ("Namespace", "somabrain-prod"),
+    ("Namespace", NAMESPACE),
     ("ConfigMap", "somabrain-env"),
     ("ConfigMap", "somabrain-overrides"),
     ("ConfigMap", "somabrain-policy"),
     ("PersistentVolumeClaim", "somabrain-outbox-pvc"),
-    ("Deployment", "somabrain"),
-    ("Service", "somabrain"),
-    ("Ingress", "somabrain"),
-    ("StatefulSet", "postgres"),
-    ("Service", "postgres"),
-    ("Deployment", "sb-redis"),
-    ("Service", "sb-redis"),
-    ("Deployment", "sb-opa"),
-    ("Service", "sb-opa"),
-    ("Deployment", "somamemory"),
-    ("Service", "somamemory"),
+    ("Ingress", TLS_FRONT.ingress),
     ("NetworkPolicy", "default-deny-all"),
+    # every service the inventory runs in the cluster: its Deployment or StatefulSet, and the Services in front
+    *((s.in_cluster.kind, s.in_cluster.workload) for s in SERVICES if s.in_cluster),
+    *(("Service", name) for s in SERVICES for name in s.k8s_services),
 ]
 
 
@@ -106,7 +100,7 @@ def test_monitoring_overlay_is_the_base_plus_the_servicemonitors(
         ("ServiceMonitor", "somamemory-metrics"),
     ]
     assert [r for r in base_manifests if r not in monitoring_manifests] == []
-    assert {r["metadata"]["namespace"] for r in added} == {"somabrain-prod"}
+    assert {r["metadata"]["namespace"] for r in added} == {NAMESPACE}
 
 
 def test_every_secret_the_manifests_use_is_created_outside_them(base_manifests: list[Resource]) -> None:
@@ -162,8 +156,8 @@ def test_credentials_come_from_secrets_not_configmaps(base_manifests: list[Resou
         for key, value in (cm.get("data") or {}).items():
             assert "PASSWORD" not in key.upper(), f"{cm['metadata']['name']}: {key}"
             assert "@" not in str(value) or "://" not in str(value), f"credentials in a URL: {key}"
-    for name, kind in (("somabrain", "Deployment"), ("somamemory", "Deployment")):
-        pod = find(base_manifests, kind, name)["spec"]["template"]["spec"]
+    for app in (s.in_cluster for s in APPS if s.in_cluster):
+        pod = find(base_manifests, app.kind, app.workload)["spec"]["template"]["spec"]
         env = {e["name"]: e for e in pod["containers"][0]["env"]}
         # The app: the runtime role (DML only); the superuser's Secret only in its db-init initContainer.
         assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "somabrain-postgres-app"
@@ -179,7 +173,7 @@ def test_credentials_come_from_secrets_not_configmaps(base_manifests: list[Resou
     assert {"secretRef": {"name": "somabrain-postgres"}} in pg["envFrom"]
 
 
-@pytest.mark.parametrize("name", ["somabrain", "somamemory"])
+@pytest.mark.parametrize("name", [s.workload for s in APPS])
 def test_the_overrides_configmap_cannot_make_an_app_leave_prod(base_manifests: list[Resource], name: str) -> None:
     """SOMABRAIN_ENV=prod is what turns auth and the policy on for good (brain/settings.py). It is pinned in the
     container's `env:`, which wins over every `envFrom` source, somabrain-overrides included."""

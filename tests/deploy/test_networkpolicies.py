@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from conformance.inventory import API, BY_KEY, INGRESS_CONTROLLER, MONITORING, NAMESPACE, SCRAPED, flows
+
 Resource = dict[str, Any]
-NS = "somabrain-prod"
+NS = NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -77,16 +79,18 @@ def allowed(policies: list[Resource], src: Peer, dst: Peer, port: int, proto: st
     return direction_ok(src, dst, "Egress", "egress", "to") and direction_ok(dst, src, "Ingress", "ingress", "from")
 
 
-SOMABRAIN = Peer(NS, {"app": "somabrain"})
-SOMAMEMORY = Peer(NS, {"app": "somamemory"})
-REDIS = Peer(NS, {"app": "sb-redis"})
-OPA = Peer(NS, {"app": "sb-opa"})
-POSTGRES = Peer(NS, {"app": "postgres"})
+def pod_of(key: str) -> Peer:
+    """The pods of a service's workload: labelled app=<workload> (k8s/base)."""
+    return Peer(NS, {"app": str(BY_KEY[key].workload)})
+
+
+SOMABRAIN, SOMAMEMORY, REDIS, POSTGRES = (pod_of(key) for key in ("somabrain", "somamemory", "redis", "postgres"))
 KUBE_DNS = Peer("kube-system", {"k8s-app": "kube-dns"})
-INGRESS_NGINX = Peer("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
-MONITORING = Peer("monitoring", {"app.kubernetes.io/name": "prometheus"})  # a Prometheus of the cluster's
+INGRESS_NGINX = Peer(INGRESS_CONTROLLER.namespace, dict(INGRESS_CONTROLLER.labels))
+PROMETHEUS = Peer(MONITORING.namespace, dict(MONITORING.labels))  # a Prometheus of the cluster's
 OTHER_NS_POD = Peer("default", {"app": "curl"})
 KAFKA_EXTERNAL = Peer("", ip="192.0.2.10")
+PORT = {key: service.port for key, service in BY_KEY.items()}
 
 
 @pytest.fixture(scope="module")
@@ -105,26 +109,21 @@ REQUIRED_FLOWS = [
     ("somabrain DNS UDP", SOMABRAIN, KUBE_DNS, 53, "UDP"),
     ("somabrain DNS TCP", SOMABRAIN, KUBE_DNS, 53, "TCP"),
     ("somamemory DNS", SOMAMEMORY, KUBE_DNS, 53, "UDP"),
-    ("ingress-nginx -> somabrain", INGRESS_NGINX, SOMABRAIN, 9696, "TCP"),
-    ("somabrain -> redis", SOMABRAIN, REDIS, 6379, "TCP"),
-    ("somabrain -> opa", SOMABRAIN, OPA, 8181, "TCP"),
-    ("somabrain -> postgres", SOMABRAIN, POSTGRES, 5432, "TCP"),
-    ("somabrain -> somamemory", SOMABRAIN, SOMAMEMORY, 9595, "TCP"),
-    ("somamemory -> postgres", SOMAMEMORY, POSTGRES, 5432, "TCP"),
-    ("somabrain -> external kafka", SOMABRAIN, KAFKA_EXTERNAL, 9092, "TCP"),
-    ("monitoring -> somabrain metrics port", MONITORING, SOMABRAIN, 9697, "TCP"),
-    ("monitoring -> somamemory metrics port", MONITORING, SOMAMEMORY, 9596, "TCP"),
+    ("ingress-nginx -> somabrain", INGRESS_NGINX, SOMABRAIN, API.port, "TCP"),
+    # what each in-cluster service uses (inventory.flows): somabrain -> redis, opa, postgres, somamemory; ...
+    *((f"{src.key} -> {dst.key}", pod_of(src.key), pod_of(dst.key), dst.port, "TCP") for src, dst in flows("prod")),
+    ("somabrain -> external kafka", SOMABRAIN, KAFKA_EXTERNAL, PORT["kafka"], "TCP"),
+    *((f"monitoring -> {s.key} metrics port", PROMETHEUS, pod_of(s.key), s.metrics_port, "TCP") for s in SCRAPED),
 ]
 FORBIDDEN_FLOWS = [
-    ("other namespace -> somabrain", OTHER_NS_POD, SOMABRAIN, 9696, "TCP"),
-    ("ingress-nginx -> redis", INGRESS_NGINX, REDIS, 6379, "TCP"),
-    ("somamemory -> redis", SOMAMEMORY, REDIS, 6379, "TCP"),
-    ("redis -> postgres", REDIS, POSTGRES, 5432, "TCP"),
+    ("other namespace -> somabrain", OTHER_NS_POD, SOMABRAIN, API.port, "TCP"),
+    ("ingress-nginx -> redis", INGRESS_NGINX, REDIS, PORT["redis"], "TCP"),
+    ("somamemory -> redis", SOMAMEMORY, REDIS, PORT["redis"], "TCP"),
+    ("redis -> postgres", REDIS, POSTGRES, PORT["postgres"], "TCP"),
     ("somabrain -> kafka on another port", SOMABRAIN, KAFKA_EXTERNAL, 22, "TCP"),
-    ("postgres -> anywhere outside", POSTGRES, KAFKA_EXTERNAL, 9092, "TCP"),
+    ("postgres -> anywhere outside", POSTGRES, KAFKA_EXTERNAL, PORT["kafka"], "TCP"),
     # Monitoring scrapes the metrics ports only: the data ports (tenant data) stay the API's and the ingress's.
-    ("monitoring -> somabrain data port", MONITORING, SOMABRAIN, 9696, "TCP"),
-    ("monitoring -> somamemory data port", MONITORING, SOMAMEMORY, 9595, "TCP"),
+    *((f"monitoring -> {s.key} data port", PROMETHEUS, pod_of(s.key), s.port, "TCP") for s in SCRAPED),
 ]
 
 
@@ -148,6 +147,6 @@ def test_default_deny_selects_every_pod_both_ways(ours: list[Resource]) -> None:
 def test_the_guides_policy_is_caught_blocking_dns_and_ingress(guide: list[Resource]) -> None:
     """The evaluator catches the guide's defect: DNS to kube-system and ingress-nginx are blocked."""
     assert not allowed(guide, SOMABRAIN, KUBE_DNS, 53, "UDP")
-    assert not allowed(guide, INGRESS_NGINX, SOMABRAIN, 9696)
+    assert not allowed(guide, INGRESS_NGINX, SOMABRAIN, API.port)
     # and, because namespaces carry no `name` label by default, not even in-namespace traffic passes
-    assert not allowed(guide, SOMABRAIN, REDIS, 6379)
+    assert not allowed(guide, SOMABRAIN, REDIS, PORT["redis"])

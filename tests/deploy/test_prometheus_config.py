@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conformance.inventory import SCRAPED
 from tests.deploy.conftest import run
 
 PROMTOOL = shutil.which("promtool")
@@ -35,4 +36,4 @@ def test_promtool_catches_a_broken_config(tmp_path: Path, repo: Path) -> None:
 def test_scrapes_somabrain_and_somamemory(repo: Path) -> None:
     config = yaml.safe_load((repo / "compose" / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
-    assert {"somabrain:9697", "somamemory:9596"} <= targets  # the metrics ports (SOMABRAIN_METRICS_PORT)
+    assert {f"{s.compose}:{s.metrics_port}" for s in SCRAPED} <= targets  # the metrics ports (SOMABRAIN_METRICS_PORT)
