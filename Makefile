@@ -84,7 +84,7 @@ load-baseline: up ## somabrain throughput as a ratio to a bare Quart hello-world
 	$(PY) -m load baseline
 
 load-oom: up ## demo: a memory limit below the working set is caught (separate compose project, ~2 min)
-	$(PY) -m tests.load.oom_demo
+	$(PY) -m load.oom_demo
 
 lint-security: ## checkov over k8s/ and the Dockerfile (in its own venv under .run/)
 	@scripts/lint_security.sh

@@ -1,7 +1,10 @@
-"""The limit check can fail (SOMABRAIN_LIVE_OOM=1; about 3 minutes, so not part of the default run).
+"""load/oom_demo.py: the limit check can fail.
 
-A separate compose project (sbload-oom) whose somabrain has a memory limit below its working set under load;
-`python -m load run` must exit 1 with a somabrain breach (OOM kill or memory above its threshold) in the verdict.
+The demonstration itself is marked `live` and opt-in (SOMABRAIN_LIVE_OOM=1; about 3 minutes, so not part of
+`make live`; `make load-oom` runs the same demo): a separate compose project (sbload-oom) whose somabrain has a memory
+limit below its working set under load; `python -m load run` must exit 1 with a somabrain breach (OOM kill or memory
+above its threshold) in the verdict. Without Docker: the files it composes from are where it looks, and the env file
+it writes keeps the stack's credentials under its own project name and ports.
 """
 
 from __future__ import annotations
@@ -11,18 +14,35 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.oom_demo import demo
-
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(os.environ.get("SOMABRAIN_LIVE_OOM") != "1",
-                       reason="slow live demo (~3 min), not part of make live: SOMABRAIN_LIVE_OOM=1 pytest -m live "
-                              "tests/load/test_oom_demo.py, or make load-oom"),
-]
+from load import oom_demo
 
 
+def test_the_compose_files_are_where_the_demo_looks() -> None:
+    assert (oom_demo.ROOT / "compose" / "docker-compose.yml").is_file()
+    assert oom_demo.OVERRIDE.is_file()
+
+
+def test_the_env_file_keeps_credentials_with_its_own_project_and_ports(tmp_path: Path) -> None:
+    source, target = tmp_path / "stack.env", tmp_path / "oom.env"
+    source.write_text("# the stack's\nCOMPOSE_PROJECT_NAME=somabrain\nSOMABRAIN_HOST_PORT=9696\n"
+                      "POSTGRES_PASSWORD=from-the-stack\n")
+    ports = oom_demo.write_env_file(source, target)
+    lines = [line for line in target.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    names = [line.split("=", 1)[0] for line in lines]
+    assert sorted(names) == sorted({*names}), "a variable is written twice"
+    values = dict(line.split("=", 1) for line in lines)
+    assert values["COMPOSE_PROJECT_NAME"] == oom_demo.PROJECT
+    assert values["POSTGRES_PASSWORD"] == "from-the-stack"
+    assert set(ports) == set(oom_demo.PORT_VARIABLES)
+    assert {name: values[name] for name in ports} == ports
+
+
+@pytest.mark.live
+@pytest.mark.skipif(os.environ.get("SOMABRAIN_LIVE_OOM") != "1",
+                    reason="slow live demo (~3 min), not part of make live: SOMABRAIN_LIVE_OOM=1 pytest -m live "
+                           "tests/load/test_oom_demo.py, or make load-oom")
 def test_a_memory_limit_below_the_working_set_is_reported(tmp_path: Path) -> None:
-    code, verdict, output = demo(tmp_path)
+    code, verdict, output = oom_demo.demo(tmp_path)
     assert code == 1, output
     brain = verdict["workloads"]["somabrain"]
     assert brain["breaches"], output

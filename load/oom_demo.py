@@ -1,9 +1,9 @@
 """The limit check can fail: a separate compose project whose somabrain has a memory limit below its working set
-under load (tests/load/oom/docker-compose.oom.yml), loaded until the verdict reports OOM kills / the memory breach
+under load (load/oom/docker-compose.oom.yml), loaded until the verdict reports OOM kills / the memory breach
 and `python -m load run` exits 1. Then that project, and only that project, is taken down with its volumes.
 
-    python -m tests.load.oom_demo [--keep]       # about 3 minutes; `make load-oom`
-    SOMABRAIN_LIVE_OOM=1 pytest tests/load/test_oom_demo.py
+    python -m load.oom_demo [--keep]       # about 3 minutes; `make load-oom`
+    SOMABRAIN_LIVE_OOM=1 pytest -m live tests/load/test_oom_demo.py
 
 It never touches the shared `somabrain` project: its own project name (sbload-oom), its own free host ports on
 127.0.0.1 (a copy of .env.local with the ports replaced), its own volumes.
@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "sbload-oom"
 OVERRIDE = Path(__file__).parent / "oom" / "docker-compose.oom.yml"
 PORT_VARIABLES = ("SOMABRAIN_HOST_PORT", "SOMAMEMORY_HOST_PORT", "REDIS_HOST_PORT", "KAFKA_HOST_PORT",
