@@ -41,7 +41,7 @@ Keys = npt.NDArray[np.uint64]
 T = TypeVar("T")
 
 #: HNSW graph degree, and the candidate-list lengths while inserting and while searching: measured on a seeded
-#: 100k-memory corpus (tests/bench/bench_recall.py), these keep recall@10 against exact search above 0.95.
+#: 100k-memory corpus (bench/recall.py, `make bench-recall`), these keep recall@10 against exact search above 0.95.
 CONNECTIVITY = 16
 EXPANSION_ADD = 64
 EXPANSION_SEARCH = 128
