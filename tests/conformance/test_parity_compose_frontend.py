@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from conformance.inventory import ONE_SHOTS, SERVICES
 from conformance.loaders.compose import Mount, default_files, load_project
 from tests.conformance.conftest import REPO, GateResult, compose_service, edit_yaml, run_gate
 
 CREDENTIALS = ("POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=test-only\nPOSTGRES_DB=somabrain\n"
+               "POSTGRES_APP_USER=somabrain_app\nPOSTGRES_APP_PASSWORD=test-only-app\n"
                "SOMABRAIN_MEMORY_TOKEN=test-only-service-token-0123456789abcdef\n")
 PGDATA = "/var/lib/postgresql/data"
 
@@ -43,7 +45,8 @@ def test_the_repos_compose_files_load_as_compose_renders_them() -> None:
     on a copy of it: test_cli.test_the_repo_passes_fast_with_markdown_output, test_parity_mutations.)"""
     compose = REPO / "compose"
     base = load_project(None, repo_root=REPO, environ={})
-    assert base.files == default_files(compose) and len(base.services) == 8
+    assert base.files == default_files(compose)
+    assert set(base.services) == {s.compose for s in SERVICES} | {o.compose for o in ONE_SHOTS}
     dev = load_project([compose / "docker-compose.yml", compose / "docker-compose.dev.yml"], environ={})
     api = dev.services["somabrain"]
     assert api.command == ("api", "--reload") and api.environment["PYTHONPATH"].value.value == "/src"
@@ -141,8 +144,9 @@ def test_interpolation_from_the_env_file_and_defaults(
 def test_a_missing_required_variable_is_an_input_error(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """With an env file, no placeholders: Compose refuses, and the gate says so in one line (exit 2)."""
     path = tree / "test.env"
-    path.write_text("POSTGRES_USER=somabrain\nPOSTGRES_DB=somabrain\n"  # one missing: of several, Compose names any
-                    "SOMABRAIN_MEMORY_TOKEN=test-only-service-token-0123456789abcdef\n")
+    # Exactly one missing (of several, Compose would name any one).
+    kept = [line for line in CREDENTIALS.splitlines() if not line.startswith("POSTGRES_PASSWORD=")]
+    path.write_text("\n".join(kept) + "\n")
     result = run_gate(tree, capsys, "--env-file", str(path))
     assert result.code == 2
     assert "required variable POSTGRES_PASSWORD is missing a value: run scripts/dev_up.sh first" in result.stderr
