@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -124,8 +125,11 @@ async def test_both_apps_serve_from_the_runtime_role(pg: PostgresServer, databas
         app = create_app(Settings.from_env(env))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            ready = await client.get("/readyz")
-            assert ready.status_code == 200, await ready.get_data(as_text=True)
+            # Readiness comes from the background health checks: wait for their first rounds to pass.
+            deadline = time.monotonic() + 30
+            while (ready := await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, await ready.get_data(as_text=True)
+                await asyncio.sleep(0.1)
             stored = await client.post("/remember", json={"content": "kept by the runtime role"},
                                        headers=headers(tenant))
             assert stored.status_code == 201, await stored.get_data(as_text=True)
