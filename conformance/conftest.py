@@ -20,9 +20,9 @@ import pytest
 from conformance.expectations import TLS_MIN_DAYS_DEFAULT
 from conformance.inventory import API, NAMESPACE, TLS_FRONT, Service
 from conformance.report import DIMENSIONS, CheckEntry, Report
-from conformance.targets.base import ProbeError, Target, TargetUnreachable
-from conformance.targets.compose import ComposeTarget
-from conformance.targets.kube import KubeTarget
+from targets.base import ProbeError, Target, TargetUnreachable
+from targets.compose import ComposeTarget
+from targets.kube import KubeTarget
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_KEY = pytest.StashKey[Target]()

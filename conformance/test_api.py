@@ -30,8 +30,8 @@ from conformance.api_tally import ApiTally
 from conformance.conftest import Check, Settings
 from conformance.expectations import API_OPERATIONS, JWT_ROLES, JWT_TENANT, STATEFUL_LINKS
 from conformance.inventory import API
-from conformance.targets.auth import AuthSetupError, auth_enabled, mint_token
-from conformance.targets.base import Target
+from targets.auth import AuthSetupError, auth_enabled, mint_token
+from targets.base import Target
 
 pytestmark = pytest.mark.api
 

@@ -14,8 +14,8 @@ import pytest
 
 from conformance.conftest import Check
 from conformance.inventory import API, SEED, Service
-from conformance.targets.base import Probe, ResolveResult, Target, TcpResult
-from conformance.targets.kube import KubeTarget
+from targets.base import Probe, ResolveResult, Target, TcpResult
+from targets.kube import KubeTarget
 
 pytestmark = pytest.mark.dns
 CHECKED = [s for s in SEED if s.key != API.key]  # seen from the API workload

@@ -27,10 +27,10 @@ from conformance.inventory import API, INGRESS_CONTROLLER, MONITORING, NAMESPACE
 from conformance.loaders import InputError, load_manifests, load_project
 from conformance.netpol import Pod, PolicySet, Port
 from conformance.netpol.verdicts import cluster_verdict, dev_verdict
-from conformance.targets.base import Probe, ProbeError, ResolveResult, Target
-from conformance.targets.compose import ComposeTarget
-from conformance.targets.kube import KubeTarget
 from conformance.truthtable import TruthTable
+from targets.base import Probe, ProbeError, ResolveResult, Target
+from targets.compose import ComposeTarget
+from targets.kube import KubeTarget
 
 pytestmark = pytest.mark.netpol
 NETPOL_PEERS = SEED  # the sources probed live, and the destinations (with their ports) of the truth table

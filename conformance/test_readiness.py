@@ -15,7 +15,7 @@ import pytest
 from conformance.conftest import Check
 from conformance.expectations import AUTH_DISABLED, HEALTH_EXACT, READINESS, STRICT_ENV, ReadinessRequirement, lookup
 from conformance.inventory import API, SCRAPED, SEED, Service
-from conformance.targets.base import HttpResult, Probe, Target, WorkloadSpec
+from targets.base import HttpResult, Probe, Target, WorkloadSpec
 
 pytestmark = pytest.mark.readiness
 LOCAL = f"http://127.0.0.1:{API.port}"

@@ -20,11 +20,11 @@ import pytest
 from conformance.conftest import Check, Settings
 from conformance.expectations import TLS_ACCEPTED, TLS_HOST, TLS_REFUSED, TLS_SECRET, TLS_SECRET_TYPE
 from conformance.inventory import TLS_FRONT
-from conformance.targets.base import ProbeError, Target
-from conformance.targets.compose import ComposeTarget
-from conformance.targets.kube import KubeTarget
-from conformance.targets.tls import CertificateObservation, handshake, key_matches_certificate, observe_certificate
-from conformance.targets.tls import san_covers as covers
+from targets.base import ProbeError, Target
+from targets.compose import ComposeTarget
+from targets.kube import KubeTarget
+from targets.tls import CertificateObservation, handshake, key_matches_certificate, observe_certificate
+from targets.tls import san_covers as covers
 
 pytestmark = pytest.mark.tls
 DEV_SKIP = (f"dev: no TLS front in dev: the compose service {TLS_FRONT.compose} (the mirror of the Ingress) is not "

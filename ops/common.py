@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TextIO
 
 from conformance.inventory import NAMESPACE
-from conformance.targets.base import Target, TargetUnreachable
-from conformance.targets.compose import ComposeTarget
-from conformance.targets.kube import KubeTarget
+from targets.base import Target, TargetUnreachable
+from targets.compose import ComposeTarget
+from targets.kube import KubeTarget
 
 REPO = Path(__file__).resolve().parent.parent
 

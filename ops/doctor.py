@@ -31,10 +31,6 @@ from cryptography import x509
 from conformance.expectations import TLS_HOST, TLS_MIN_DAYS_DEFAULT, TLS_SECRET, TLS_SECRET_TYPE
 from conformance.inventory import API, BY_KEY, SEED
 from conformance.inventory import dependencies as service_dependencies
-from conformance.targets.base import HttpResult, Probe, ProbeError, ProbeResult, ResolveResult, Target, TcpResult
-from conformance.targets.compose import PROJECT_LABEL, SERVICE_LABEL, ComposeTarget
-from conformance.targets.kube import KubeTarget
-from conformance.targets.tls import key_matches_certificate, san_covers
 from ops.common import (
     EXIT_BROKEN,
     EXIT_DEGRADED,
@@ -49,6 +45,10 @@ from ops.common import (
     fail,
     reachable,
 )
+from targets.base import HttpResult, Probe, ProbeError, ProbeResult, ResolveResult, Target, TcpResult
+from targets.compose import PROJECT_LABEL, SERVICE_LABEL, ComposeTarget
+from targets.kube import KubeTarget
+from targets.tls import key_matches_certificate, san_covers
 
 PROG = "somabrain doctor"
 LOCAL_HEALTH = f"http://127.0.0.1:{API.port}/health"

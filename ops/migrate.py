@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from conformance.inventory import API
-from conformance.targets.base import ProbeError, Target
 from ops import pg
 from ops.common import (
     EXIT_BROKEN,
@@ -59,7 +58,7 @@ from ops.common import (
     fail,
     reachable,
 )
-from ops.workload_exec import exec_in
+from targets.base import ProbeError, Target
 
 PROG = "somabrain migrate"
 FORMAT = "somabrain-migration/1"
@@ -205,7 +204,7 @@ def export(target: Target, out: Path) -> dict[str, Any]:
 
 
 def export_journal(target: Target, out: Path) -> list[dict[str, str]]:
-    result = exec_in(target, API.key, JOURNAL_EXPORT).check("reading the memory journal")
+    result = target.exec(API.key, JOURNAL_EXPORT).check("reading the memory journal")
     files: dict[str, str] = json.loads(result.stdout or b"{}")
     folder = out / "journal"
     folder.mkdir(exist_ok=True)
@@ -406,7 +405,7 @@ def import_bundle(target: Target, bundle: Bundle) -> dict[str, str]:
 def import_journal(target: Target, bundle: Path, files: list[dict[str, str]]) -> str:
     if not files:
         return "nothing to import"
-    result = exec_in(target, API.key, JOURNAL_IMPORT, stdin=journal_input(bundle, files)).check("writing the journal")
+    result = target.exec(API.key, JOURNAL_IMPORT, stdin=journal_input(bundle, files)).check("writing the journal")
     return journal_outcome(result.stdout)
 
 

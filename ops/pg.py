@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from conformance.targets.base import Target
-from ops.workload_exec import ExecResult, exec_in
+from targets.base import ExecResult, Target
 
 WORKLOAD = "postgres"
 SCHEMAS = ("somabrain", "somamemory")
@@ -54,7 +53,7 @@ def checksum_sql(schema: str, table: str) -> str:
 def psql(target: Target, sql: str | None = None, args: Sequence[str] = (), stdin: bytes | None = None,
          sink: IO[bytes] | None = None, timeout: float = 600.0) -> ExecResult:
     argv = [*PSQL, *args] + (["-c", sql] if sql is not None else [])
-    return exec_in(target, WORKLOAD, argv, stdin=stdin, sink=sink, timeout=timeout)
+    return target.exec(WORKLOAD, argv, stdin=stdin, sink=sink, timeout=timeout)
 
 
 def query(target: Target, sql: str) -> list[list[str]]:

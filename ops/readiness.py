@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from conformance.expectations import HEALTH_EXACT, READINESS, lookup
 from conformance.inventory import API, SEED
-from conformance.targets.base import HttpResult, Probe, ProbeError, Target
+from targets.base import HttpResult, Probe, ProbeError, Target
 
 LOCAL = f"http://127.0.0.1:{API.port}"
 

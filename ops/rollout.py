@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 from conformance.inventory import APPS
-from conformance.targets.kube import KubeTarget
 from ops.common import (
     EXIT_BROKEN,
     EXIT_DEGRADED,
@@ -30,9 +29,10 @@ from ops.common import (
     fail,
     reachable,
 )
-from ops.kube_api import KubeError, deployment_path, get, patch
 from ops.readiness import readiness_failures
 from ops.rollout_status import current
+from targets.kube import KubeTarget
+from targets.kube_api import KubeError, deployment_path, get, patch
 
 PROG = "somabrain rollout"
 WORKLOADS = tuple(s.in_cluster.workload for s in APPS if s.in_cluster)  # one image serves both apps

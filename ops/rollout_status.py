@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.targets.kube import KubeTarget
+from targets.kube import KubeTarget
 
 FATAL_WAITING = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "InvalidImageName",
                  "CreateContainerConfigError", "CreateContainerError")
@@ -53,7 +53,7 @@ def rollout_state(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> Sta
 
 
 def current(target: KubeTarget, name: str) -> Status:
-    from ops.kube_api import deployment_path, get
+    from targets.kube_api import deployment_path, get
 
     deployment = get(target, deployment_path(target, name))
     selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}

@@ -33,7 +33,7 @@ On Kubernetes nothing is replaced whole (GET then PUT meets 409 Conflict wheneve
 between, as the Deployment controller does with `status` all through a rollout): a Deployment is restarted by a
 strategic-merge PATCH of `spec.template.metadata.annotations` (kubectl.kubernetes.io/restartedAt, as `kubectl
 rollout restart` does), a Secret's keys change by a JSON merge PATCH of `data`. A write that may still meet 409 is
-retried a few times, re-reading the object (ops.kube_api.retry_conflicts), then given up with the reason.
+retried a few times, re-reading the object (targets.kube_api.retry_conflicts), then given up with the reason.
 """
 
 from __future__ import annotations
@@ -53,9 +53,6 @@ from typing import Any, NoReturn, Protocol
 
 from brain.auth import load_verifier
 from brain.errors import ConfigError
-from conformance.targets.base import ProbeError, Target
-from conformance.targets.compose import ComposeTarget
-from conformance.targets.kube import KubeTarget
 from ops import pg
 from ops.common import (
     EXIT_BROKEN,
@@ -70,9 +67,12 @@ from ops.common import (
     reachable,
     read_env_file,
 )
-from ops.kube_api import KubeError, deployment_path, get, merge_patch, patch, retry_conflicts, secret_path
 from ops.readiness import readiness_failures
 from ops.rollout import wait
+from targets.base import ProbeError, Target
+from targets.compose import ComposeTarget
+from targets.kube import KubeTarget
+from targets.kube_api import KubeError, deployment_path, get, merge_patch, patch, retry_conflicts, secret_path
 
 PROG = "somabrain rotate"
 APPS = ("somamemory", "somabrain")

@@ -308,7 +308,7 @@ class MemoryJournal:
 PROG = "python3 -m brain.memory.journal"
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 #: `import --framed`: the JSON follows an 8-byte big-endian length, for callers that cannot close stdin (the
-#: Kubernetes exec protocol; see ops/workload_exec.py).
+#: Kubernetes exec protocol; see Target.exec in targets/base.py).
 _FRAME = struct.Struct(">Q")
 
 

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import re
+from decimal import InvalidOperation
+
+from kubernetes.utils import parse_quantity
 
 _DOCKER_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
 _DOCKER_FACTORS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_K8S_QUANTITY = re.compile(r"^([+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-_K8S_FACTORS: dict[str, float] = {
-    "": 1,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-    "Ei": 1024**6,
-}
 
 
 def docker_memory(value: object) -> int:
@@ -38,15 +24,14 @@ def docker_memory(value: object) -> int:
 
 
 def k8s_quantity(value: object) -> float:
-    """A Kubernetes resource quantity (`500m`, `1Gi`, `2`, `128e6`) as a plain number. Raises ValueError."""
-    if isinstance(value, bool):
+    """A Kubernetes resource quantity (`500m`, `1Gi`, `2`, `128e6`, `123456n`) as a plain number: the kubernetes
+    client's own parser (`kubernetes.utils.parse_quantity`, a Decimal), as a float. Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    match = _K8S_QUANTITY.match(str(value).strip())
-    if match is None:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
-    return float(match.group(1)) * _K8S_FACTORS[match.group(2) or ""]
+    try:
+        return float(parse_quantity(value.strip() if isinstance(value, str) else value))
+    except (ValueError, InvalidOperation) as exc:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}") from exc
 
 
 def format_bytes(value: float) -> str:

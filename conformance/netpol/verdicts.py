@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from conformance.targets.base import TcpResult
+from targets.base import TcpResult
 
 
 def cluster_verdict(result: Any) -> tuple[bool | None, str]:

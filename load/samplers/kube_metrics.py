@@ -24,8 +24,8 @@ import json
 import time
 from typing import Any
 
+from conformance.loaders.units import k8s_quantity
 from load.model import Event, Sample
-from load.quantities import parse_quantity
 from load.samplers.base import Sampler
 from load.samplers.docker_stats import parse_timestamp
 
@@ -50,8 +50,8 @@ def pod_limits(pod: dict[str, Any]) -> tuple[int | None, float | None]:
     cpu: float | None = 0.0
     for container in pod.get("spec", {}).get("containers", []):
         limits = (container.get("resources") or {}).get("limits") or {}
-        memory = None if memory is None or "memory" not in limits else memory + parse_quantity(limits["memory"])
-        cpu = None if cpu is None or "cpu" not in limits else cpu + parse_quantity(limits["cpu"])
+        memory = None if memory is None or "memory" not in limits else memory + k8s_quantity(limits["memory"])
+        cpu = None if cpu is None or "cpu" not in limits else cpu + k8s_quantity(limits["cpu"])
     return (int(memory) if memory else None), (cpu or None)
 
 
@@ -78,8 +78,8 @@ def is_running(pod: dict[str, Any]) -> bool:
 
 
 def sample_from_metrics(pod_metrics: dict[str, Any], pod: dict[str, Any]) -> Sample:
-    memory = sum(parse_quantity(c["usage"]["memory"]) for c in pod_metrics.get("containers", []))
-    cpu = sum(parse_quantity(c["usage"]["cpu"]) for c in pod_metrics.get("containers", []))
+    memory = sum(k8s_quantity(c["usage"]["memory"]) for c in pod_metrics.get("containers", []))
+    cpu = sum(k8s_quantity(c["usage"]["cpu"]) for c in pod_metrics.get("containers", []))
     memory_limit, cpu_limit = pod_limits(pod)
     return Sample(t=parse_timestamp(pod_metrics["timestamp"]), workload=workload_name(pod), memory_bytes=int(memory),
                   memory_limit=memory_limit, cpu_cores=cpu, cpu_limit=cpu_limit, running=is_running(pod),

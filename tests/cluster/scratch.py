@@ -3,7 +3,7 @@
 They run the images that are already in the cluster's registry, those of the running deployment: the somabrain
 image (it has python3, so it can idle, serve a little HTTP, or allocate memory on demand) and the Redis one (no
 python: the image that needs the conformance probes' ephemeral container). A Deployment named like one of
-somabrain-prod's (somabrain, sb-redis, sb-opa, somamemory) is what conformance.targets.kube maps the workload
+somabrain-prod's (somabrain, sb-redis, sb-opa, somamemory) is what targets.kube maps the workload
 keys to (conformance.inventory), so KubeTarget, the doctor and the rollout read a scratch namespace as they read
 somabrain-prod.
 """

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from conformance.loaders.units import k8s_quantity
 from load.model import Sample
-from load.quantities import parse_quantity
 from load.samplers.docker_stats import parse_timestamp
 from load.samplers.kube_metrics import METRICS_PATH, SUMMARY_PATH, KubeSampler, KubeUnavailable
 from tests.cluster.live import CONTEXT, NAMESPACE, kubectl
@@ -76,8 +76,8 @@ def test_samples_usage_against_pod_spec_limits(healthy: Healthy) -> None:
             assert sample.workload == f"{pod['metadata']['labels']['app']}/{name}"
             assert sample.memory_bytes is not None and sample.memory_bytes > 0
             assert sample.cpu_cores is not None and sample.cpu_cores >= 0
-            assert sample.memory_limit == (int(parse_quantity(limits["memory"])) if "memory" in limits else None)
-            assert sample.cpu_limit == (pytest.approx(parse_quantity(limits["cpu"])) if "cpu" in limits else None)
+            assert sample.memory_limit == (int(k8s_quantity(limits["memory"])) if "memory" in limits else None)
+            assert sample.cpu_limit == (pytest.approx(k8s_quantity(limits["cpu"])) if "cpu" in limits else None)
             assert sample.running and sample.throttled_periods is None  # neither source has CFS counters
 
 
@@ -91,8 +91,8 @@ def test_a_pod_is_its_declared_containers_not_the_probes_ephemeral_one(scratch_n
     container's working set, the ephemeral container's is left out. (The kubelet computes its summary on each
     call, so a sample and a summary read just after it differ a little: the sample is compared with the Redis
     container's figure and with the sum of both, which differ by the probe container's whole working set.)"""
-    from conformance.targets.base import Probe
-    from conformance.targets.kube import KubeTarget
+    from targets.base import Probe
+    from targets.kube import KubeTarget
 
     apply(scratch_namespace, deployment("somabrain", command=IDLE),
           deployment("sb-redis", container="redis", image=prod_image("sb-redis")))

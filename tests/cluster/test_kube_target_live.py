@@ -1,4 +1,4 @@
-"""KubeTarget (conformance/targets/kube.py) against the real local cluster (`make cluster-test`).
+"""KubeTarget (targets/kube.py) against the real local cluster (`make cluster-test`).
 
 The reads and the probes of somabrain-prod, as the running deployment has them (compared with what kubectl says);
 and what a deployment can do to the target, built in a scratch namespace from small Deployments of the
@@ -20,10 +20,10 @@ import pytest
 
 from conformance.expectations import TLS_SECRET
 from conformance.inventory import CLUSTER_DOMAIN
-from conformance.targets import kube
-from conformance.targets.base import HttpResult, Probe, ProbeError, ResolveResult, TargetUnreachable, TcpResult
-from conformance.targets.kube import PROBE_CONTAINER, KubeTarget
-from load.quantities import parse_quantity
+from conformance.loaders.units import k8s_quantity
+from targets import kube
+from targets.base import HttpResult, Probe, ProbeError, ResolveResult, TargetUnreachable, TcpResult
+from targets.kube import PROBE_CONTAINER, KubeTarget
 from tests.cluster.live import CONTEXT, NAMESPACE, REPO, kubectl
 from tests.cluster.scratch import (
     IDLE,
@@ -84,8 +84,8 @@ def test_declared_reads_env_resources_probes_and_readiness(healthy: Healthy) -> 
     assert spec.env["SOMABRAIN_STRICT_REAL"] == "1" and spec.env["SOMABRAIN_DISABLE_AUTH"] == "0"
     assert spec.env["POSTGRES_PASSWORD"] == "<secret somabrain-postgres-app/POSTGRES_PASSWORD>"  # never its value
     limits = container["resources"]["limits"]
-    assert spec.memory_limit_bytes == parse_quantity(limits["memory"])
-    assert spec.cpu_limit == pytest.approx(parse_quantity(limits["cpu"]))
+    assert spec.memory_limit_bytes == k8s_quantity(limits["memory"])
+    assert spec.cpu_limit == pytest.approx(k8s_quantity(limits["cpu"]))
     assert set(spec.probes) == {"readiness", "liveness", "startup"}
     assert spec.probes["readiness"] == container["readinessProbe"]
     current = {p["metadata"]["name"] for p in serving(NAMESPACE, "somabrain")}
@@ -161,8 +161,8 @@ def test_a_pod_without_python_is_probed_from_the_ephemeral_container(scratch_nam
 
 PROBE_REDIS = """
 import json, sys
-from conformance.targets.base import Probe
-from conformance.targets.kube import KubeTarget
+from targets.base import Probe
+from targets.kube import KubeTarget
 result, = KubeTarget(context=sys.argv[1], namespace=sys.argv[2]).run_probes(
     "redis", [Probe.tcp("127.0.0.1", 6379, timeout=2.0, attempts=1)])
 print(json.dumps(result.status))

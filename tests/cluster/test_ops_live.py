@@ -27,9 +27,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conformance.targets.kube import KubeTarget
 from load.tokens import claims, load_private_key, mint
 from ops import pg
+from targets.kube import KubeTarget
 from tests.cluster.live import (
     CONTEXT,
     NAMESPACE,

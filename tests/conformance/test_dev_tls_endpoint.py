@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from conformance.conftest import dev_tls_endpoint
-from conformance.targets.compose import ComposeTarget
+from targets.compose import ComposeTarget
 
 IMAGES = ("nginx:1.27-alpine", "somabrain-airgap/nginx:local")
 

@@ -305,3 +305,18 @@ def test_units() -> None:
     )
     with pytest.raises(ValueError):
         k8s_quantity("lots")
+
+
+# The one quantity parser (kubernetes.utils.parse_quantity under k8s_quantity), on what the metrics API and the
+# manifests carry: nano- and micro-cores included.
+@pytest.mark.parametrize(("text", "value"), [
+    ("1200m", 1.2), ("350000000n", 0.35), ("2Gi", 2 * 2**30), ("524288Ki", 512 * 2**20), ("1", 1.0),
+    ("250u", 0.00025), ("1e3", 1000.0), ("64M", 64e6)])
+def test_k8s_quantities_as_the_kubernetes_client_parses_them(text: str, value: float) -> None:
+    assert k8s_quantity(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["", "12x", "Gi", "1.2.3Mi"])
+def test_bad_k8s_quantity(text: str) -> None:
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        k8s_quantity(text)

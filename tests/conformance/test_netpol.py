@@ -297,7 +297,7 @@ def test_the_guides_policy_blocks_dns_and_ingress() -> None:
 
 # --- the live verdicts: three outcomes per cell ---------------------------------------------------------
 def _tcp(host: str, status: str) -> Any:
-    from conformance.targets.base import TcpResult
+    from targets.base import TcpResult
 
     return TcpResult(host, 6379, status)
 

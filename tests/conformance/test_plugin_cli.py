@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conformance.targets.conftest import REPO
+from tests.targets.conftest import REPO
 
 
 def run_suite(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

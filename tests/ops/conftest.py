@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.targets.conftest import Cert, make_cert, tls_secret
 from tests.helpers.servers import PostgresServer, RedisServer
-from tests.ops.kube_fake import HealthServer, WritableCluster, network_exec
+from tests.targets.conftest import Cert, make_cert, tls_secret
+from tests.targets.kube_fake import HealthServer, WritableCluster, network_exec
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_IMAGE = "registry.example/somabrain:does-not-exist"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.targets.compose import ComposeTarget
 from ops import doctor, migrate, pg, rotate
 from ops.common import REPO, compose_project, read_env_file
+from targets.compose import ComposeTarget
 
 pytestmark = pytest.mark.live
 TARGET_PROJECT = "sbmig-target"

@@ -27,11 +27,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conformance.targets.kube import KubeTarget
 from ops import rotate
-from ops.kube_api import CONFLICT_ATTEMPTS
+from targets.kube import KubeTarget
+from targets.kube_api import CONFLICT_ATTEMPTS
 from tests.ops.conftest import REPO, Cluster
-from tests.ops.kube_fake import WritableCluster, _status, _wire, _WritableHandler
+from tests.targets.kube_fake import WritableCluster, _status, _wire, _WritableHandler
 
 Resource = dict[str, Any]
 STRATEGIC = "application/strategic-merge-patch+json"

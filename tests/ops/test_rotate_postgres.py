@@ -4,9 +4,9 @@ Postgres) is the one the store (Secret somabrain-postgres-app / .env.local's POS
 
 The database is a Postgres of its own, set up as the postgres image is: its local socket trusted (where rotate's
 psql runs, inside the workload), password logins (scram-sha-256) over TCP (how the apps connect). rotate's psql
-command runs on this host against it (ops.pg.exec_in replaced: kube_fake's exec has no stdin channel, and compose
-would need Docker); the SQL is rotate's own. Kubernetes is the PATCH-serving fake of test_rotate_kube, standing in
-for the API errors at one precise step that a real cluster cannot be made to produce on demand.
+command runs on this host against it (Target.exec replaced in both targets: kube_fake's exec has no stdin channel,
+and compose would need Docker); the SQL is rotate's own. Kubernetes is the PATCH-serving fake of test_rotate_kube,
+standing in for the API errors at one precise step that a real cluster cannot be made to produce on demand.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from conformance.targets.compose import ComposeTarget
-from ops import pg, rotate
-from ops.kube_api import CONFLICT_ATTEMPTS
-from ops.workload_exec import ExecResult
+from ops import rotate
+from targets.base import ExecResult
+from targets.compose import ComposeTarget
+from targets.kube import KubeTarget
+from targets.kube_api import CONFLICT_ATTEMPTS
 from tests.helpers.servers import PostgresServer
 from tests.ops.conftest import Cluster
 from tests.ops.test_rotate_kube import FakePatches, add_secrets, secret_data, serve_patches
@@ -70,14 +71,15 @@ def psql_runs(database: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> list
                    env=env, check=True, capture_output=True, timeout=30)
     plan: list[bool] = []
 
-    def exec_in(target: Any, workload: str, argv: Sequence[str], stdin: bytes | None = None,
+    def exec_in(self: Any, workload: str, argv: Sequence[str], stdin: bytes | None = None,
                 sink: Any = None, timeout: float = 600.0) -> ExecResult:
         if plan and not plan.pop(0):
             return ExecResult(1, b"", "error: unable to upgrade connection: pod not ready", "pod postgres-0")
         proc = subprocess.run(list(argv), input=stdin, env=env, capture_output=True, timeout=timeout, check=False)
         return ExecResult(proc.returncode, proc.stdout, proc.stderr.decode(), "pod postgres-0")
 
-    monkeypatch.setattr(pg, "exec_in", exec_in)
+    monkeypatch.setattr(KubeTarget, "exec", exec_in)
+    monkeypatch.setattr(ComposeTarget, "exec", exec_in)
     return plan
 
 

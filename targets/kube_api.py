@@ -1,4 +1,4 @@
-"""Writes to the Kubernetes API that the operator tools need (reads come from conformance.targets.kube).
+"""Writes to the Kubernetes API that the operator tools need (reads come from targets.kube).
 
 Objects travel as the API's own JSON (dicts), exactly like `KubeTarget._get` reads them. Two ways to write:
 - GET, modify, PUT back with the resourceVersion read (`put`): a concurrent change is a 409 instead of a lost
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from conformance.targets.kube import REQUEST_TIMEOUT, KubeTarget
+from targets.kube import REQUEST_TIMEOUT, KubeTarget
 
 T = TypeVar("T")
 CONFLICT = 409

@@ -1,6 +1,6 @@
 """THE one fake of the Kubernetes API in this tree (tests/ops/kube_fake.py), and why it is still here.
 
-Every other test of the code that talks to Kubernetes (conformance.targets.kube, load.samplers.kube_metrics, ops
+Every other test of the code that talks to Kubernetes (targets.kube, load.samplers.kube_metrics, ops
 doctor/rollout) runs against the real local cluster, in the cluster tier (tests/cluster/, `make cluster-test`).
 This fake stays for fast unit tests of the error paths a real cluster cannot be made to produce on demand: a 409
 Conflict race (another writer changing an object between an operator tool's read and its write, an API server

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 PROBE_SCRIPT = (Path(__file__).parent / "probe_script.py").read_text(encoding="utf-8")
 
@@ -25,6 +25,22 @@ class TargetUnreachable(Exception):
 
 class ProbeError(Exception):
     """A probe could not run inside a workload (no such container, no python3, exec failed)."""
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run inside a workload (`Target.exec`) ended with."""
+
+    code: int
+    stdout: bytes  # empty when streamed to a sink
+    stderr: str
+    where: str  # "container sb-postgres-1", "pod postgres-0": for messages
+
+    def check(self, what: str) -> ExecResult:
+        """Self when the command exited 0; else a ProbeError naming `what`, where, and the end of its stderr."""
+        if self.code != 0:
+            raise ProbeError(f"{what} in {self.where} exited {self.code}: {self.stderr.strip()[-600:]}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,15 @@ class Target(ABC):
     @abstractmethod
     def run_probes(self, workload: str, probes: Sequence[Probe]) -> list[ProbeResult]:
         """Run every probe from inside `workload` (one exec, concurrently). Raises ProbeError."""
+
+    @abstractmethod
+    def exec(self, workload: str, argv: Sequence[str], stdin: bytes | None = None, sink: IO[bytes] | None = None,
+             timeout: float = 600.0) -> ExecResult:
+        """Run `argv` in `workload` (not only a probe: psql COPY, the journal's export and import), with `stdin`
+        when given; stdout goes to `sink` when given (streamed), else into the result. Commands that read stdin
+        must know where their input ends by themselves (psql stops at `\\q`; the journal writer reads a
+        length-prefixed payload): the v4 Kubernetes exec protocol cannot close stdin. Raises ProbeError when the
+        command cannot start or does not finish within `timeout`; its own exit code is in the result."""
 
     @abstractmethod
     def declared(self, workload: str) -> WorkloadSpec:

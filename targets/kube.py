@@ -21,12 +21,13 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from conformance.inventory import BY_KEY, NAMESPACE
 from conformance.loaders.units import k8s_quantity
-from conformance.targets.base import (
+from targets.base import (
     PROBE_SCRIPT,
+    ExecResult,
     Probe,
     ProbeError,
     ProbeResult,
@@ -39,6 +40,7 @@ from conformance.targets.base import (
 REQUEST_TIMEOUT = 10
 PROBE_CONTAINER = "sb-probe"  # the ephemeral container's name (a suffix -N when an earlier one has exited)
 EPHEMERAL_START_TIMEOUT = 90.0
+CHUNK = 64 * 1024  # stdin goes to an exec in pieces of this size
 
 
 class KubeTarget(Target):
@@ -360,6 +362,13 @@ class KubeTarget(Target):
                              f"{(stderr or stdout).strip()[-400:]}")
         return decode_batch(probes, stdout, f"pod {pod}")
 
+    def exec(self, workload: str, argv: Sequence[str], stdin: bytes | None = None, sink: IO[bytes] | None = None,
+             timeout: float = 600.0) -> ExecResult:
+        """Through the pod `exec` websocket, stdin on channel 0; in the workload's own container of a serving pod."""
+        pod, container = self.serving_pod(workload)
+        with self.exec_core() as core:
+            return _stream_exec(core, self.namespace, pod, container, argv, stdin, sink, timeout)
+
     # -- declarations --------------------------------------------------------------------------------
     def declared(self, workload: str) -> WorkloadSpec:
         obj = self.workload_object(workload)
@@ -430,6 +439,48 @@ def pick_serving(pods: list[dict[str, Any]], workload: str, namespace: str) -> t
         raise ProbeError(f"pod {serving[0]['metadata']['name']} has containers {containers}, none named "
                          f"{workload!r}: which one is the workload's is not known")
     return serving[0]["metadata"]["name"], container
+
+
+def _stream_exec(core: Any, namespace: str, pod: str, container: str, argv: Sequence[str], stdin: bytes | None,
+                 sink: IO[bytes] | None, timeout: float) -> ExecResult:
+    from kubernetes.stream import stream
+
+    ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace,
+                command=list(argv), container=container, stderr=True, stdin=stdin is not None, stdout=True,
+                tty=False, _preload_content=False, binary=True)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        if stdin is not None:
+            for start in range(0, len(stdin), CHUNK):
+                ws.write_stdin(stdin[start:start + CHUNK])
+            ws.close_channel(0)  # v5 only; a no-op on v4, where the command ends its input itself
+        while ws.is_open():
+            if time.monotonic() > deadline:
+                raise ProbeError(f"pod {pod}: {argv[0]} did not finish within {timeout:.0f} s")
+            ws.update(timeout=1)
+            _drain(ws, out, err, sink)
+        _drain(ws, out, err, sink)
+        try:
+            code = exit_code(ws)
+        except ProbeError as exc:
+            raise ProbeError(f"pod {pod} ({container}): {argv[0]}: {exc}") from exc
+    finally:
+        ws.close()
+    return ExecResult(int(code or 0), b"".join(out), b"".join(err).decode("utf-8", "replace"), f"pod {pod}")
+
+
+def _drain(ws: Any, out: list[bytes], err: list[bytes], sink: IO[bytes] | None) -> None:
+    data = ws.read_stdout(timeout=0)
+    if data:
+        if sink is not None:
+            sink.write(data)
+        else:
+            out.append(data)
+    error = ws.read_stderr(timeout=0)
+    if error:
+        err.append(error)
 
 
 def exit_code(ws: Any) -> int:

@@ -14,11 +14,12 @@ import json
 import shutil
 import subprocess
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 from conformance.inventory import API, BY_KEY
-from conformance.targets.base import (
+from targets.base import (
     PROBE_SCRIPT,
+    ExecResult,
     Probe,
     ProbeError,
     ProbeResult,
@@ -147,6 +148,19 @@ class ComposeTarget(Target):
             return self._run(args, timeout=self.exec_timeout)
         except subprocess.TimeoutExpired as exc:
             raise ProbeError(f"container {name}: the probe did not finish within {self.exec_timeout:.0f} s") from exc
+
+    def exec(self, workload: str, argv: Sequence[str], stdin: bytes | None = None, sink: IO[bytes] | None = None,
+             timeout: float = 600.0) -> ExecResult:
+        doc = self.container(workload)
+        name = doc["Name"].lstrip("/")
+        cmd = [self.docker, "exec", *(["-i"] if stdin is not None else []), doc["Id"], *argv]
+        try:
+            proc = subprocess.run(cmd, input=stdin, stdout=sink if sink is not None else subprocess.PIPE,
+                                  stderr=subprocess.PIPE, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ProbeError(f"container {name}: {argv[0]} did not finish within {timeout:.0f} s") from exc
+        out = proc.stdout if sink is None else b""
+        return ExecResult(proc.returncode, out or b"", proc.stderr.decode("utf-8", "replace"), f"container {name}")
 
     # -- declarations --------------------------------------------------------------------------------
     def declared(self, workload: str) -> WorkloadSpec:

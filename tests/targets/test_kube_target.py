@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from conformance.targets.base import ProbeError, TargetUnreachable
-from conformance.targets.kube import KubeTarget, pick_serving
+from targets.base import ProbeError, TargetUnreachable
+from targets.kube import KubeTarget, pick_serving
 
 
 def closed_port() -> int:
