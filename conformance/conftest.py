@@ -22,6 +22,7 @@ from conformance.inventory import API, NAMESPACE, TLS_FRONT, Service
 from conformance.report import DIMENSIONS, CheckEntry, Report
 from targets.base import ProbeError, Target, TargetUnreachable
 from targets.compose import ComposeTarget
+from targets.envfile import compose_project
 from targets.kube import KubeTarget
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,8 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--env", choices=("dev", "prod"), default=None,
                     help="environment under test: dev = the compose stack, prod = a Kubernetes cluster")
     group.addoption("--compose-project", default=None, metavar="P",
-                    help="compose project of the dev stack (default: COMPOSE_PROJECT_NAME from the environment "
-                         "or .env.local, else 'somabrain')")
+                    help="compose project of the dev stack (default: COMPOSE_PROJECT_NAME of .env.local, else of "
+                         "the environment, else 'somabrain'; targets/envfile.py)")
     group.addoption("--compose-file", default=str(REPO / "compose" / "docker-compose.yml"), metavar="FILE",
                     help="compose file whose networks define the expected dev connectivity")
     group.addoption("--kube-context", default=None, metavar="C", help="kubeconfig context for --env prod "
@@ -122,22 +123,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[REPORT_KEY] = Report(environment=env, target=target.describe())
 
 
-def compose_project(config: pytest.Config) -> str:
-    if config.getoption("--compose-project"):
-        return str(config.getoption("--compose-project"))
-    if os.environ.get("COMPOSE_PROJECT_NAME"):
-        return os.environ["COMPOSE_PROJECT_NAME"]
-    env_local = REPO / ".env.local"
-    if env_local.is_file():
-        for line in env_local.read_text(encoding="utf-8").splitlines():
-            if line.startswith("COMPOSE_PROJECT_NAME="):
-                return line.split("=", 1)[1].strip().strip("'\"")
-    return "somabrain"
-
-
 def build_target(config: pytest.Config) -> Target:
     if config.getoption("--env") == "dev":
-        return ComposeTarget(compose_project(config))
+        return ComposeTarget(compose_project(config.getoption("--compose-project")))
     return KubeTarget(context=config.getoption("--kube-context"), namespace=config.getoption("--namespace"),
                       kubeconfig=config.getoption("--kubeconfig"))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TextIO
 from conformance.inventory import NAMESPACE
 from targets.base import Target, TargetUnreachable
 from targets.compose import ComposeTarget
+from targets.envfile import compose_project
 from targets.kube import KubeTarget
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,35 +39,11 @@ class UsageParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a dotenv file (comments and blanks skipped, quotes stripped)."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def compose_project(explicit: str | None, env_file: Path = REPO / ".env.local") -> str:
-    """--compose-project, else $COMPOSE_PROJECT_NAME, else COMPOSE_PROJECT_NAME of .env.local, else somabrain."""
-    if explicit:
-        return explicit
-    if os.environ.get("COMPOSE_PROJECT_NAME"):
-        return os.environ["COMPOSE_PROJECT_NAME"]
-    if env_file.is_file():
-        name = read_env_file(env_file).get("COMPOSE_PROJECT_NAME")
-        if name:
-            return name
-    return "somabrain"
-
-
 def add_target_arguments(parser: argparse.ArgumentParser, compose: bool = True) -> None:
     if compose:
         parser.add_argument("--compose-project", metavar="P", default=None,
-                            help="dev: compose project (default: COMPOSE_PROJECT_NAME from the environment or "
-                                 ".env.local, else somabrain)")
+                            help="dev: compose project (default: COMPOSE_PROJECT_NAME of .env.local, else of the "
+                                 "environment, else somabrain)")
     parser.add_argument("--kube-context", metavar="C", default=None,
                         help="prod: kubeconfig context (default: the current context)")
     parser.add_argument("--kubeconfig", metavar="FILE", default=None,

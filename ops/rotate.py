@@ -65,12 +65,12 @@ from ops.common import (
     build_target,
     fail,
     reachable,
-    read_env_file,
 )
 from ops.readiness import readiness_failures
 from ops.rollout import wait
 from targets.base import ProbeError, Target
 from targets.compose import ComposeTarget
+from targets.envfile import read_env_file
 from targets.kube import KubeTarget
 from targets.kube_api import KubeError, deployment_path, get, merge_patch, patch, retry_conflicts, secret_path
 

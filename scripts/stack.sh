@@ -57,6 +57,7 @@ env_value() { # env_value KEY [DEFAULT]: a value from .env.local
   fi
   echo "${value:-${2:-}}"
 }
+# The precedence of targets/envfile.py (every tool's): .env.local, then the environment, then somabrain.
 project() { env_value COMPOSE_PROJECT_NAME "${COMPOSE_PROJECT_NAME:-somabrain}"; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }

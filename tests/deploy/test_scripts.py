@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from targets.envfile import read_env_file
 from tests.deploy.conftest import REPO, run
 
 DEV_UP = REPO / "scripts" / "dev_up.sh"
@@ -25,15 +26,6 @@ PORT_VARS = {
     "OPA_HOST_PORT": 8181,
     "SOMAMEMORY_HOST_PORT": 9595,
 }
-
-
-def read_env(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out[key] = value
-    return out
 
 
 @contextmanager
@@ -62,7 +54,7 @@ def test_dev_up_avoids_taken_ports_and_never_repeats_one(tmp_path: Path) -> None
     with occupied(*taken):
         result = run([str(DEV_UP), "--env-file", str(env_file), "--any-port"])
         assert result.returncode == 0, result.stderr
-        values = read_env(env_file)
+        values = read_env_file(env_file)
         ports = [int(values[v]) for v in PORT_VARS]
         assert len(set(ports)) == len(ports), f"two services share a port: {values}"
         assert not set(ports) & set(taken)
@@ -79,10 +71,10 @@ def test_dev_up_is_idempotent_and_keeps_extra_keys(tmp_path: Path) -> None:
     assert run([str(DEV_UP), "--env-file", str(env_file), "--any-port", "--quiet"]).returncode == 0
     with env_file.open("a") as fh:
         fh.write("SOMABRAIN_IMAGE=somabrain:airgap\n")
-    first = read_env(env_file)
+    first = read_env_file(env_file)
     second_run = run([str(DEV_UP), "--env-file", str(env_file), "--any-port", "--quiet"])
     assert second_run.returncode == 0 and second_run.stdout == ""
-    assert read_env(env_file) == first  # same ports, same password, extra key kept
+    assert read_env_file(env_file) == first  # same ports, same password, extra key kept
     assert first["SOMABRAIN_IMAGE"] == "somabrain:airgap"
 
 
@@ -96,7 +88,7 @@ def test_dev_up_refuses_when_9696_is_taken_unless_any_port(tmp_path: Path) -> No
         assert not env_file.exists()
         allowed = run([str(DEV_UP), "--env-file", str(env_file), "--any-port", "--quiet"])
         assert allowed.returncode == 0
-        assert read_env(env_file)["SOMABRAIN_HOST_PORT"] != "9696"
+        assert read_env_file(env_file)["SOMABRAIN_HOST_PORT"] != "9696"
 
 
 def test_dev_up_rejects_unknown_arguments_and_helps() -> None:

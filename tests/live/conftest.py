@@ -20,17 +20,9 @@ from typing import Any
 
 import pytest
 
+from targets.envfile import read_env_file
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from ops import doctor, migrate, pg, rotate
-from ops.common import REPO, compose_project, read_env_file
+from ops.common import REPO
 from targets.compose import ComposeTarget
+from targets.envfile import compose_project, read_env_file
 
 pytestmark = pytest.mark.live
 TARGET_PROJECT = "sbmig-target"

@@ -23,6 +23,7 @@ import pytest
 from ops import rotate
 from targets.base import ExecResult
 from targets.compose import ComposeTarget
+from targets.envfile import read_env_file
 from targets.kube import KubeTarget
 from targets.kube_api import CONFLICT_ATTEMPTS
 from tests.helpers.servers import PostgresServer
@@ -258,7 +259,7 @@ def test_dev_each_failure_leaves_the_env_file_and_the_role_agreeing_and_a_rerun_
         psql_runs.append(False)
 
     assert dev_rotate(env_file) == 2
-    values = rotate.read_env_file(env_file)
+    values = read_env_file(env_file)
     assert values["POSTGRES_APP_PASSWORD"] == CURRENT and values["COMPOSE_PROJECT_NAME"] == "sbtest"
     assert values["POSTGRES_PASSWORD"] == SUPERUSER_PASSWORD and "POSTGRES_APP_PASSWORD_PENDING" not in values
     assert_agree(database, {"POSTGRES_PASSWORD": values["POSTGRES_APP_PASSWORD"]}, "no-such-password")
@@ -266,7 +267,7 @@ def test_dev_each_failure_leaves_the_env_file_and_the_role_agreeing_and_a_rerun_
 
     monkeypatch.setattr(rotate, "write_env_values", real_write)
     assert dev_rotate(env_file) == 0
-    values = rotate.read_env_file(env_file)
+    values = read_env_file(env_file)
     assert values["POSTGRES_PASSWORD"] == SUPERUSER_PASSWORD and "POSTGRES_APP_PASSWORD_PENDING" not in values
     assert_agree(database, {"POSTGRES_PASSWORD": values["POSTGRES_APP_PASSWORD"]}, CURRENT)
     assert env_file.read_text().startswith("# dev credentials\n")
