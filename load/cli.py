@@ -68,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--endpoint", help="API base URL (dev default: http://127.0.0.1:$SOMABRAIN_HOST_PORT from "
                                             "the env file; prod default: http://127.0.0.1:9696, the port-forward)")
         cmd.add_argument("--env-file", type=Path, help="dev: the compose env file (default .env.local)")
-        cmd.add_argument("--project", help="dev: compose project (default: COMPOSE_PROJECT_NAME of the env file)")
+        cmd.add_argument("--project", help="dev: compose project (default: COMPOSE_PROJECT_NAME of the env file, "
+                                           "else of the environment, else somabrain)")
 
     run = sub.add_parser("run", help="play a profile, sample resources, judge, plot", description=(
         "Run locust headless against the environment's API while sampling every workload's CPU and memory about "

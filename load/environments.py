@@ -1,7 +1,9 @@
 """Where a run goes: the API endpoint to load, and the sampler that watches the workloads.
 
-dev   the compose stack: endpoint http://127.0.0.1:$SOMABRAIN_HOST_PORT and project $COMPOSE_PROJECT_NAME, both
-      read from the env file scripts/dev_up.sh wrote (.env.local); samples from the Docker Engine API.
+dev   the compose stack: endpoint http://127.0.0.1:$SOMABRAIN_HOST_PORT from the env file scripts/dev_up.sh wrote
+      (.env.local), and the compose project every tool means (targets.envfile.compose_project: --project, else
+      that file's COMPOSE_PROJECT_NAME, else $COMPOSE_PROJECT_NAME, else somabrain); samples from the Docker
+      Engine API.
 prod  the cluster in the current kubeconfig context: endpoint http://127.0.0.1:9696 (scripts/port_forward.sh)
       unless --endpoint names the ingress; samples from metrics.k8s.io, limits from the pod spec.
 """
@@ -13,9 +15,9 @@ from pathlib import Path
 
 from conformance.inventory import API, NAMESPACE
 from load.samplers.base import Sampler
+from targets.envfile import ENV_FILE, compose_project, read_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ENV_FILE = ROOT / ".env.local"
 
 
 class EnvironmentError_(ValueError):
@@ -38,20 +40,10 @@ class Environment:
         return KubeSampler(self.scope, context=kube_context, kubeconfig=kubeconfig)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
 def resolve(env: str, *, endpoint: str | None = None, env_file: Path | None = None, project: str | None = None,
             namespace: str | None = None) -> Environment:
     if env == "dev":
-        path = env_file or DEFAULT_ENV_FILE
+        path = env_file or ENV_FILE
         try:
             values = read_env_file(path)
         except OSError as exc:
@@ -61,8 +53,7 @@ def resolve(env: str, *, endpoint: str | None = None, env_file: Path | None = No
         port = values.get("SOMABRAIN_HOST_PORT", str(API.port))  # compose publishes the API on its own port
         if not port.isdigit():
             raise EnvironmentError_(f"{path}: SOMABRAIN_HOST_PORT={port!r} is not a port number")
-        return Environment("dev", endpoint or f"http://127.0.0.1:{port}",
-                           project or values.get("COMPOSE_PROJECT_NAME", "somabrain"))
+        return Environment("dev", endpoint or f"http://127.0.0.1:{port}", compose_project(project, path))
     if env == "prod":
         return Environment("prod", endpoint or f"http://127.0.0.1:{API.port}", namespace or NAMESPACE)
     raise EnvironmentError_(f"--env {env!r}: expected dev or prod")

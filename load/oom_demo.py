@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from targets.envfile import ENV_FILE, read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "sbload-oom"
@@ -49,13 +52,25 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def env_line(key: str, value: str) -> str:
+    """KEY=VALUE as compose and python-dotenv both read it back: bare when nothing in it needs quoting (what
+    scripts/dev_up.sh writes), else single-quoted (literal in both), else double-quoted with \\ and \" escaped."""
+    if re.fullmatch(r"[A-Za-z0-9_./:@,+=%-]*", value):
+        return f"{key}={value}"
+    if "'" not in value:
+        return f"{key}='{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{key}="{escaped}"'
+
+
 def write_env_file(source: Path, target: Path) -> dict[str, str]:
-    """A copy of the stack's env file (same credentials) with this project's name and free host ports."""
+    """A copy of the stack's env file (same credentials) with this project's name and free host ports. The
+    source is read by the one dotenv reader (targets.envfile), so `export`, quotes and comments read as compose
+    reads them."""
     ports = dict(zip(PORT_VARIABLES, (str(p) for p in free_ports(len(PORT_VARIABLES))), strict=True))
-    lines = [line for line in source.read_text().splitlines()
-             if line.split("=", 1)[0] not in (*PORT_VARIABLES, "COMPOSE_PROJECT_NAME")]
-    lines += [f"COMPOSE_PROJECT_NAME={PROJECT}", *(f"{k}={v}" for k, v in ports.items())]
-    target.write_text("\n".join(lines) + "\n")
+    values = {k: v for k, v in read_env_file(source).items() if k not in (*PORT_VARIABLES, "COMPOSE_PROJECT_NAME")}
+    values |= {"COMPOSE_PROJECT_NAME": PROJECT, **ports}
+    target.write_text("".join(env_line(k, v) + "\n" for k, v in values.items()))
     return ports
 
 
@@ -83,7 +98,7 @@ def wait_ready(url: str, timeout: float = 240) -> None:
 
 def demo(report_dir: Path, keep: bool = False) -> tuple[int, dict[str, Any], str]:
     """Run the demonstration; return (exit code of `python -m load run`, verdict, its printed output)."""
-    source = ROOT / ".env.local"
+    source = ENV_FILE
     if not source.exists():
         raise SystemExit("oom_demo: needs .env.local (the images and credentials of the stack): make up")
     report_dir.mkdir(parents=True, exist_ok=True)

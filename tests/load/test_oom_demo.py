@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from load import oom_demo
+from targets.envfile import read_env_file
 
 
 def test_the_compose_files_are_where_the_demo_looks() -> None:
@@ -27,14 +28,28 @@ def test_the_env_file_keeps_credentials_with_its_own_project_and_ports(tmp_path:
     source.write_text("# the stack's\nCOMPOSE_PROJECT_NAME=somabrain\nSOMABRAIN_HOST_PORT=9696\n"
                       "POSTGRES_PASSWORD=from-the-stack\n")
     ports = oom_demo.write_env_file(source, target)
-    lines = [line for line in target.read_text().splitlines() if "=" in line and not line.startswith("#")]
-    names = [line.split("=", 1)[0] for line in lines]
+    names = [line.split("=", 1)[0] for line in target.read_text().splitlines()]
     assert sorted(names) == sorted({*names}), "a variable is written twice"
-    values = dict(line.split("=", 1) for line in lines)
+    values = read_env_file(target)
     assert values["COMPOSE_PROJECT_NAME"] == oom_demo.PROJECT
     assert values["POSTGRES_PASSWORD"] == "from-the-stack"
     assert set(ports) == set(oom_demo.PORT_VARIABLES)
     assert {name: values[name] for name in ports} == ports
+
+
+def test_the_env_file_is_read_and_written_as_compose_reads_it(tmp_path: Path) -> None:
+    """The source is read by the one dotenv reader (targets.envfile): `export`, quotes and a trailing comment are
+    not part of a name or value, so an exported or quoted project or port is replaced, not written twice; values
+    that need quoting are written back so that they read the same."""
+    source, target = tmp_path / "stack.env", tmp_path / "oom.env"
+    source.write_text("export COMPOSE_PROJECT_NAME='somabrain'\nSOMABRAIN_HOST_PORT=\"9696\"  # the API\n"
+                      "SPACED='a b # not a comment'\nQUOTED=\"it's \\\"q\\\"\"\nEMPTY=\n")
+    ports = oom_demo.write_env_file(source, target)
+    values = read_env_file(target)
+    assert values == {"SPACED": "a b # not a comment", "QUOTED": 'it\'s "q"', "EMPTY": "",
+                      "COMPOSE_PROJECT_NAME": oom_demo.PROJECT, **ports}
+    names = [line.split("=", 1)[0] for line in target.read_text().splitlines()]
+    assert sorted(names) == sorted(values)
 
 
 @pytest.mark.live
