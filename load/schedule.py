@@ -55,8 +55,8 @@ def parse_weights(text: str) -> dict[str, int]:
     """"reader=4,writer=2" -> {"reader": 4, "writer": 2}; ValueError naming the bad part."""
     weights: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or name not in USER_KINDS or not value.isdigit():
+        name, value = part.split("=", 1) if "=" in part else (part, "")
+        if name not in USER_KINDS or not value.isdigit():
             raise ValueError(f"weights: {part!r}: expected reader|writer|actor|health=INTEGER")
         weights[name] = int(value)
     return weights

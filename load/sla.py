@@ -77,9 +77,9 @@ def validate(sla: dict[str, Any]) -> dict[str, Any]:
 
 def parse_setting(text: str) -> dict[str, Any]:
     """"routes.POST /act.p95_ms=400" -> {"routes": {"POST /act": {"p95_ms": 400}}} (the value parsed as YAML)."""
-    path, sep, raw = text.partition("=")
+    path, raw = text.split("=", 1) if "=" in text else (text, "")
     parts = path.split(".")
-    if not sep or len(parts) < 2 or not all(parts):
+    if "=" not in text or len(parts) < 2 or not all(parts):
         raise SLAError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. resources.memory_max=0.8")
     try:
         value: Any = yaml.safe_load(raw)
