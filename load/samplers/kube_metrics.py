@@ -16,11 +16,16 @@ Both sources refresh every 10-60 s, so polling once a second sees each reading s
 recorded once, at its own timestamp. CPU throttling is exposed by neither; saturation (use over limit) stands in.
 
 Workload names are `APP/POD` where APP is the pod's `app` label (else app.kubernetes.io/name, else the pod name).
+
+Every call goes through a `targets.kube.KubeTarget` (its client, from its context and kubeconfig) and
+`targets.kube_api.get`. Not through `KubeTarget.pods(workload)` or `declared`: the sampler watches every pod of
+the namespace, not only the inventory's workloads (a scratch Deployment, an old ReplicaSet's pod during a rollout
+use memory too), and a pod's limit is what that pod runs with, summed over its containers, not the current
+template's first container.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -28,6 +33,10 @@ from conformance.loaders.units import k8s_quantity
 from load.model import Event, Sample
 from load.samplers.base import Sampler
 from load.samplers.docker_stats import parse_timestamp
+from targets.base import TargetUnreachable
+from targets.kube import KubeTarget
+from targets.kube_api import KubeError
+from targets.kube_api import get as kube_get
 
 METRICS_PATH = "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"
 PODS_PATH = "/api/v1/namespaces/{ns}/pods"
@@ -107,46 +116,38 @@ def sample_from_summary(summary_pod: dict[str, Any], pod: dict[str, Any]) -> tup
 
 
 class KubeSampler(Sampler):
-    def __init__(self, namespace: str, context: str | None = None, kubeconfig: str | None = None) -> None:
+    """`target`: the KubeTarget of `namespace` to read through (its client, made from its context and kubeconfig);
+    by default one is made from `context` and `kubeconfig`."""
+
+    def __init__(self, namespace: str, context: str | None = None, kubeconfig: str | None = None,
+                 target: KubeTarget | None = None) -> None:
         super().__init__()
+        if target is not None and target.namespace != namespace:
+            raise ValueError(f"KubeSampler({namespace!r}): the target is of namespace {target.namespace!r}")
+        self.target = target or KubeTarget(context=context, namespace=namespace, kubeconfig=kubeconfig)
         self.namespace = namespace
-        self.context = context
-        self.kubeconfig = kubeconfig
-        self._client: Any = None
+        self.context = self.target.context
+        self.kubeconfig = self.target.kubeconfig
         self._seen: set[tuple[str, str]] = set()  # (pod, metrics timestamp) already recorded
         self._restarts: dict[str, int] = {}
         self._ooms: set[tuple[str, str, float]] = set()
         self.source = "metrics.k8s.io"  # or "kubelet summary": check() decides
 
-    def _api(self) -> Any:
-        if self._client is None:
-            from kubernetes import config
-            from kubernetes.config.config_exception import ConfigException
-
-            try:
-                self._client = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
-            except (ConfigException, OSError, TypeError) as exc:
-                where = self.kubeconfig or "$KUBECONFIG or ~/.kube/config"
-                raise KubeUnavailable(f"--env prod needs a Kubernetes cluster: cannot load {where} ({exc})") from exc
-        return self._client
-
     def get(self, path: str) -> dict[str, Any]:
+        """GET an API path through the target's client (targets.kube_api.get); every failure is KubeUnavailable,
+        on one line: no client (no kubeconfig, no such context), the API's answer, or no answer."""
         from kubernetes.client.exceptions import ApiException
 
-        api = self._api()
         try:
-            request = api.param_serialize("GET", path, header_params={"Accept": "application/json"},
-                                          auth_settings=["BearerToken"])
-            response = api.call_api(*request, _request_timeout=10)
-            response.read()
+            return kube_get(self.target, path)
+        except TargetUnreachable as exc:
+            raise KubeUnavailable(f"--env prod: {exc}") from exc
+        except KubeError as exc:  # "GET PATH: STATUS the API's message"
+            raise KubeUnavailable(" ".join(str(exc).split())) from exc
         except ApiException as exc:
             raise KubeUnavailable(f"GET {path}: {exc.status} {exc.reason}") from exc
         except Exception as exc:  # urllib3 connection errors come in many types
-            raise KubeUnavailable(f"GET {path}: {exc}") from exc
-        if not 200 <= response.status <= 299:
-            raise KubeUnavailable(f"GET {path}: {response.status} {response.data[:200].decode('utf-8', 'replace')}")
-        result: dict[str, Any] = json.loads(response.data)
-        return result
+            raise KubeUnavailable(f"GET {path}: {' '.join(str(exc).split())}") from exc
 
     def check(self) -> None:
         pods = self.get(PODS_PATH.format(ns=self.namespace)).get("items", [])
