@@ -21,8 +21,9 @@ from conformance.inventory import API
 from load.docker_api import DockerAPI
 from load.environments import ROOT, Environment
 from load.locust_run import read_stats, run_locust
-from load.samplers.docker_stats import SERVICE_LABEL, limits_from_inspect
+from load.samplers.docker_stats import limits_from_inspect
 from load.schedule import Profile
+from targets.compose import SERVICE_LABEL
 
 HELLO_LOCUSTFILE = ROOT / "load" / "locustfile_hello.py"
 SOMABRAIN_LOCUSTFILE = ROOT / "load" / "locustfile.py"

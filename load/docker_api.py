@@ -1,4 +1,9 @@
-"""A small Docker Engine API client over the local unix socket (httpx), enough for stats, inspect and events."""
+"""A small Docker Engine API client over the local unix socket (httpx), enough for stats, inspect and events.
+
+targets.compose (ComposeTarget) drives the docker CLI and has no stats or events: the sampler asks the engine
+for one-shot stats of every container once a second and for a run's events, which a `docker` process per call
+would not keep up with. Containers are found by the same compose labels ComposeTarget uses.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import os
 from typing import Any
 
 import httpx
+
+from targets.compose import PROJECT_LABEL
 
 API_VERSION = "v1.41"  # Docker 20.10; newer engines still answer it
 
@@ -53,7 +60,7 @@ class DockerAPI:
 
     def containers(self, project: str) -> list[dict[str, Any]]:
         """Every container (running or not) of a compose project."""
-        filters = json.dumps({"label": [f"com.docker.compose.project={project}"]})
+        filters = json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})
         result: list[dict[str, Any]] = self.get("/containers/json", {"all": "1", "filters": filters})
         return result
 
@@ -69,7 +76,7 @@ class DockerAPI:
 
     def events(self, project: str, since: float, until: float) -> list[dict[str, Any]]:
         """Container events of a project in [since, until] (unix seconds); the call returns, it does not stream."""
-        filters = json.dumps({"type": ["container"], "label": [f"com.docker.compose.project={project}"]})
+        filters = json.dumps({"type": ["container"], "label": [f"{PROJECT_LABEL}={project}"]})
         try:
             response = self._client.get("/events", params={
                 "since": f"{since:.9f}", "until": f"{until:.9f}", "filters": filters})

@@ -18,8 +18,8 @@ from typing import Any
 from load.docker_api import DockerAPI, DockerUnavailable
 from load.model import Event, Sample
 from load.samplers.base import Sampler
+from targets.compose import SERVICE_LABEL
 
-SERVICE_LABEL = "com.docker.compose.service"
 EVENT_KINDS = {"oom": "oom", "die": "die", "restart": "restart", "start": "start", "kill": "kill"}
 
 
