@@ -108,6 +108,13 @@ OPERATOR_SECRETS: Mapping[str, tuple[str, ...]] = {
     "somabrain-memory-token": ("token",),
 }
 OPERATOR_SECRETS_SCRIPT = "scripts/k8s_secrets.sh"
+# The dev stack keeps the same credentials in its env file (.env.local, scripts/dev_up.sh), under these names: a
+# Secret's key -> the env file's. (.env.local's POSTGRES_USER/POSTGRES_PASSWORD are the superuser's.) The PENDING
+# key is the one `somabrain rotate postgres-password` keeps a new password under until it is current.
+ENV_FILE_SECRETS: Mapping[str, Mapping[str, str]] = {
+    "somabrain-postgres-app": {"POSTGRES_USER": "POSTGRES_APP_USER", "POSTGRES_PASSWORD": "POSTGRES_APP_PASSWORD",
+                               "POSTGRES_PASSWORD_PENDING": "POSTGRES_APP_PASSWORD_PENDING"},
+}
 
 # --- NetworkPolicy ------------------------------------------------------------------------------------------
 # The truth table's rows and columns are the guide's services (inventory.SEED); the flows the NetworkPolicies must

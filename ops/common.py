@@ -11,7 +11,7 @@ from typing import TextIO
 from conformance.inventory import NAMESPACE
 from targets.base import Target, TargetUnreachable
 from targets.compose import ComposeTarget
-from targets.envfile import compose_project
+from targets.envfile import ENV_FILE, compose_project
 from targets.kube import KubeTarget
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +52,16 @@ def add_target_arguments(parser: argparse.ArgumentParser, compose: bool = True) 
 
 
 def build_target(env: str, args: argparse.Namespace) -> Target:
+    """The target of `--env`: dev the compose project (and the env file it was started with, `--env-file` where
+    the tool has one), prod the kubeconfig's cluster."""
     if env == "dev":
-        return ComposeTarget(compose_project(args.compose_project))
+        env_file = getattr(args, "env_file", None) or ENV_FILE
+        return ComposeTarget(compose_project(args.compose_project, env_file), env_file=env_file)
+    return kube_target(args)
+
+
+def kube_target(args: argparse.Namespace) -> KubeTarget:
+    """The prod target, for the tools that have nothing to do in dev (rollout, rotate jwt-key)."""
     return KubeTarget(context=args.kube_context, namespace=args.namespace, kubeconfig=args.kubeconfig)
 
 

@@ -14,10 +14,8 @@ environment.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +26,7 @@ from typing import Any, TextIO
 
 from cryptography import x509
 
-from conformance.expectations import TLS_HOST, TLS_MIN_DAYS_DEFAULT, TLS_SECRET, TLS_SECRET_TYPE
+from conformance.expectations import TLS_HOST, TLS_MIN_DAYS_DEFAULT
 from conformance.inventory import API, BY_KEY, SEED
 from conformance.inventory import dependencies as service_dependencies
 from ops.common import (
@@ -46,68 +44,22 @@ from ops.common import (
     reachable,
 )
 from targets.base import HttpResult, Probe, ProbeError, ProbeResult, ResolveResult, Target, TcpResult
-from targets.compose import PROJECT_LABEL, SERVICE_LABEL, ComposeTarget
-from targets.kube import KubeTarget
 from targets.tls import key_matches_certificate, san_covers
 
 PROG = "somabrain doctor"
 LOCAL_HEALTH = f"http://127.0.0.1:{API.port}/health"
 
 
-class Commands:
-    """The next commands a human would run, in the environment's own tool (the guide's kubectl lines)."""
+def resolve_hint(target: Target, key: str) -> str:
+    """Resolve a service's name from inside the API workload, by hand (its image has python3, not nslookup)."""
+    host = BY_KEY[key].host(target.env, target.namespace)
+    return target.exec_command(API.key, f"python3 -c \"import socket; print(socket.gethostbyname('{host}'))\"")
 
-    def __init__(self, target: Target) -> None:
-        self.target = target
 
-    def _compose(self) -> str:
-        assert isinstance(self.target, ComposeTarget)
-        return f"docker compose -p {self.target.project}"
-
-    def _ns(self) -> str:
-        assert isinstance(self.target, KubeTarget)
-        return f"-n {self.target.namespace}"
-
-    def _workload(self, key: str) -> str:
-        """`deployment/sb-redis`, `statefulset/postgres`: the workload of a service prod runs in the cluster."""
-        prod = BY_KEY[key].in_cluster
-        return prod.ref if prod else f"deployment/{key}"
-
-    def logs(self, key: str) -> str:
-        if isinstance(self.target, ComposeTarget):
-            return f"{self._compose()} logs --tail 50 {BY_KEY[key].compose}"
-        return f"kubectl logs {self._workload(key)} {self._ns()} --tail 50"
-
-    def restart(self, key: str) -> str:
-        if isinstance(self.target, ComposeTarget):
-            return f"{self._compose()} restart {BY_KEY[key].compose}"
-        return f"kubectl rollout restart {self._workload(key)} {self._ns()}"
-
-    def status(self, key: str | None = None) -> str:
-        if isinstance(self.target, ComposeTarget):
-            return f"{self._compose()} ps -a" + (f" {BY_KEY[key].compose}" if key else "")
-        if key:
-            return f"kubectl get endpoints {BY_KEY[key].k8s_service} {self._ns()}"
-        return f"kubectl get endpoints {self._ns()}"
-
-    def resolve(self, key: str) -> str:
-        host = BY_KEY[key].host(self.target.env, getattr(self.target, "namespace", ""))
-        if isinstance(self.target, ComposeTarget):
-            return (f"docker exec -it {self.container_name()} python3 -c "
-                    f"\"import socket; print(socket.gethostbyname('{host}'))\"")
-        return f"kubectl exec -it {self._workload(API.key)} {self._ns()} -- nslookup {host}"
-
-    def http_from_api(self, url: str) -> str:
-        if isinstance(self.target, ComposeTarget):
-            return (f"docker exec -it {self.container_name()} python3 -c "
-                    f"\"import urllib.request; print(urllib.request.urlopen('{url}').read().decode())\"")
-        return f"kubectl exec -it {self._workload(API.key)} {self._ns()} -- curl {url}"
-
-    def container_name(self) -> str:
-        try:
-            return str(self.target.container(API.key)["Name"]).lstrip("/")  # type: ignore[attr-defined]
-        except ProbeError:
-            return f"{getattr(self.target, 'project', 'somabrain')}-somabrain-1"
+def http_hint(target: Target, url: str) -> str:
+    """GET a URL from inside the API workload, by hand (its image has python3, not curl)."""
+    return target.exec_command(
+        API.key, f"python3 -c \"import urllib.request; print(urllib.request.urlopen('{url}').read().decode())\"")
 
 
 @dataclass
@@ -120,12 +72,8 @@ class Observations:
     health_error: str = ""
 
 
-def _namespace(target: Target) -> str:
-    return target.namespace if isinstance(target, KubeTarget) else ""
-
-
 def observe(target: Target) -> Observations:
-    env, ns = target.env, _namespace(target)
+    env, ns = target.env, target.namespace
     deps = service_dependencies(env)
     wanted: dict[str, Probe] = {}
     for svc in deps:
@@ -161,13 +109,13 @@ def observe(target: Target) -> Observations:
 
 
 # --- the checks, in the guide's order ----------------------------------------------------------------------
-Check = Callable[[Target, Observations, Commands], list[Line]]
+Check = Callable[[Target, Observations], list[Line]]
 
 
-def check_dns(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
+def check_dns(target: Target, seen: Observations) -> list[Line]:
     if seen.probe_error:
         return [Line("FAIL", "dns", f"cannot probe from the somabrain workload: {seen.probe_error}",
-                     f"{cmd.status()}\n{cmd.logs(API.key)}")]
+                     f"{target.status_command()}\n{target.logs_command(API.key)}")]
     lines = []
     names = []
     for svc in service_dependencies(target.env):
@@ -177,130 +125,51 @@ def check_dns(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
             names.append(result.name)
         else:
             lines.append(Line("FAIL", "dns", f"{result.name} does not resolve from somabrain ({result.error})",
-                              f"{cmd.resolve(svc.key)}\n{cmd.status(svc.key)}"))
+                              f"{resolve_hint(target, svc.key)}\n{target.status_command(svc.key)}"))
     if not lines:
         lines.append(Line("OK", "dns", f"{', '.join(names)} resolve from the somabrain workload"))
     return lines
 
 
-def check_endpoints(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
-    if isinstance(target, KubeTarget):
-        return _kube_endpoints(target, cmd)
-    if isinstance(target, ComposeTarget):
-        return _compose_containers(target, cmd)
-    return []
+def check_endpoints(target: Target, seen: Observations) -> list[Line]:
+    serving = target.serving(SEED)
+    lines = [Line(state.level, serving.check, state.message, state.next) for state in serving.states
+             if state.level != "OK"]
+    return lines or [Line("OK", serving.check, serving.summary)]
 
 
-def _kube_endpoints(target: KubeTarget, cmd: Commands) -> list[Line]:
-    from kubernetes.client.exceptions import ApiException
-
-    lines, good = [], []
-    for svc in SEED:
-        name = svc.k8s_service
-        if name is None:
-            continue
-        try:
-            doc = target.endpoints(name)
-        except ApiException as exc:
-            lines.append(Line("FAIL", "endpoints", f"Service {name}: no Endpoints object ({exc.reason})",
-                              f"kubectl get svc,endpoints {name} -n {target.namespace}"))
-            continue
-        ready = sum(len(s.get("addresses") or []) for s in doc.get("subsets") or [])
-        unready = sum(len(s.get("notReadyAddresses") or []) for s in doc.get("subsets") or [])
-        if ready:
-            good.append(f"{name}({ready})")
-        else:
-            why = f"{unready} not-ready pod(s)" if unready else "no pod matches its selector"
-            lines.append(Line("FAIL", "endpoints", f"Service {name} has no ready endpoints: {why}",
-                              f"{cmd.status(svc.key)}\n"
-                              f"kubectl describe pods -n {target.namespace} -l app={svc.workload}"))
-    if not lines:
-        lines.append(Line("OK", "endpoints", f"every Service has ready endpoints: {', '.join(good)}"))
-    return lines
-
-
-def compose_states(target: ComposeTarget) -> dict[str, tuple[str, str, str]]:
-    """compose service -> (container name, state, health) for every container of the project, stopped ones too."""
-    fmt = "{{.Label \"" + SERVICE_LABEL + "\"}}\t{{.Names}}\t{{.State}}\t{{.Status}}"
-    proc = subprocess.run([target.docker, "ps", "-a", "--filter", f"label={PROJECT_LABEL}={target.project}",
-                           "--format", fmt], capture_output=True, text=True, timeout=20, check=False)
-    states: dict[str, tuple[str, str, str]] = {}
-    for row in proc.stdout.splitlines():
-        parts = row.split("\t")
-        if len(parts) == 4 and parts[0]:
-            health = "healthy" if "(healthy)" in parts[3] else "unhealthy" if "unhealthy" in parts[3] else (
-                "starting" if "health: starting" in parts[3] else "none")
-            if parts[0] not in states or parts[2] == "running":
-                states[parts[0]] = (parts[1], parts[2], health)
-    return states
-
-
-def _compose_containers(target: ComposeTarget, cmd: Commands) -> list[Line]:
-    states = compose_states(target)
-    lines, good = [], []
-    for svc in SEED:
-        state = states.get(svc.compose)
-        if state is None:
-            lines.append(Line("FAIL", "services", f"compose service {svc.compose} has no container",
-                              f"docker compose -p {target.project} --env-file .env.local -f compose/docker-compose.yml"
-                              f" up -d {svc.compose}"))
-        elif state[1] != "running":
-            lines.append(Line("FAIL", "services", f"{state[0]} is {state[1]}",
-                              f"docker start {state[0]}\n{cmd.logs(svc.key)}"))
-        elif state[2] in ("unhealthy", "starting"):
-            lines.append(Line("WARN", "services", f"{state[0]} is running but {state[2]}",
-                              f"docker inspect --format '{{{{json .State.Health}}}}' {state[0]}\n{cmd.logs(svc.key)}"))
-        else:
-            good.append(svc.compose)
-    if not lines:
-        lines.append(Line("OK", "services", f"{len(good)} containers running and healthy ({', '.join(good)})"))
-    return lines
-
-
-def check_memory(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
+def check_memory(target: Target, seen: Observations) -> list[Line]:
     memory = BY_KEY["somamemory"]
-    url = f"http://{memory.host(target.env, _namespace(target))}:{memory.port}/health"
+    url = f"http://{memory.host(target.env, target.namespace)}:{memory.port}/health"
     if seen.probe_error:
         return [Line("FAIL", "memory", f"cannot probe from the somabrain workload: {seen.probe_error}",
-                     cmd.logs(API.key))]
+                     target.logs_command(API.key))]
     result = seen.probes["http:memory"]
     assert isinstance(result, HttpResult)
     if result.ok and result.status == 200:
         return [Line("OK", "memory", f"GET {url} from somabrain: 200")]
     seen_as = f"answered {result.status}: {result.body[:120]!r}" if result.ok else result.error
     return [Line("FAIL", "memory", f"GET {url} from somabrain {seen_as}",
-                 f"{cmd.http_from_api(url)}\n{cmd.logs('somamemory')}")]
+                 f"{http_hint(target, url)}\n{target.logs_command('somamemory')}")]
 
 
-def check_tls(target: Target, seen: Observations, cmd: Commands, tls_dir: Path = REPO / "infra" / "tls",
+def check_tls(target: Target, seen: Observations, tls_dir: Path = REPO / "infra" / "tls",
               min_days: int = TLS_MIN_DAYS_DEFAULT) -> list[Line]:
+    served = target.served_tls()
+    if served is not None:  # what the Ingress (Secret somabrain-tls) or the compose front (its mount) serves
+        nxt = f"{served.inspect}\nscripts/setup_ingress_tls.sh"
+        if served.problem:
+            return [Line("FAIL", "tls", served.problem, nxt)]
+        if served.cert_pem is None or served.key_pem is None:
+            return [Line("FAIL", "tls", f"{served.where}: no {TLS_HOST}.crt or {TLS_HOST}.key", nxt)]
+        return [_cert_line("tls", served.where, served.cert_pem, served.key_pem, min_days, nxt)]
+    # Nothing serves TLS (dev without its front): the files the front would mount, if any.
     crt, key = tls_dir / f"{TLS_HOST}.crt", tls_dir / f"{TLS_HOST}.key"
-    lines: list[Line] = []
-    inspect = f"openssl x509 -in {_rel(crt)} -text -noout"
     if crt.is_file() and key.is_file():
-        lines.append(_cert_line("tls", f"{_rel(crt)}", crt.read_bytes(), key.read_bytes(), min_days,
-                                f"{inspect}\nscripts/setup_ingress_tls.sh"))
-    elif target.env == "dev":
-        lines.append(Line("OK", "tls", f"no {_rel(crt)}: dev serves plain HTTP and needs none "
-                          "(scripts/setup_ingress_tls.sh makes it for the ingress)"))
-    if isinstance(target, KubeTarget):
-        show = f"kubectl get secret {TLS_SECRET} -n {target.namespace} -o yaml"
-        secret = target.secret(TLS_SECRET)
-        if secret is None:
-            lines.append(Line("FAIL", "tls", f"Secret {TLS_SECRET} does not exist in {target.namespace}",
-                              f"{show}\nscripts/setup_ingress_tls.sh"))
-        elif secret.get("type") != TLS_SECRET_TYPE:
-            lines.append(Line("FAIL", "tls", f"Secret {TLS_SECRET} has type {secret.get('type')!r}, "
-                              f"not {TLS_SECRET_TYPE}", show))
-        else:
-            data = secret.get("data") or {}
-            try:
-                cert_pem = base64.b64decode(data.get("tls.crt", ""))
-                key_pem = base64.b64decode(data.get("tls.key", ""))
-            except ValueError:
-                cert_pem = key_pem = b""
-            lines.append(_cert_line("tls", f"Secret {TLS_SECRET}", cert_pem, key_pem, min_days, show))
-    return lines
+        return [_cert_line("tls", f"{_rel(crt)}", crt.read_bytes(), key.read_bytes(), min_days,
+                           f"openssl x509 -in {_rel(crt)} -text -noout\nscripts/setup_ingress_tls.sh")]
+    return [Line("OK", "tls", f"no {_rel(crt)}: dev serves plain HTTP and needs none "
+                 "(scripts/setup_ingress_tls.sh makes it for the ingress)")]
 
 
 def _rel(path: Path) -> str:
@@ -336,13 +205,13 @@ def _cert_line(check: str, what: str, cert_pem: bytes, key_pem: bytes, min_days:
     return Line("OK", check, f"{what}: valid for {TLS_HOST}, {days:.0f} days left, key matches")
 
 
-def check_opa(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
+def check_opa(target: Target, seen: Observations) -> list[Line]:
     opa = BY_KEY["opa"]
-    url = f"http://{opa.host(target.env, _namespace(target))}:{opa.port}/health"
+    url = f"http://{opa.host(target.env, target.namespace)}:{opa.port}/health"
     direct = seen.probes.get("http:opa")
     direct_ok = isinstance(direct, HttpResult) and direct.ok and direct.status == 200
     component = (seen.health or {}).get("components", {}).get("opa") if seen.health else None
-    nxt = f"{cmd.http_from_api(url)}\n{cmd.logs('opa')}"
+    nxt = f"{http_hint(target, url)}\n{target.logs_command('opa')}"
     if component is None:
         if seen.health is None:
             return [Line("FAIL" if not direct_ok else "WARN", "opa",
@@ -357,7 +226,7 @@ def check_opa(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
         return [Line("WARN", "opa", f"the API sees OPA up but GET {url} from somabrain: {_describe(direct)}", nxt)]
     if fail_closed:
         return [Line("FAIL", "opa", f"OPA does not answer ({component.get('error', _describe(direct))}) and the "
-                     "policy is fail-closed: every request is denied", f"{nxt}\n{cmd.restart('opa')}")]
+                     "policy is fail-closed: every request is denied", f"{nxt}\n{target.restart_command('opa')}")]
     return [Line("WARN", "opa", "OPA does not answer and the policy is fail-OPEN: requests pass unchecked", nxt)]
 
 
@@ -369,49 +238,50 @@ def _describe(result: ProbeResult | None) -> str:
     return "not probed"
 
 
-def _backend(key: str, check: str, target: Target, seen: Observations, cmd: Commands) -> list[Line]:
+def _backend(key: str, check: str, target: Target, seen: Observations) -> list[Line]:
     svc = BY_KEY[key]
-    host = svc.host(target.env, _namespace(target))
+    host = svc.host(target.env, target.namespace)
     tcp = seen.probes.get(f"tcp:{key}")
     tcp_ok = isinstance(tcp, TcpResult) and tcp.ok
     component = ((seen.health or {}).get("components") or {}).get(key)
-    nxt = f"{cmd.logs(key)}\n{cmd.status(key)}"
+    nxt = f"{target.logs_command(key)}\n{target.status_command(key)}"
     if seen.probe_error:
         return [Line("FAIL", check, f"cannot probe from the somabrain workload: {seen.probe_error}", nxt)]
     if not tcp_ok:
         return [Line("FAIL", check, f"{host}:{svc.port} from somabrain: {_describe(tcp)}", nxt)]
     if component is None:
         return [Line("WARN", check, f"{host}:{svc.port} accepts TCP, but the API's /health has no "
-                     f"components.{key} ({seen.health_error or 'not reported'})", cmd.logs(API.key))]
+                     f"components.{key} ({seen.health_error or 'not reported'})", target.logs_command(API.key))]
     if component.get("ok"):
         latency = component.get("latency_ms")
         return [Line("OK", check, f"{host}:{svc.port} accepts TCP and the API's check passes"
                      + (f" ({latency} ms)" if latency is not None else ""))]
     return [Line("FAIL", check, f"{host}:{svc.port} accepts TCP but the API's check fails: "
-                 f"{component.get('error', component)}", f"{cmd.logs(API.key)}\n{cmd.logs(key)}")]
+                 f"{component.get('error', component)}", f"{target.logs_command(API.key)}\n{target.logs_command(key)}")]
 
 
-def check_postgres(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
-    return _backend("postgres", "postgres", target, seen, cmd)
+def check_postgres(target: Target, seen: Observations) -> list[Line]:
+    return _backend("postgres", "postgres", target, seen)
 
 
-def check_redis(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
-    return _backend("redis", "redis", target, seen, cmd)
+def check_redis(target: Target, seen: Observations) -> list[Line]:
+    return _backend("redis", "redis", target, seen)
 
 
-def check_predictor(target: Target, seen: Observations, cmd: Commands) -> list[Line]:
+def check_predictor(target: Target, seen: Observations) -> list[Line]:
     if seen.health is None:
         return [Line("FAIL", "predictor", f"cannot read /health: {seen.health_error}",
-                     f"{cmd.http_from_api(LOCAL_HEALTH)}\n{cmd.logs(API.key)}")]
+                     f"{http_hint(target, LOCAL_HEALTH)}\n{target.logs_command(API.key)}")]
     provider = seen.health.get("predictor_provider")
     component = (seen.health.get("components") or {}).get("predictor") or {}
     nxt = ("set SOMABRAIN_PREDICTOR_PROVIDER=mahal and SOMABRAIN_STRICT_REAL=1, then "
-           + cmd.restart(API.key))
+           + target.restart_command(API.key))
     if provider != "mahal" or component.get("real") is False:
         return [Line("FAIL", "predictor", f"the predictor is {provider!r} (real={component.get('real')}): "
                      "a stub serves", nxt)]
     if component.get("warmed") is False:
-        return [Line("WARN", "predictor", "mahal, but not warmed yet (readiness waits for it)", cmd.logs(API.key))]
+        return [Line("WARN", "predictor", "mahal, but not warmed yet (readiness waits for it)",
+                     target.logs_command(API.key))]
     return [Line("OK", "predictor", f"mahal, real, warmed; ready={seen.health.get('ready')}")]
 
 
@@ -422,10 +292,9 @@ CHECKS: tuple[Check, ...] = (check_dns, check_endpoints, check_memory, check_tls
 def diagnose(target: Target, out: TextIO, tls_dir: Path = REPO / "infra" / "tls") -> list[Line]:
     """Run every check in order, printing each line as soon as it is decided; returns the lines."""
     seen = observe(target)
-    cmd = Commands(target)
     lines: list[Line] = []
     for check in CHECKS:
-        found = check_tls(target, seen, cmd, tls_dir=tls_dir) if check is check_tls else check(target, seen, cmd)
+        found = check_tls(target, seen, tls_dir=tls_dir) if check is check_tls else check(target, seen)
         lines.extend(emit(line, out) for line in found)
     return lines
 

@@ -27,12 +27,13 @@ from ops.common import (
     UsageParser,
     add_target_arguments,
     fail,
+    kube_target,
     reachable,
 )
 from ops.readiness import readiness_failures
-from ops.rollout_status import current
 from targets.kube import KubeTarget
 from targets.kube_api import KubeError, deployment_path, get, patch
+from targets.kube_rollout import wait
 
 PROG = "somabrain rollout"
 WORKLOADS = tuple(s.in_cluster.workload for s in APPS if s.in_cluster)  # one image serves both apps
@@ -54,40 +55,6 @@ def set_image(target: KubeTarget, name: str, image: str, cause: str) -> str:
     patch(target, path, {"metadata": {"annotations": {"kubernetes.io/change-cause": cause}},
                          "spec": {"template": {"spec": {"containers": [{"name": mine[0]["name"], "image": image}]}}}})
     return previous
-
-
-def wait(target: KubeTarget, name: str, timeout: float, sleep: Callable[[float], None] = time.sleep,
-         interval: float = 1.0) -> tuple[bool, str]:
-    """(succeeded, last message) of `kubectl rollout status deployment/NAME --timeout`, and then until no pod of
-    an older revision is left: a terminating pod still serves through its preStop pause, with the old image or the
-    old Secret, and the roll is not done while one can answer (seen on the real cluster: a key added by
-    `rotate jwt-key --add` refused for a few seconds after "rolled out")."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = current(target, name)
-        if status.failed:
-            return False, status.message
-        if status.done:
-            draining = old_pods(target, name)
-            if not draining:
-                return True, status.message
-            status_message = f"{len(draining)} pod(s) of the previous revision still draining: {', '.join(draining)}"
-            if time.monotonic() >= deadline:
-                return False, f"timed out after {timeout:.0f} s: {status_message}"
-            say(f"  {name}: {status_message}")
-            sleep(interval)
-            continue
-        if time.monotonic() >= deadline:
-            return False, f"timed out after {timeout:.0f} s: {status.message}"
-        say(f"  {name}: {status.message}")
-        sleep(interval)
-
-
-def old_pods(target: KubeTarget, name: str) -> list[str]:
-    """The Deployment's pods that are not of its current revision (terminating ones included)."""
-    current_pods = {p["metadata"]["name"] for p in target.pods(name)}
-    return sorted(p["metadata"]["name"] for p in target.pods(name, current_only=False)
-                  if p["metadata"]["name"] not in current_pods)
 
 
 def settled_readiness(target: KubeTarget, settle: float, sleep: Callable[[float], None]) -> list[str]:
@@ -175,7 +142,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if not args.image.strip() or any(c.isspace() for c in args.image):
         return fail(PROG, OpsError(f"not an image reference: {args.image!r}", 3))
-    target = KubeTarget(context=args.kube_context, namespace=args.namespace, kubeconfig=args.kubeconfig)
+    target = kube_target(args)
     try:
         reachable(target)
     except OpsError as exc:

@@ -47,9 +47,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from brain.auth import load_verifier
 from brain.errors import ConfigError
@@ -64,22 +63,20 @@ from ops.common import (
     add_target_arguments,
     build_target,
     fail,
+    kube_target,
     reachable,
 )
 from ops.readiness import readiness_failures
-from ops.rollout import wait
-from targets.base import ProbeError, Target
-from targets.compose import ComposeTarget
-from targets.envfile import read_env_file
+from targets.base import ProbeError, SecretStore, Target
 from targets.kube import KubeTarget
-from targets.kube_api import KubeError, deployment_path, get, merge_patch, patch, retry_conflicts, secret_path
+from targets.kube_api import KubeError, deployment_path, get, merge_patch, retry_conflicts, secret_path
+from targets.kube_rollout import restart
 
 PROG = "somabrain rotate"
 APPS = ("somamemory", "somabrain")
 PG_SECRET = "somabrain-postgres-app"  # noqa: S105 - a Secret's name: the runtime role's, not the superuser's
 JWT_SECRET = "somabrain-secrets"  # noqa: S105 - a Secret's name
 JWT_DIR = "/secrets"
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 PENDING = "POSTGRES_PASSWORD_PENDING"  # the key holding the new password until it is current
 # What a step that talks to the outside world raises: the API server, an exec into the database, the env file.
 STEP_ERRORS = (KubeError, ProbeError, OSError, subprocess.SubprocessError)
@@ -90,31 +87,46 @@ def say(message: str) -> None:
 
 
 # --- postgres ----------------------------------------------------------------------------------------------
-class PasswordStore(Protocol):
-    """Where the apps read the role's password (.env.local, Secret somabrain-postgres-app), and how they are rolled
-    onto a changed one. It is also the rotation's journal: a new password is in it (under PENDING) before it is
-    on the role, so no step's failure can leave the role with a password nobody knows."""
+@dataclass
+class PasswordStore:
+    """Where the apps read the role's password (.env.local's POSTGRES_APP_*, Secret somabrain-postgres-app: the
+    target's store of that Secret), and how they are rolled onto a changed one. It is also the rotation's journal:
+    a new password is in it (under PENDING) before it is on the role, so no step's failure can leave the role with
+    a password nobody knows."""
+
+    target: Target
+    secret: SecretStore
+
+    @classmethod
+    def of(cls, target: Target) -> PasswordStore:
+        return cls(target, target.secret_store(PG_SECRET))
 
     @property
     def where(self) -> str:
         """The store, as messages name it."""
+        return self.secret.where
 
     @property
     def roll_command(self) -> str:
         """What rolls the apps by hand."""
+        return self.target.roll_command(APPS)
 
     @property
     def credential_keys(self) -> str:
         """The user and password keys, as the store spells them."""
+        return f"{self.secret.key_name('POSTGRES_USER')}/{self.secret.key_name('POSTGRES_PASSWORD')}"
 
     def read(self) -> dict[str, str]:
         """Every key, decoded, under the Secret's names (POSTGRES_USER, POSTGRES_PASSWORD, PENDING)."""
+        return self.secret.read()
 
     def write(self, changes: Mapping[str, str | None]) -> None:
         """Set (str) or remove (None) keys, named as `read` names them, in one atomic write."""
+        self.secret.write(changes)
 
     def roll(self, timeout: float) -> list[str]:
         """Roll the apps onto the stored password and check readiness: the problems found."""
+        return self.target.roll(APPS, timeout) or readiness_failures(self.target)
 
 
 def set_role_password(target: Target, user: str, password: str) -> None:
@@ -123,139 +135,11 @@ def set_role_password(target: Target, user: str, password: str) -> None:
     pg.psql(target, stdin=f"ALTER ROLE \"{user}\" PASSWORD '{literal}';\n\\q\n".encode()).check("ALTER ROLE")
 
 
-def write_env_values(path: Path, changes: Mapping[str, str | None]) -> None:
-    """Set or remove KEY=VALUE lines, keeping every other line; atomic (a temporary file renamed over `path`),
-    so a failed write leaves the file as it was."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = [line for line in lines if line.partition("=")[0] not in changes]
-    out += [f"{key}={value}" for key, value in changes.items() if value is not None]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
-    tmp.chmod(path.stat().st_mode & 0o777)
-    tmp.replace(path)
-
-
-def compose_roll(target: ComposeTarget, env_file: Path, timeout: float) -> list[str]:
-    cmd = ["docker", "compose", "-p", target.project, "--env-file", str(env_file),
-           "-f", str(REPO / "compose/docker-compose.yml"), "-f", str(REPO / "compose/docker-compose.airgap.yml"),
-           "up", "-d", "--no-deps", "--no-build", "--wait", *APPS]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        return [f"`{' '.join(cmd[:4])} ... up` failed: {proc.stderr.strip()[-400:]}"]
-    target.containers(refresh=True)
-    return readiness_failures(target)
-
-
-def restart_stamp() -> str:
-    """The value of kubectl.kubernetes.io/restartedAt: RFC 3339 as `kubectl rollout restart` writes it, to the
-    microsecond, so two restarts within one second (a rollback right after a failed roll) still change the
-    template and roll."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _restart_one(target: KubeTarget, name: str, stamp: str,
-                 pod_spec: Callable[[dict[str, Any]], dict[str, Any]] | None) -> None:
-    """One attempt: PATCH the pod template (strategic merge, as `kubectl rollout restart` does). No resourceVersion
-    is sent, so the Deployment controller writing `status` meanwhile is no conflict; a 409 can still come back (the
-    API server's own retries of the update run out, a webhook), then retry_conflicts calls this again. The
-    Deployment is read (again) only for `pod_spec`: the annotation alone depends on nothing read."""
-    path = deployment_path(target, name)
-    template: dict[str, Any] = {"metadata": {"annotations": {RESTARTED_AT: stamp}}}
-    if pod_spec is not None:
-        template["spec"] = pod_spec(get(target, path))
-    patch(target, path, {"spec": {"template": template}})
-
-
 def kube_restart(target: KubeTarget, names: tuple[str, ...], timeout: float,
                  pod_spec: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[str]:
-    """Roll `names` (each by one PATCH, retried on 409), wait for them, check readiness: the problems found.
-    `pod_spec(deployment)` returns more strategic-merge changes of the pod spec, made in the same PATCH.
-    Raises KubeError when a PATCH is refused, or still meets 409 Conflict after CONFLICT_ATTEMPTS."""
-    stamp = restart_stamp()
-    for name in names:
-        retry_conflicts(partial(_restart_one, target, name, stamp, pod_spec), f"restart of deployment/{name}")
-    problems = []
-    for name in names:
-        ok, message = wait(target, name, timeout)
-        say(f"deployment/{name}: {message}")
-        if not ok:
-            problems.append(f"deployment/{name}: {message}")
-    return problems or readiness_failures(target)
-
-
-# .env.local keeps the superuser's POSTGRES_USER/POSTGRES_PASSWORD too; the runtime role's are these.
-ENV_FILE_KEYS = {"POSTGRES_USER": "POSTGRES_APP_USER", "POSTGRES_PASSWORD": "POSTGRES_APP_PASSWORD",
-                 PENDING: "POSTGRES_APP_PASSWORD_PENDING"}
-
-
-@dataclass
-class EnvFileStore:
-    """dev: the compose env file; compose passes POSTGRES_APP_PASSWORD into the apps' DSN when they are recreated.
-    Its keys are read and written under the Secret's names (ENV_FILE_KEYS), so the steps are the same for both."""
-
-    target: ComposeTarget
-    path: Path
-
-    @property
-    def where(self) -> str:
-        return str(self.path)
-
-    @property
-    def roll_command(self) -> str:
-        return (f"docker compose -p {self.target.project} --env-file {self.path} -f compose/docker-compose.yml "
-                f"up -d --no-deps --wait {' '.join(APPS)}")
-
-    @property
-    def credential_keys(self) -> str:
-        return f"{ENV_FILE_KEYS['POSTGRES_USER']}/{ENV_FILE_KEYS['POSTGRES_PASSWORD']}"
-
-    def read(self) -> dict[str, str]:
-        values = read_env_file(self.path)
-        return {ours: values[theirs] for ours, theirs in ENV_FILE_KEYS.items() if theirs in values}
-
-    def write(self, changes: Mapping[str, str | None]) -> None:
-        write_env_values(self.path, {ENV_FILE_KEYS[key]: value for key, value in changes.items()})
-
-    def roll(self, timeout: float) -> list[str]:
-        return compose_roll(self.target, self.path, timeout)
-
-
-@dataclass
-class SecretStore:
-    """prod: Secret somabrain-postgres-app, whose POSTGRES_PASSWORD the apps' pods (and their db-init) read at start
-    (secretKeyRef). A key the apps do not read (PENDING) changes nothing in them."""
-
-    target: KubeTarget
-
-    @property
-    def where(self) -> str:
-        return f"Secret {PG_SECRET}"
-
-    @property
-    def roll_command(self) -> str:
-        return (f"kubectl rollout restart deployment/{' deployment/'.join(APPS)} -n {self.target.namespace}")
-
-    @property
-    def credential_keys(self) -> str:
-        return "POSTGRES_USER/POSTGRES_PASSWORD"
-
-    def read(self) -> dict[str, str]:
-        data = get(self.target, secret_path(self.target, PG_SECRET)).get("data") or {}
-        return {key: base64.b64decode(value).decode() for key, value in data.items()}
-
-    def write(self, changes: Mapping[str, str | None]) -> None:
-        """A JSON merge patch of `data`, unconditional: the keys written do not depend on the rest of the Secret,
-        so another key changed meanwhile is kept by the server-side merge and is no reason to fail."""
-        data = {key: None if value is None else base64.b64encode(value.encode()).decode()
-                for key, value in changes.items()}
-        retry_conflicts(lambda: merge_patch(self.target, secret_path(self.target, PG_SECRET), {"data": data}),
-                        f"update of Secret {PG_SECRET} keys {', '.join(changes)}")
-
-    def roll(self, timeout: float) -> list[str]:
-        try:
-            return kube_restart(self.target, APPS, timeout)
-        except KubeError as exc:
-            return [str(exc)]
+    """Roll `names` (targets.kube_rollout.restart: one PATCH each, retried on 409, then waited for) and check
+    readiness: the problems found. Raises KubeError when a PATCH is refused or keeps meeting 409 Conflict."""
+    return restart(target, names, timeout, pod_spec) or readiness_failures(target)
 
 
 def stage_password(store: PasswordStore, new: str, rerun: str) -> None:
@@ -360,13 +244,6 @@ def rotate_postgres(target: Target, store: PasswordStore, timeout: float, rerun:
         roll_back(target, store, user, old, new, timeout, rerun, problems)
     say("readiness: OK with the new password; the old password no longer opens connections")
     return EXIT_OK
-
-
-def password_store(target: Target, env_file: Path) -> PasswordStore:
-    if isinstance(target, ComposeTarget):
-        return EnvFileStore(target, env_file)
-    assert isinstance(target, KubeTarget)
-    return SecretStore(target)
 
 
 # --- jwt ---------------------------------------------------------------------------------------------------
@@ -530,17 +407,17 @@ def parser() -> UsageParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    target = build_target(args.env, args)
+    kube = kube_target(args) if args.what == "jwt-key" else None  # jwt-key: prod only (its --env allows no other)
+    target = kube or build_target(args.env, args)
     try:
         reachable(target)
         say(f"{PROG} {args.what}: {target.describe()}")
         started = time.monotonic()
         if args.what == "postgres-password":
-            store = password_store(target, args.env_file)
-            code = rotate_postgres(target, store, args.timeout, f"{PROG} {shlex.join(argv)}")
+            code = rotate_postgres(target, PasswordStore.of(target), args.timeout, f"{PROG} {shlex.join(argv)}")
         else:
-            assert isinstance(target, KubeTarget)
-            code = rotate_jwt(target, args.add, args.retire, args.timeout)
+            assert kube is not None
+            code = rotate_jwt(kube, args.add, args.retire, args.timeout)
         say(f"done in {time.monotonic() - started:.1f} s")
         return code
     except KubeError as exc:

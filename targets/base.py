@@ -143,10 +143,67 @@ class WorkloadSpec:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class ServiceState:
+    """How one service of the inventory is being served, in the environment's own words (an Endpoints object's
+    ready addresses; a container's state and health)."""
+
+    key: str
+    level: str  # OK | WARN | FAIL
+    message: str  # what was seen, e.g. "Service sb-opa has no ready endpoints: no pod matches its selector"
+    next: str = ""  # the command(s) a human would run next, one per line
+    label: str = ""  # how an OK state is named in the summary: "sb-opa(1)", "sb_redis"
+    addresses: tuple[str, ...] = ()  # the ready addresses, where the environment lists them (Endpoints)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Every seed service's state: what the environment calls this check ("endpoints" in Kubernetes, "services"
+    in compose), one state per service, and the line that sums them up when all serve."""
+
+    check: str
+    states: tuple[ServiceState, ...]
+    summary: str
+
+
+@dataclass(frozen=True)
+class ServedTls:
+    """Where the environment serves TLS from (Secret somabrain-tls; the compose front's mounted files), what is
+    there, and what is wrong with it before any certificate is read (`problem`: no such Secret, the wrong type,
+    nothing mounted). `document` is the Secret itself, where there is one."""
+
+    where: str
+    cert_pem: bytes | None
+    key_pem: bytes | None
+    inspect: str  # the command that shows it
+    problem: str = ""
+    document: Mapping[str, Any] | None = None
+
+
+class SecretStore(ABC):
+    """One operator Secret's keys where the environment keeps them (the Secret itself; the env file), read and
+    written under the Secret's key names."""
+
+    where: str  # as messages name it: "Secret somabrain-postgres-app", "/path/.env.local"
+
+    @abstractmethod
+    def key_name(self, key: str) -> str:
+        """How the store spells the Secret's `key` (POSTGRES_PASSWORD; POSTGRES_APP_PASSWORD in the env file)."""
+
+    @abstractmethod
+    def read(self) -> dict[str, str]:
+        """Every key there is, decoded, under the Secret's names."""
+
+    @abstractmethod
+    def write(self, changes: Mapping[str, str | None]) -> None:
+        """Set (str) or remove (None) keys, named as `read` names them, in one atomic write."""
+
+
 class Target(ABC):
     """An environment in which the suite runs probes."""
 
     env: str
+    namespace: str = ""  # the Kubernetes namespace; "" where names are not namespaced (compose)
 
     def describe(self) -> str:
         """Which environment this is, for reports and tool output."""
@@ -176,6 +233,45 @@ class Target(ABC):
     @abstractmethod
     def declared(self, workload: str) -> WorkloadSpec:
         """The workload's declared resources, probes and environment, with its replicas' readiness."""
+
+    @abstractmethod
+    def serving(self, services: Sequence[Any]) -> Serving:
+        """The state of each of `services` (conformance.inventory records) as the environment serves it."""
+
+    @abstractmethod
+    def served_tls(self) -> ServedTls | None:
+        """Where TLS for the public host is served from; None when nothing in this environment serves it (the
+        compose front is not running)."""
+
+    @abstractmethod
+    def secret_store(self, name: str) -> SecretStore:
+        """Where this environment keeps operator Secret `name` (conformance.expectations.OPERATOR_SECRETS)."""
+
+    @abstractmethod
+    def roll(self, workloads: Sequence[str], timeout: float) -> list[str]:
+        """Restart `workloads` so that they read their configuration and Secrets again, and wait until they serve:
+        the problems found (empty when every one serves again)."""
+
+    # -- the next commands a human would run, in the environment's own tool -------------------------
+    @abstractmethod
+    def roll_command(self, workloads: Sequence[str]) -> str:
+        """What `roll` does, by hand."""
+
+    @abstractmethod
+    def logs_command(self, key: str) -> str:
+        """Show the last lines of a service's log."""
+
+    @abstractmethod
+    def restart_command(self, key: str) -> str:
+        """Restart a service."""
+
+    @abstractmethod
+    def status_command(self, key: str | None = None) -> str:
+        """Show a service's (or every service's) serving state."""
+
+    @abstractmethod
+    def exec_command(self, workload: str, argv: str) -> str:
+        """Run a shell-quoted command line interactively in a workload."""
 
     # -- conveniences over run_probes ----------------------------------------------------------------
     def resolve(self, workload: str, name: str) -> ResolveResult:

@@ -11,27 +11,36 @@ same probe runs in a throw-away container that joins the workload's network name
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
-from conformance.inventory import API, BY_KEY
+from conformance.expectations import ENV_FILE_SECRETS, TLS_HOST
+from conformance.inventory import API, BY_KEY, TLS_FRONT
 from targets.base import (
     PROBE_SCRIPT,
     ExecResult,
     Probe,
     ProbeError,
     ProbeResult,
+    SecretStore,
+    ServedTls,
+    ServiceState,
+    Serving,
     Target,
     TargetUnreachable,
     WorkloadSpec,
     decode_batch,
 )
+from targets.envfile import ENV_FILE, REPO, read_env_file
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 NO_EXECUTABLE = ("executable file not found", "no such file or directory")
+TLS_DIR = "/etc/nginx/tls"  # where the TLS front (sb_ingress) mounts infra/tls/
 
 
 class ComposeTarget(Target):
@@ -40,8 +49,10 @@ class ComposeTarget(Target):
     def describe(self) -> str:
         return f"compose project {self.project}"
 
-    def __init__(self, project: str, docker: str = "docker", exec_timeout: float = 30.0) -> None:
+    def __init__(self, project: str, docker: str = "docker", exec_timeout: float = 30.0,
+                 env_file: Path = ENV_FILE) -> None:
         self.project = project
+        self.env_file = env_file  # what the stack was started with: its ports and credentials
         self.docker = docker
         self.exec_timeout = exec_timeout
         self._containers: dict[str, dict[str, Any]] | None = None  # compose service -> docker inspect
@@ -184,3 +195,133 @@ class ComposeTarget(Target):
             replicas={name: status == "healthy"},
             detail=f"container {name} health: {status}",
         )
+
+    # -- serving state -------------------------------------------------------------------------------
+    def states(self) -> dict[str, tuple[str, str, str]]:
+        """compose service -> (container name, state, health) for every container of the project, stopped ones
+        too (a running one wins over an exited one of the same service)."""
+        fmt = "{{.Label \"" + SERVICE_LABEL + "\"}}\t{{.Names}}\t{{.State}}\t{{.Status}}"
+        proc = self._run(["ps", "-a", "--filter", f"label={PROJECT_LABEL}={self.project}", "--format", fmt])
+        states: dict[str, tuple[str, str, str]] = {}
+        for row in proc.stdout.splitlines():
+            parts = row.split("\t")
+            if len(parts) == 4 and parts[0]:
+                health = "healthy" if "(healthy)" in parts[3] else "unhealthy" if "unhealthy" in parts[3] else (
+                    "starting" if "health: starting" in parts[3] else "none")
+                if parts[0] not in states or parts[2] == "running":
+                    states[parts[0]] = (parts[1], parts[2], health)
+        return states
+
+    def serving(self, services: Sequence[Any]) -> Serving:
+        states = self.states()
+        found: list[ServiceState] = []
+        for svc in services:
+            state = states.get(svc.compose)
+            if state is None:
+                found.append(ServiceState(svc.key, "FAIL", f"compose service {svc.compose} has no container",
+                                          f"docker compose -p {self.project} --env-file .env.local -f "
+                                          f"compose/docker-compose.yml up -d {svc.compose}"))
+            elif state[1] != "running":
+                found.append(ServiceState(svc.key, "FAIL", f"{state[0]} is {state[1]}",
+                                          f"docker start {state[0]}\n{self.logs_command(svc.key)}"))
+            elif state[2] in ("unhealthy", "starting"):
+                found.append(ServiceState(svc.key, "WARN", f"{state[0]} is running but {state[2]}",
+                                          f"docker inspect --format '{{{{json .State.Health}}}}' {state[0]}\n"
+                                          f"{self.logs_command(svc.key)}"))
+            else:
+                found.append(ServiceState(svc.key, "OK", f"{state[0]} is running", label=svc.compose))
+        good = [s.label for s in found if s.level == "OK"]
+        return Serving("services", tuple(found), f"{len(good)} containers running and healthy ({', '.join(good)})")
+
+    def served_tls(self) -> ServedTls | None:
+        """The certificate files the TLS front mounts (compose service sb_ingress, /etc/nginx/tls <- infra/tls/);
+        None when the front is not running (dev serves plain HTTP without it)."""
+        try:
+            mounts = self.container(TLS_FRONT.key).get("Mounts") or []
+        except ProbeError:
+            return None
+        source = next((m.get("Source") for m in mounts if m.get("Destination") == TLS_DIR), None)
+        if not source:
+            return ServedTls(f"{TLS_FRONT.compose}:{TLS_DIR}", None, None, self.status_command(TLS_FRONT.key),
+                             problem=f"{TLS_FRONT.compose} mounts nothing at {TLS_DIR} "
+                                     "(compose/docker-compose.yml: ../infra/tls)")
+        crt, key = Path(source) / f"{TLS_HOST}.crt", Path(source) / f"{TLS_HOST}.key"
+        return ServedTls(f"{TLS_FRONT.compose}:{TLS_DIR} ({source})", crt.read_bytes() if crt.is_file() else None,
+                         key.read_bytes() if key.is_file() else None, f"openssl x509 -in {crt} -text -noout")
+
+    # -- configuration -------------------------------------------------------------------------------
+    def secret_store(self, name: str) -> SecretStore:
+        if name not in ENV_FILE_SECRETS:
+            raise ProbeError(f"the dev stack keeps no Secret {name!r} in {self.env_file} "
+                             f"(it keeps {sorted(ENV_FILE_SECRETS)})")
+        return EnvFileSecret(self.env_file, ENV_FILE_SECRETS[name])
+
+    def _up_command(self, workloads: Sequence[str]) -> list[str]:
+        return ["docker", "compose", "-p", self.project, "--env-file", str(self.env_file),
+                "-f", str(REPO / "compose/docker-compose.yml"), "-f", str(REPO / "compose/docker-compose.airgap.yml"),
+                "up", "-d", "--no-deps", "--no-build", "--wait", *(self._service(w) for w in workloads)]
+
+    def roll(self, workloads: Sequence[str], timeout: float) -> list[str]:
+        """`docker compose up -d --no-deps --wait`: recreates each container whose configuration (the env file's
+        values in it) changed, and waits for its healthcheck."""
+        cmd = self._up_command(workloads)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return [f"`docker compose ... up` did not finish within {timeout:.0f} s"]
+        self.containers(refresh=True)
+        if proc.returncode != 0:
+            return [f"`docker compose ... up` failed: {proc.stderr.strip()[-400:]}"]
+        return []
+
+    def roll_command(self, workloads: Sequence[str]) -> str:
+        return (f"docker compose -p {self.project} --env-file {self.env_file} -f compose/docker-compose.yml "
+                f"up -d --no-deps --wait {' '.join(self._service(w) for w in workloads)}")
+
+    # -- the next commands ---------------------------------------------------------------------------
+    def _compose(self) -> str:
+        return f"docker compose -p {self.project}"
+
+    def logs_command(self, key: str) -> str:
+        return f"{self._compose()} logs --tail 50 {self._service(key)}"
+
+    def restart_command(self, key: str) -> str:
+        return f"{self._compose()} restart {self._service(key)}"
+
+    def status_command(self, key: str | None = None) -> str:
+        return f"{self._compose()} ps -a" + (f" {self._service(key)}" if key else "")
+
+    def exec_command(self, workload: str, argv: str) -> str:
+        try:
+            name = str(self.container(workload)["Name"]).lstrip("/")
+        except ProbeError:
+            name = f"{self.project}-{self._service(workload)}-1"
+        return f"docker exec -it {shlex.quote(name)} {argv}"
+
+
+class EnvFileSecret(SecretStore):
+    """A Secret's keys in the compose env file, under the env file's names (conformance.expectations
+    .ENV_FILE_SECRETS); compose passes them into the services' environment when they are recreated."""
+
+    def __init__(self, path: Path, keys: Mapping[str, str]) -> None:
+        self.path, self.keys = path, keys
+        self.where = str(path)
+
+    def key_name(self, key: str) -> str:
+        return self.keys[key]
+
+    def read(self) -> dict[str, str]:
+        values = read_env_file(self.path)
+        return {ours: values[theirs] for ours, theirs in self.keys.items() if theirs in values}
+
+    def write(self, changes: Mapping[str, str | None]) -> None:
+        """Set or remove KEY=VALUE lines, keeping every other line; atomic (a temporary file renamed over the
+        file), so a failed write leaves it as it was."""
+        named = {self.keys[key]: value for key, value in changes.items()}
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        out = [line for line in lines if line.partition("=")[0] not in named]
+        out += [f"{key}={value}" for key, value in named.items() if value is not None]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
+        tmp.chmod(self.path.stat().st_mode & 0o777)
+        tmp.replace(self.path)

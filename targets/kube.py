@@ -17,12 +17,15 @@ check_reachable). Writes: pods/ephemeralcontainers, pods/exec.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
+from conformance.expectations import TLS_SECRET, TLS_SECRET_TYPE
 from conformance.inventory import BY_KEY, NAMESPACE
 from conformance.loaders.units import k8s_quantity
 from targets.base import (
@@ -31,6 +34,10 @@ from targets.base import (
     Probe,
     ProbeError,
     ProbeResult,
+    SecretStore,
+    ServedTls,
+    ServiceState,
+    Serving,
     Target,
     TargetUnreachable,
     WorkloadSpec,
@@ -420,6 +427,121 @@ class KubeTarget(Target):
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = f"<secret {ref['name']}/{ref['key']}>"
         return env
+
+    # -- serving state -------------------------------------------------------------------------------
+    def serving(self, services: Sequence[Any]) -> Serving:
+        from kubernetes.client.exceptions import ApiException
+
+        found: list[ServiceState] = []
+        for svc in services:
+            name = svc.k8s_service
+            if name is None:
+                continue
+            try:
+                doc = self.endpoints(name)
+            except ApiException as exc:
+                found.append(ServiceState(svc.key, "FAIL", f"Service {name}: no Endpoints object ({exc.reason})",
+                                          f"kubectl get svc,endpoints {name} -n {self.namespace}"))
+                continue
+            ready = tuple(str(a.get("ip")) for s in doc.get("subsets") or [] for a in s.get("addresses") or [])
+            unready = sum(len(s.get("notReadyAddresses") or []) for s in doc.get("subsets") or [])
+            if ready:
+                found.append(ServiceState(svc.key, "OK", f"Service {name} has {len(ready)} ready endpoint(s)",
+                                          label=f"{name}({len(ready)})", addresses=ready))
+            else:
+                why = f"{unready} not-ready pod(s)" if unready else "no pod matches its selector"
+                found.append(ServiceState(svc.key, "FAIL", f"Service {name} has no ready endpoints: {why}",
+                                          f"{self.status_command(svc.key)}\n"
+                                          f"kubectl describe pods -n {self.namespace} -l app={svc.workload}"))
+        good = [s.label for s in found if s.level == "OK"]
+        return Serving("endpoints", tuple(found), f"every Service has ready endpoints: {', '.join(good)}")
+
+    def served_tls(self) -> ServedTls:
+        """Secret somabrain-tls of the namespace, which the Ingress names."""
+        where, show = f"Secret {TLS_SECRET}", f"kubectl get secret {TLS_SECRET} -n {self.namespace} -o yaml"
+        secret = self.secret(TLS_SECRET)
+        if secret is None:
+            return ServedTls(where, None, None, show, f"Secret {TLS_SECRET} does not exist in {self.namespace}")
+        if secret.get("type") != TLS_SECRET_TYPE:
+            return ServedTls(where, None, None, show, f"Secret {TLS_SECRET} has type {secret.get('type')!r}, not "
+                             f"{TLS_SECRET_TYPE}", secret)
+        data = secret.get("data") or {}
+        try:
+            cert = base64.b64decode(data["tls.crt"]) if "tls.crt" in data else None
+            key = base64.b64decode(data["tls.key"]) if "tls.key" in data else None
+        except (binascii.Error, ValueError):
+            return ServedTls(where, None, None, show, f"Secret {TLS_SECRET}: tls.crt or tls.key is not base64",
+                             secret)
+        problem = "" if cert is not None and key is not None else \
+            f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})"
+        return ServedTls(where, cert, key, show, problem, secret)
+
+    # -- configuration -------------------------------------------------------------------------------
+    def secret_store(self, name: str) -> SecretStore:
+        return KubeSecret(self, name)
+
+    def roll(self, workloads: Sequence[str], timeout: float) -> list[str]:
+        """`kubectl rollout restart` of each workload's Deployment, then `rollout status` until no old pod serves
+        (targets.kube_rollout)."""
+        from targets.kube_api import KubeError
+        from targets.kube_rollout import restart
+
+        names = tuple(self._workload_ref(w).partition("/")[2] for w in workloads)
+        try:
+            return restart(self, names, timeout)
+        except KubeError as exc:
+            return [str(exc)]
+
+    def roll_command(self, workloads: Sequence[str]) -> str:
+        return f"kubectl rollout restart {' '.join(self._workload_ref(w) for w in workloads)} -n {self.namespace}"
+
+    # -- the next commands ---------------------------------------------------------------------------
+    def _workload_ref(self, key: str) -> str:
+        """`deployment/sb-redis`, `statefulset/postgres`: the workload of a service prod runs in the cluster."""
+        svc = BY_KEY.get(key)
+        prod = svc.in_cluster if svc else None
+        return prod.ref if prod else f"deployment/{key}"
+
+    def logs_command(self, key: str) -> str:
+        return f"kubectl logs {self._workload_ref(key)} -n {self.namespace} --tail 50"
+
+    def restart_command(self, key: str) -> str:
+        return f"kubectl rollout restart {self._workload_ref(key)} -n {self.namespace}"
+
+    def status_command(self, key: str | None = None) -> str:
+        service = BY_KEY[key].k8s_service if key and key in BY_KEY else None
+        return f"kubectl get endpoints {service} -n {self.namespace}" if service else \
+            f"kubectl get endpoints -n {self.namespace}"
+
+    def exec_command(self, workload: str, argv: str) -> str:
+        return f"kubectl exec -it {self._workload_ref(workload)} -n {self.namespace} -- {argv}"
+
+
+class KubeSecret(SecretStore):
+    """A Secret of the namespace, read with one GET, written with a JSON merge PATCH of `data`, unconditional: the
+    keys written do not depend on the rest of the Secret, so another key changed meanwhile is kept by the
+    server-side merge and is no reason to fail (a 409 is retried, targets.kube_api.retry_conflicts)."""
+
+    def __init__(self, target: KubeTarget, name: str) -> None:
+        self.target, self.name = target, name
+        self.where = f"Secret {name}"
+
+    def key_name(self, key: str) -> str:
+        return key
+
+    def read(self) -> dict[str, str]:
+        from targets.kube_api import get, secret_path
+
+        data = get(self.target, secret_path(self.target, self.name)).get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    def write(self, changes: Mapping[str, str | None]) -> None:
+        from targets.kube_api import merge_patch, retry_conflicts, secret_path
+
+        data = {key: None if value is None else base64.b64encode(value.encode()).decode()
+                for key, value in changes.items()}
+        retry_conflicts(lambda: merge_patch(self.target, secret_path(self.target, self.name), {"data": data}),
+                        f"update of Secret {self.name} keys {', '.join(changes)}")
 
 
 def pick_serving(pods: list[dict[str, Any]], workload: str, namespace: str) -> tuple[str, str]:

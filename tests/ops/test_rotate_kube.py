@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ops import rotate
 from targets.kube import KubeTarget
 from targets.kube_api import CONFLICT_ATTEMPTS
+from targets.kube_rollout import RESTARTED_AT
 from tests.ops.conftest import REPO, Cluster
 from tests.targets.kube_fake import WritableCluster, _status, _wire, _WritableHandler
 
@@ -206,7 +207,7 @@ def test_restart_is_a_strategic_merge_patch_of_the_template_annotation(
     for name in rotate.APPS:
         after = deployment(cluster, name)
         annotations = after["spec"]["template"]["metadata"]["annotations"]
-        assert set(annotations) == {rotate.RESTARTED_AT}
+        assert set(annotations) == {RESTARTED_AT}
         template = copy.deepcopy(after["spec"]["template"])
         del template["metadata"]["annotations"]
         assert template == before[name]["spec"]["template"]  # nothing else of the template changed
@@ -224,7 +225,7 @@ def test_a_409_on_the_first_attempt_is_retried_and_succeeds(
     assert rotate.kube_restart(target, ("somabrain",), 30) == []
 
     assert [path.rsplit("/", 1)[1] for _, path, _ in patches.writes()] == ["somabrain", "somabrain"]
-    assert rotate.RESTARTED_AT in deployment(cluster, "somabrain")["spec"]["template"]["metadata"]["annotations"]
+    assert RESTARTED_AT in deployment(cluster, "somabrain")["spec"]["template"]["metadata"]["annotations"]
     assert deployment(cluster, "somabrain")["metadata"]["generation"] == 2
 
 

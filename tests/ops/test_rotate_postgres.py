@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from ops import rotate
+from targets import kube_api
 from targets.base import ExecResult
-from targets.compose import ComposeTarget
+from targets.compose import ComposeTarget, EnvFileSecret
 from targets.envfile import read_env_file
 from targets.kube import KubeTarget
 from targets.kube_api import CONFLICT_ATTEMPTS
@@ -113,7 +114,7 @@ def prod(cluster: Cluster) -> list[str]:
 def fail_secret_writes(monkeypatch: pytest.MonkeyPatch, patches: FakePatches, first: int, count: int = 1) -> None:
     """From write `first` (counted from 1) of Secret somabrain-postgres-app, `count` writes meet 409 on every attempt
     and give up."""
-    real = rotate.merge_patch
+    real = kube_api.merge_patch
     seen = [0]
 
     def merge_patch(target: Any, path: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def fail_secret_writes(monkeypatch: pytest.MonkeyPatch, patches: FakePatches, fi
                 patches.conflicts["secrets/somabrain-postgres-app"] = CONFLICT_ATTEMPTS * count
         return real(target, path, changes)
 
-    monkeypatch.setattr(rotate, "merge_patch", merge_patch)
+    monkeypatch.setattr(kube_api, "merge_patch", merge_patch)  # what KubeSecret.write calls
 
 
 # --- prod: Secret somabrain-postgres-app ----------------------------------------------------------------
@@ -229,9 +230,9 @@ def env_file(tmp_path: Path) -> Path:
 
 def dev_rotate(env_file: Path) -> int:
     """rotate_postgres as main runs it for --env dev, without the reachability check (no Docker here)."""
-    target = ComposeTarget("sbtest")
+    target = ComposeTarget("sbtest", env_file=env_file)
     try:
-        return rotate.rotate_postgres(target, rotate.EnvFileStore(target, env_file), 30, "somabrain rotate again")
+        return rotate.rotate_postgres(target, rotate.PasswordStore.of(target), 30, "somabrain rotate again")
     except rotate.OpsError as exc:
         print(exc)
         return exc.code
@@ -243,18 +244,19 @@ def test_dev_each_failure_leaves_the_env_file_and_the_role_agreeing_and_a_rerun_
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The compose side of each failure point: the env file write of step 1 or 3 fails (a full disk), ALTER ROLE
     fails, or `docker compose up` does (its first run only; the roll back then works)."""
-    real_write, rolls = rotate.write_env_values, [["`docker compose -p sbtest ... up` failed: unhealthy"]]
+    real_write, rolls = EnvFileSecret.write, [["`docker compose -p sbtest ... up` failed: unhealthy"]]
 
-    def write(path: Path, changes: dict[str, str | None]) -> None:
-        pending = "POSTGRES_APP_PASSWORD_PENDING"  # the env file's names for the runtime role's keys
-        if (failing == "stage" and pending in changes) or (failing == "promote" and "POSTGRES_APP_PASSWORD"
+    def write(self: EnvFileSecret, changes: dict[str, str | None]) -> None:
+        pending = rotate.PENDING  # the Secret's names, which the store maps to the env file's
+        if (failing == "stage" and pending in changes) or (failing == "promote" and "POSTGRES_PASSWORD"
                                                             in changes and changes[pending] is None):
             raise OSError(28, "No space left on device")
-        real_write(path, changes)
+        real_write(self, changes)
 
-    monkeypatch.setattr(rotate, "write_env_values", write)
-    monkeypatch.setattr(rotate, "compose_roll", lambda target, path, timeout:
+    monkeypatch.setattr(EnvFileSecret, "write", write)
+    monkeypatch.setattr(ComposeTarget, "roll", lambda self, workloads, timeout:
                         rolls.pop() if failing == "rollout" and rolls else [])
+    monkeypatch.setattr(rotate, "readiness_failures", lambda target: [])  # no stack here: the writes are tested
     if failing == "alter-role":
         psql_runs.append(False)
 
@@ -265,7 +267,7 @@ def test_dev_each_failure_leaves_the_env_file_and_the_role_agreeing_and_a_rerun_
     assert_agree(database, {"POSTGRES_PASSWORD": values["POSTGRES_APP_PASSWORD"]}, "no-such-password")
     assert "next: somabrain rotate again" in capsys.readouterr().out
 
-    monkeypatch.setattr(rotate, "write_env_values", real_write)
+    monkeypatch.setattr(EnvFileSecret, "write", real_write)
     assert dev_rotate(env_file) == 0
     values = read_env_file(env_file)
     assert values["POSTGRES_PASSWORD"] == SUPERUSER_PASSWORD and "POSTGRES_APP_PASSWORD_PENDING" not in values

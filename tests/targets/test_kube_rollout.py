@@ -1,10 +1,10 @@
-"""`kubectl rollout status` rules of ops.rollout_status, on Deployment objects as the API returns them."""
+"""`kubectl rollout status` rules of targets.kube_rollout, on Deployment objects as the API returns them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ops.rollout_status import rollout_state
+from targets.kube_rollout import rollout_state
 
 
 def deployment(generation: int, observed: int, **status: Any) -> dict[str, Any]:
