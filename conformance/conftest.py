@@ -20,7 +20,7 @@ import pytest
 from conformance.expectations import TLS_MIN_DAYS_DEFAULT
 from conformance.inventory import API, NAMESPACE, TLS_FRONT, Service
 from conformance.report import DIMENSIONS, CheckEntry, Report
-from targets.base import ProbeError, Target, TargetUnreachable
+from targets.base import Target, TargetUnreachable
 from targets.compose import ComposeTarget
 from targets.envfile import compose_project
 from targets.kube import KubeTarget
@@ -157,17 +157,19 @@ def build_settings(config: pytest.Config, target: Target) -> Settings:
     notes: list[str] = []
     pin_resolution(config.getoption("--resolve"))
     base_url = config.getoption("--base-url")
-    if base_url is None and isinstance(target, ComposeTarget) and not config.option.collectonly:
-        port = target.published_port(API.key, API.port)
-        if port is None:
-            notes.append(f"somabrain:{API.port} is not published on 127.0.0.1; the API checks use port {API.port}")
-        base_url = f"http://127.0.0.1:{port or API.port}"
+    if base_url is None and not config.option.collectonly:
+        api = target.local_endpoint(API.key, API.port)
+        if api.address is None:
+            notes.append(f"{api.note or f'{API.key}:{API.port} has no address on this host'}; the API checks use "
+                         f"port {API.port}")
+        base_url = f"http://{api.address or f'127.0.0.1:{API.port}'}"
     base_url = base_url or f"http://127.0.0.1:{API.port}"
     tls_endpoint = config.getoption("--tls-endpoint")
-    if tls_endpoint is None and env == "prod":
-        tls_endpoint = "127.0.0.1:9999"
-    if tls_endpoint is None and isinstance(target, ComposeTarget) and not config.option.collectonly:
-        tls_endpoint = dev_tls_endpoint(target, notes)
+    if tls_endpoint is None and not config.option.collectonly:
+        front = target.local_endpoint(TLS_FRONT.key, TLS_FRONT.port)
+        if front.note:
+            notes.append(f"{front.note}; no TLS endpoint")
+        tls_endpoint = front.address
     key = config.getoption("--jwt-private-key")
     default_key = REPO / ".run" / "jwt" / "jwt_priv.pem"
     policy = config.getoption("--netpol-policy")
@@ -184,18 +186,6 @@ def build_settings(config: pytest.Config, target: Target) -> Settings:
         api_examples=config.getoption("--api-examples"),
         notes=notes,
     )
-
-
-def dev_tls_endpoint(target: ComposeTarget, notes: list[str]) -> str | None:
-    """127.0.0.1:<published port> of the compose TLS front, or None when it does not run (or is not published)."""
-    try:
-        port = target.published_port(TLS_FRONT.key, TLS_FRONT.port)
-    except ProbeError:
-        return None
-    if port is None:
-        notes.append(f"{TLS_FRONT.compose}:{TLS_FRONT.port} runs but is not published on 127.0.0.1; no TLS endpoint")
-        return None
-    return f"127.0.0.1:{port}"
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------

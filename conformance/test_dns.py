@@ -15,7 +15,6 @@ import pytest
 from conformance.conftest import Check
 from conformance.inventory import API, SEED, Service
 from targets.base import Probe, ResolveResult, Target, TcpResult
-from targets.kube import KubeTarget
 
 pytestmark = pytest.mark.dns
 CHECKED = [s for s in SEED if s.key != API.key]  # seen from the API workload
@@ -70,12 +69,10 @@ def test_accepts_tcp(service: Service, env: str, dns_probes: dict[str, Any], che
 @pytest.mark.environments("prod")
 @pytest.mark.parametrize("service", CHECKED, ids=lambda s: s.key)
 def test_endpoints_not_empty(service: Service, env: str, target: Target, check: Check) -> None:
-    if env != "prod" or not isinstance(target, KubeTarget):
-        pytest.skip("Endpoints exist only in Kubernetes (compose: the container check is test_accepts_tcp)")
+    """prod only (the environments mark deselects it in dev, where the container check is test_accepts_tcp)."""
     _skip_outside(service, env)
-    assert service.k8s_service is not None
-    endpoints = target.endpoints(service.k8s_service)
-    ready = [a.get("ip") for subset in endpoints.get("subsets") or [] for a in subset.get("addresses") or []]
+    state, = target.serving([service]).states
     check.expected = {"service": service.k8s_service, "ready_addresses": ">= 1"}
-    check.observed = {"service": service.k8s_service, "ready_addresses": ready}
-    assert ready, f"Service {service.k8s_service} has no ready endpoint addresses (its pods are missing or not Ready)"
+    check.observed = {"service": service.k8s_service, "ready_addresses": list(state.addresses),
+                      "state": state.message}
+    assert state.addresses, f"{state.message} (its pods are missing or not Ready)"

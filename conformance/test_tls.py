@@ -10,9 +10,8 @@ its published port (INGRESS_HOST_PORT); when it does not run, these checks are s
 
 from __future__ import annotations
 
-import base64
 import warnings
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -20,9 +19,7 @@ import pytest
 from conformance.conftest import Check, Settings
 from conformance.expectations import TLS_ACCEPTED, TLS_HOST, TLS_REFUSED, TLS_SECRET, TLS_SECRET_TYPE
 from conformance.inventory import TLS_FRONT
-from targets.base import ProbeError, Target
-from targets.compose import ComposeTarget
-from targets.kube import KubeTarget
+from targets.base import ServedTls, Target
 from targets.tls import CertificateObservation, handshake, key_matches_certificate, observe_certificate
 from targets.tls import san_covers as covers
 
@@ -30,7 +27,6 @@ pytestmark = pytest.mark.tls
 DEV_SKIP = (f"dev: no TLS front in dev: the compose service {TLS_FRONT.compose} (the mirror of the Ingress) is not "
             "running in this project, so there is no endpoint to check; start it with scripts/stack.sh up, or pass "
             "--tls-endpoint HOST:PORT to check another TLS front")
-DEV_TLS_DIR = "/etc/nginx/tls"  # where sb_ingress mounts infra/tls/
 
 
 @pytest.fixture(scope="session")
@@ -91,50 +87,36 @@ def test_protocol(version: str, endpoint: tuple[str, int], check: Check) -> None
 
 
 @pytest.fixture(scope="session")
-def tls_secret(target: Target, tls_secret_or_none: dict[str, Any] | None) -> dict[str, Any]:
-    if tls_secret_or_none is None:
+def served(target: Target) -> ServedTls | None:
+    """Where the environment serves TLS from: prod Secret somabrain-tls; dev the files the TLS front mounts
+    (compose service sb_ingress, /etc/nginx/tls <- infra/tls/); None when the dev front is not running."""
+    return target.served_tls()
+
+
+@pytest.fixture(scope="session")
+def tls_secret(served: ServedTls | None) -> Mapping[str, Any]:
+    if served is None or (served.document is None and not served.problem):
         pytest.skip("dev: there are no Kubernetes Secrets in compose (the certificate files are infra/tls/)")
-    return tls_secret_or_none
+    if served.document is None:
+        pytest.fail(f"{served.problem}: run scripts/setup_ingress_tls.sh")
+    return served.document
 
 
 @pytest.mark.environments("prod")
-def test_secret_type(tls_secret: dict[str, Any], check: Check) -> None:
+def test_secret_type(tls_secret: Mapping[str, Any], check: Check) -> None:
     check.expected = {"type": TLS_SECRET_TYPE}
     check.observed = {"type": tls_secret.get("type"), "keys": sorted(tls_secret.get("data") or {})}
     assert tls_secret.get("type") == TLS_SECRET_TYPE, f"Secret {TLS_SECRET} is of type {tls_secret.get('type')!r}"
 
 
 @pytest.fixture(scope="session")
-def tls_key_pair(target: Target, tls_secret_or_none: dict[str, Any] | None) -> tuple[str, bytes | None, bytes | None]:
-    """(where, certificate PEM, key PEM): prod from Secret somabrain-tls; dev from the files the TLS front mounts
-    (compose service sb_ingress, /etc/nginx/tls <- infra/tls/)."""
-    if isinstance(target, KubeTarget):
-        data = (tls_secret_or_none or {}).get("data") or {}
-        if "tls.crt" not in data or "tls.key" not in data:
-            pytest.fail(f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})")
-        return f"Secret {TLS_SECRET}", base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
-    if not isinstance(target, ComposeTarget):
+def tls_key_pair(served: ServedTls | None) -> tuple[str, bytes | None, bytes | None]:
+    """(where, certificate PEM, key PEM) of what the environment serves."""
+    if served is None:
         pytest.skip(DEV_SKIP)
-    try:
-        mounts = target.container(TLS_FRONT.key).get("Mounts") or []
-    except ProbeError:
-        pytest.skip(DEV_SKIP)
-    source = next((m.get("Source") for m in mounts if m.get("Destination") == DEV_TLS_DIR), None)
-    if not source:
-        pytest.fail(f"{TLS_FRONT.compose} mounts nothing at {DEV_TLS_DIR} (compose/docker-compose.yml: ../infra/tls)")
-    crt, key = Path(source) / f"{TLS_HOST}.crt", Path(source) / f"{TLS_HOST}.key"
-    return (f"{TLS_FRONT.compose}:{DEV_TLS_DIR} ({source})", crt.read_bytes() if crt.is_file() else None,
-            key.read_bytes() if key.is_file() else None)
-
-
-@pytest.fixture(scope="session")
-def tls_secret_or_none(target: Target) -> dict[str, Any] | None:
-    if not isinstance(target, KubeTarget):
-        return None
-    secret = target.secret(TLS_SECRET)
-    if secret is None:
-        pytest.fail(f"Secret {TLS_SECRET} does not exist in {target.namespace}: run scripts/setup_ingress_tls.sh")
-    return secret
+    if served.problem and (served.cert_pem is None or served.key_pem is None):
+        pytest.fail(served.problem)
+    return served.where, served.cert_pem, served.key_pem
 
 
 def test_secret_key_matches_certificate(tls_key_pair: tuple[str, bytes | None, bytes | None], check: Check) -> None:

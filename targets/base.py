@@ -180,6 +180,15 @@ class ServedTls:
     document: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class LocalEndpoint:
+    """Where a client on this host reaches a workload's port: `address` ("127.0.0.1:PORT") or None, and a note
+    saying why there is none when that is worth telling (it runs, but nothing publishes it)."""
+
+    address: str | None
+    note: str = ""
+
+
 class SecretStore(ABC):
     """One operator Secret's keys where the environment keeps them (the Secret itself; the env file), read and
     written under the Secret's key names."""
@@ -233,6 +242,10 @@ class Target(ABC):
     @abstractmethod
     def declared(self, workload: str) -> WorkloadSpec:
         """The workload's declared resources, probes and environment, with its replicas' readiness."""
+
+    @abstractmethod
+    def local_endpoint(self, workload: str, port: int) -> LocalEndpoint:
+        """Where a client on this host reaches `port` of `workload` (the API, the TLS front)."""
 
     @abstractmethod
     def serving(self, services: Sequence[Any]) -> Serving:

@@ -23,6 +23,7 @@ from conformance.inventory import API, BY_KEY, TLS_FRONT
 from targets.base import (
     PROBE_SCRIPT,
     ExecResult,
+    LocalEndpoint,
     Probe,
     ProbeError,
     ProbeResult,
@@ -131,6 +132,17 @@ class ComposeTarget(Target):
             if binding.get("HostIp") in ("127.0.0.1", "0.0.0.0", ""):
                 return int(binding["HostPort"])
         return None
+
+    def local_endpoint(self, workload: str, port: int) -> LocalEndpoint:
+        """127.0.0.1 and the port compose publishes `port` on; none when the workload does not run (nothing to
+        say) or runs unpublished (noted)."""
+        try:
+            published = self.published_port(workload, port)
+        except ProbeError:
+            return LocalEndpoint(None)
+        if published is None:
+            return LocalEndpoint(None, f"{self._service(workload)}:{port} runs but is not published on 127.0.0.1")
+        return LocalEndpoint(f"127.0.0.1:{published}")
 
     # -- probes --------------------------------------------------------------------------------------
     def run_probes(self, workload: str, probes: Sequence[Probe]) -> list[ProbeResult]:

@@ -25,12 +25,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
-from conformance.expectations import TLS_SECRET, TLS_SECRET_TYPE
-from conformance.inventory import BY_KEY, NAMESPACE
+from conformance.expectations import PUBLIC_PORT, TLS_SECRET, TLS_SECRET_TYPE
+from conformance.inventory import API, BY_KEY, NAMESPACE, TLS_FRONT
 from conformance.loaders.units import k8s_quantity
 from targets.base import (
     PROBE_SCRIPT,
     ExecResult,
+    LocalEndpoint,
     Probe,
     ProbeError,
     ProbeResult,
@@ -243,6 +244,15 @@ class KubeTarget(Target):
 
     def workload_names(self) -> list[str]:
         return [s.key for s in BY_KEY.values() if s.workload and self.workload_object(s.key) is not None]
+
+    def local_endpoint(self, workload: str, port: int) -> LocalEndpoint:
+        """The API on 127.0.0.1:9696 (scripts/port_forward.sh), the TLS front (the Ingress) on 127.0.0.1:9999 (the
+        kind ingress controller's host port); nothing else of the cluster is reachable from this host."""
+        if workload == API.key:
+            return LocalEndpoint(f"127.0.0.1:{API.port}")
+        if workload == TLS_FRONT.key:
+            return LocalEndpoint(f"127.0.0.1:{PUBLIC_PORT}")
+        return LocalEndpoint(None, f"{workload}:{port} is reachable only inside the cluster")
 
     # -- probes --------------------------------------------------------------------------------------
     @contextmanager
@@ -462,9 +472,6 @@ class KubeTarget(Target):
         secret = self.secret(TLS_SECRET)
         if secret is None:
             return ServedTls(where, None, None, show, f"Secret {TLS_SECRET} does not exist in {self.namespace}")
-        if secret.get("type") != TLS_SECRET_TYPE:
-            return ServedTls(where, None, None, show, f"Secret {TLS_SECRET} has type {secret.get('type')!r}, not "
-                             f"{TLS_SECRET_TYPE}", secret)
         data = secret.get("data") or {}
         try:
             cert = base64.b64decode(data["tls.crt"]) if "tls.crt" in data else None
@@ -472,8 +479,12 @@ class KubeTarget(Target):
         except (binascii.Error, ValueError):
             return ServedTls(where, None, None, show, f"Secret {TLS_SECRET}: tls.crt or tls.key is not base64",
                              secret)
-        problem = "" if cert is not None and key is not None else \
-            f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})"
+        if secret.get("type") != TLS_SECRET_TYPE:
+            problem = f"Secret {TLS_SECRET} has type {secret.get('type')!r}, not {TLS_SECRET_TYPE}"
+        elif cert is None or key is None:
+            problem = f"Secret {TLS_SECRET} lacks tls.crt/tls.key (has {sorted(data)})"
+        else:
+            problem = ""
         return ServedTls(where, cert, key, show, problem, secret)
 
     # -- configuration -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""The dev TLS endpoint the conformance suite derives from a compose project: 127.0.0.1 and the port published for
-sb_ingress:8443 when the front runs, else none (the TLS checks then skip by name). Real containers, labelled as a
-compose project of this test's own (an nginx image from the local store, idling on its default config). Marked
-`live` (`make live`, after `make up`, which leaves one of the images there): without Docker or either image it fails."""
+"""ComposeTarget.local_endpoint, which gives the conformance suite its dev TLS endpoint: 127.0.0.1 and the port
+published for sb_ingress:8443 when the front runs, else none (the TLS checks then skip by name). Real containers,
+labelled as a compose project of this test's own (an nginx image from the local store, idling on its default
+config). Marked `live` (`make live`, after `make up`, which leaves one of the images there): without Docker or
+either image it fails."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conformance.conftest import dev_tls_endpoint
+from conformance.inventory import TLS_FRONT
+from targets.base import LocalEndpoint
 from targets.compose import ComposeTarget
 
 IMAGES = ("nginx:1.27-alpine", "somabrain-airgap/nginx:local")
@@ -50,9 +52,7 @@ def _run(project: str, service: str, image: str, *extra: str) -> None:
 def test_no_front_means_no_endpoint(project: tuple[str, str]) -> None:
     name, image = project
     _run(name, "somabrain", image)
-    notes: list[str] = []
-    assert dev_tls_endpoint(ComposeTarget(name), notes) is None
-    assert notes == []
+    assert ComposeTarget(name).local_endpoint(TLS_FRONT.key, TLS_FRONT.port) == LocalEndpoint(None, "")
 
 
 def test_the_published_port_of_the_front(project: tuple[str, str]) -> None:
@@ -60,12 +60,11 @@ def test_the_published_port_of_the_front(project: tuple[str, str]) -> None:
     _run(name, "sb_ingress", image, "-p", "127.0.0.1::8443")
     port = int(_docker("port", _docker("ps", "-q", "--filter", f"label=com.docker.compose.project={name}")
                        .stdout.split()[0], "8443/tcp").stdout.strip().rsplit(":", 1)[1])
-    assert dev_tls_endpoint(ComposeTarget(name), []) == f"127.0.0.1:{port}"
+    assert ComposeTarget(name).local_endpoint(TLS_FRONT.key, TLS_FRONT.port) == LocalEndpoint(f"127.0.0.1:{port}")
 
 
 def test_an_unpublished_front_is_noted(project: tuple[str, str]) -> None:
     name, image = project
     _run(name, "sb_ingress", image)
-    notes: list[str] = []
-    assert dev_tls_endpoint(ComposeTarget(name), notes) is None
-    assert notes and "not published" in notes[0]
+    found = ComposeTarget(name).local_endpoint(TLS_FRONT.key, TLS_FRONT.port)
+    assert found.address is None and found.note == "sb_ingress:8443 runs but is not published on 127.0.0.1"
