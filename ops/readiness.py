@@ -3,7 +3,7 @@ requirement of the seed holds, /readyz answers 200, and every workload of the gu
 SEED) that the environment runs is Ready.
 
 The rules are the conformance suite's own (conformance.expectations: HEALTH_EXACT, READINESS), read from inside
-the API workload through the same target layer; conformance/test_readiness.py asserts the same things as tests.
+the API workload through the same target layer; conformance/live/test_readiness.py asserts the same things as tests.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conformance.report import validate
+from conformance.live.report import validate
 from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl
 from tests.cluster.scratch import apply
 from tests.targets.conftest import Cert, make_cert, tls_secret

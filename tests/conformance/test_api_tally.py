@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from schemathesis.core.failures import Failure, FailureGroup
 
-from conformance.api_tally import ApiTally
+from conformance.live.api_tally import ApiTally
 
 
 def failure(title: str) -> Failure:

@@ -60,4 +60,4 @@ def test_marks_select_one_dimension(tmp_path: Path) -> None:
                      "--collect-only", "-q")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     collected = [line for line in proc.stdout.splitlines() if "::" in line]
-    assert collected and all(line.startswith("conformance/test_tls.py::") for line in collected)
+    assert collected and all(line.startswith("conformance/live/test_tls.py::") for line in collected)

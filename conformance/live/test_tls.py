@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from conformance.conftest import Check, Settings
 from conformance.expectations import TLS_ACCEPTED, TLS_HOST, TLS_REFUSED, TLS_SECRET, TLS_SECRET_TYPE
 from conformance.inventory import TLS_FRONT
+from conformance.live.plugin import Check, Settings
 from targets.base import ServedTls, Target
 from targets.tls import CertificateObservation, handshake, key_matches_certificate, observe_certificate
 from targets.tls import san_covers as covers

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "report.schema.json"
 DIMENSIONS = ("dns", "readiness", "tls", "netpol", "api")
 
 

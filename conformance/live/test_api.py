@@ -6,7 +6,7 @@ allow_header_conformance, ignored_auth, use_after_free, ensure_resource_availabi
 object_level_authorization). One test per operation of the DESIGN route table, then the stateful phase
 (schemathesis' state machine over the document's links). With auth on, every call carries a valid token for
 the environment (issuer/audience from the API workload; key from --jwt-private-key). 0 failures and 0 errors:
-each check's `observed` carries the counts of its run (conformance.api_tally), also when it fails.
+each check's `observed` carries the counts of its run (conformance.live.api_tally), also when it fails.
 
 dev: the base URL is 127.0.0.1 and the published port of somabrain:9696; prod: --base-url (default the
 port-forward http://127.0.0.1:9696).
@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
-from conformance.api_tally import ApiTally
-from conformance.conftest import Check, Settings
 from conformance.expectations import API_OPERATIONS, JWT_ROLES, JWT_TENANT, STATEFUL_LINKS
 from conformance.inventory import API
+from conformance.live.api_tally import ApiTally
+from conformance.live.plugin import Check, Settings
 from targets.auth import AuthSetupError, auth_enabled, mint_token
 from targets.base import Target
 

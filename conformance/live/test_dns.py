@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from conformance.conftest import Check
 from conformance.inventory import API, SEED, Service
+from conformance.live.plugin import Check
 from targets.base import Probe, ResolveResult, Target, TcpResult
 
 pytestmark = pytest.mark.dns

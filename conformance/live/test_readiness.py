@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from conformance.conftest import Check
 from conformance.expectations import AUTH_DISABLED, HEALTH_EXACT, READINESS, STRICT_ENV, ReadinessRequirement, lookup
 from conformance.inventory import API, SCRAPED, SEED, Service
+from conformance.live.plugin import Check
 from targets.base import HttpResult, Probe, Target, WorkloadSpec
 
 pytestmark = pytest.mark.readiness
