@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ENVIRONMENTS = ("dev", "prod")
 PUBLIC_PORT = 9999  # the TLS ingress's host port (and somabrain-public's, k8s/components/public-loadbalancer)
 
 

@@ -52,6 +52,7 @@ from typing import Any, NoReturn
 
 from brain.auth import load_verifier
 from brain.errors import ConfigError
+from conformance.inventory import APPS as INVENTORY_APPS
 from ops import pg
 from ops.common import (
     EXIT_BROKEN,
@@ -73,7 +74,9 @@ from targets.kube_api import KubeError, deployment_path, get, merge_patch, retry
 from targets.kube_rollout import restart
 
 PROG = "somabrain rotate"
-APPS = ("somamemory", "somabrain")
+# The apps that read the runtime role's password (the inventory's services of our image), a service before the ones
+# that use it: SomaMemory rolls before the API, which depends on it.
+APPS = tuple(s.key for s in sorted(INVENTORY_APPS, key=lambda app: sum(o.key in app.uses for o in INVENTORY_APPS)))
 PG_SECRET = "somabrain-postgres-app"  # noqa: S105 - a Secret's name: the runtime role's, not the superuser's
 JWT_SECRET = "somabrain-secrets"  # noqa: S105 - a Secret's name
 JWT_DIR = "/secrets"
