@@ -47,8 +47,15 @@ def _run_tool(ep: EntryPoint, argv: Sequence[str]) -> int:
     try:
         command = ep.load()
     except ImportError as exc:
-        print(f"somabrain {ep.name}: not available in this installation ({exc}); install the operator tools: "
-              f"{OPS_INSTALL}", file=sys.stderr)
+        # Either the tools' package itself is absent (the service image ships brain/ only, while the metadata still
+        # registers the tools) or a dependency of theirs is (an install without the extra). One line, no traceback,
+        # and the install named once even when the tools' own message already names it.
+        package = ep.module.partition(".")[0]
+        if exc.name == package:
+            why = f"its package `{package}` is not installed; the service image ships only the service"
+        else:
+            why = str(exc).removesuffix(f": {OPS_INSTALL}")
+        print(f"somabrain {ep.name}: not available in this installation ({why}): {OPS_INSTALL}", file=sys.stderr)
         return EXIT_CONFIG
     return int(command(list(argv)))
 
