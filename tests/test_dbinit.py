@@ -21,7 +21,7 @@ from brain.audit import store as audit_store
 from brain.db import Database, DatabaseUnavailable
 from brain.settings import Settings
 from brain.somamemory import schema as memory_schema
-from tests.api.conftest import headers
+from tests.api.helpers import headers
 from tests.helpers.servers import AppServer, PostgresServer
 
 pytestmark = pytest.mark.integration

@@ -1,10 +1,10 @@
-"""The API app in-process (Quart's test client), wired to this session's real Redis, Postgres and SomaMemory."""
+"""The API app in-process (Quart's test client), wired to this session's real Redis, Postgres and SomaMemory; this
+run's signing keys and the OPA stand-in. Plain helpers (a tenant's headers, the production settings): helpers.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from quart.typing import TestClientProtocol as Client
@@ -22,10 +22,6 @@ async def client(strict_env: dict[str, str]) -> AsyncIterator[Client]:
         yield test_app.test_client()
 
 
-def headers(tenant: str) -> dict[str, Any]:
-    return {"X-Tenant-ID": tenant}
-
-
 @pytest.fixture(scope="session")
 def keys() -> jwt_keys.KeyPair:
     """A signing key pair made for this run (never committed)."""
@@ -39,18 +35,3 @@ def opa(run_dir: Path) -> Iterator[OpaStandin]:
     standin.start()
     yield standin
     standin.stop()
-
-
-def auth_env(strict_env: dict[str, str], keys: jwt_keys.KeyPair, run_dir: Path, opa_url: str) -> dict[str, str]:
-    """The production settings: strict, auth on with this run's public key, OPA fail-closed."""
-    key_path = run_dir / "jwt_pub.pem"
-    keys.write_public_pem(key_path)
-    return {
-        **strict_env,
-        "SOMABRAIN_DISABLE_AUTH": "0",
-        "SOMABRAIN_ENV": "prod",
-        "SOMABRAIN_JWT_PUBLIC_KEY_PATH": str(key_path),
-        "SOMABRAIN_JWT_ISSUER": jwt_keys.ISSUER,
-        "SOMABRAIN_JWT_AUDIENCE": jwt_keys.AUDIENCE,
-        "SOMABRAIN_OPA_URL": opa_url,
-    }

@@ -15,7 +15,7 @@ from brain.web.schemas import (
     MAX_META_TEXT,
     MAX_TEXT,
 )
-from tests.api.conftest import headers
+from tests.api.helpers import headers
 
 BAD_BODIES = [
     ("/remember", b"{not json", 400, "invalid_json"),

@@ -14,7 +14,7 @@ from quart.typing import TestClientProtocol as Client
 
 from brain.api.app import create_app
 from brain.settings import Settings
-from tests.api.conftest import headers
+from tests.api.helpers import headers
 from tests.helpers.servers import AppServer, PostgresServer
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from quart.typing import TestClientProtocol as Client
 
-from tests.api.conftest import headers
+from tests.api.helpers import headers
 
 pytestmark = pytest.mark.integration
 

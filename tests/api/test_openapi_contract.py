@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from brain.api.app import create_app, router
 from brain.settings import Settings
-from tests.api.conftest import auth_env
+from tests.api.helpers import auth_env
 from tests.helpers import jwt_keys
 from tests.helpers.opa_standin import OpaStandin
 

@@ -12,7 +12,7 @@ import pytest
 
 from brain.api.app import create_app
 from brain.settings import Settings
-from tests.api.conftest import headers
+from tests.api.helpers import headers
 from tests.helpers.servers import AppServer, PostgresServer
 
 pytestmark = pytest.mark.integration

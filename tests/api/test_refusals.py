@@ -25,7 +25,7 @@ from quart.typing import TestClientProtocol as Client
 
 from brain.api.app import create_app
 from brain.settings import Settings
-from tests.api.conftest import auth_env
+from tests.api.helpers import auth_env
 from tests.helpers import jwt_keys
 from tests.helpers.opa_standin import OpaStandin
 from tests.helpers.secure_kafka import create_topic

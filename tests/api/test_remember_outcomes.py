@@ -22,7 +22,7 @@ from quart.typing import TestClientProtocol as Client
 
 from brain.api.app import create_app
 from brain.settings import Settings
-from tests.api.conftest import headers
+from tests.api.helpers import headers
 from tests.helpers.pg_stalls import commits_stalled, table_locked
 from tests.helpers.servers import AppServer, PostgresServer, memory_headers, memory_on_own_postgres
 

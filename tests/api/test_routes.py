@@ -7,7 +7,7 @@ import string
 
 from quart.typing import TestClientProtocol as Client
 
-from tests.api.conftest import headers
+from tests.api.helpers import headers
 from tests.helpers.metrics import series
 
 

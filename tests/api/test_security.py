@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import auth_env as _auth_env
+from tests.api.helpers import auth_env as _auth_env
 from tests.helpers import jwt_keys
 from tests.helpers.metrics import series
 from tests.helpers.opa_standin import OpaStandin

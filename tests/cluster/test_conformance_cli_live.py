@@ -29,7 +29,7 @@ import pytest
 from conformance.live.report import validate
 from tests.cluster.live import CONTEXT, REPO, VENV_BIN, kubectl
 from tests.cluster.scratch import apply
-from tests.targets.conftest import Cert, make_cert, tls_secret
+from tests.helpers.certs import Cert, make_cert, tls_secret
 
 pytestmark = pytest.mark.cluster
 

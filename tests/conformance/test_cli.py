@@ -13,7 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from conformance.__main__ import main
-from tests.conformance.conftest import EXCEPTIONS, REPO, compose_service, run_gate
+from tests.conformance.gate import EXCEPTIONS, REPO, compose_service, run_gate
 
 
 def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,8 @@ from conformance.__main__ import main
 from conformance.loaders import kustomize
 from conformance.loaders.k8s import load_manifests
 from conformance.loaders.kustomize import KustomizeError, key, render
-from tests.conformance.conftest import REPO
-from tests.deploy.conftest import checkout_files, fresh_checkout_copy
+from tests.conformance.gate import REPO
+from tests.deploy.repo import checkout_files, fresh_checkout_copy
 
 KUSTOMIZATIONS = sorted(str(p.parent.relative_to(REPO)) for p in (REPO / "k8s").rglob("kustomization.yaml"))
 

@@ -12,7 +12,7 @@ import pytest
 
 from conformance.inventory import ONE_SHOTS, SERVICES
 from conformance.loaders.compose import Mount, default_files, load_project
-from tests.conformance.conftest import REPO, GateResult, compose_service, edit_yaml, run_gate
+from tests.conformance.gate import REPO, GateResult, compose_service, edit_yaml, run_gate
 
 CREDENTIALS = ("POSTGRES_USER=somabrain\nPOSTGRES_PASSWORD=test-only\nPOSTGRES_DB=somabrain\n"
                "POSTGRES_APP_USER=somabrain_app\nPOSTGRES_APP_PASSWORD=test-only-app\n"

@@ -16,7 +16,7 @@ from conformance.parity.comparators.health import weaker
 from conformance.parity.engine import run_parity
 from conformance.parity.exceptions import apply_exceptions, load_exceptions
 from conformance.parity.findings import DIMENSIONS, Finding, Status
-from tests.conformance.conftest import EXCEPTIONS, REPO, GateResult, container, edit_k8s, run_gate
+from tests.conformance.gate import EXCEPTIONS, REPO, GateResult, container, edit_k8s, run_gate
 from tests.conformance.test_parity_mutations import MUTATIONS, Mutation
 
 Values = tuple[str, str, str | None, str | None]  # dimension, subject, dev, prod

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conformance.conftest import Mutation, run_gate
+from tests.conformance.gate import Mutation, run_gate
 
 Kustomization = dict[str, Any]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.conftest import Mutation, compose_service, container, edit_k8s, run_gate
+from tests.conformance.gate import Mutation, compose_service, container, edit_k8s, run_gate
 
 BASE = Path("k8s") / "base"
 
@@ -68,7 +68,7 @@ def _add_compose_service(tree: Path) -> None:
     def change(doc: dict[str, Any]) -> None:
         doc["services"]["sb_cache"] = {"image": "memcached:1.6-alpine", "networks": ["data"]}
 
-    from tests.conformance.conftest import edit_yaml
+    from tests.conformance.gate import edit_yaml
 
     edit_yaml(tree / "compose" / "docker-compose.yml", change)
 

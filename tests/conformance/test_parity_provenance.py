@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conformance.__main__ import main
-from tests.conformance.conftest import container, edit_k8s, run_gate
+from tests.conformance.gate import container, edit_k8s, run_gate
 
 BASE = Path("k8s") / "base"
 

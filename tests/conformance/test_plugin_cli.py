@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.targets.conftest import REPO
+from tests.conformance.gate import REPO
 
 
 def run_suite(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

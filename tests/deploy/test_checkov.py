@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import REPO, find, run
+from tests.deploy.repo import REPO, find, run
 
 CHECKOV = REPO / ".run" / "checkov-venv" / "bin" / "checkov"
 pytestmark = pytest.mark.skipif(

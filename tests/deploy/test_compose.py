@@ -17,7 +17,7 @@ import yaml
 from conformance.inventory import API, ONE_SHOTS, dependencies, flows
 from conformance.inventory import SERVICES as INVENTORY
 from conformance.loaders.compose_cli import compose_binary
-from tests.deploy.conftest import REPO, run
+from tests.deploy.repo import REPO, run
 
 COMPOSE = REPO / "compose" / "docker-compose.yml"
 MEMORY_PORT = REPO / "compose" / "docker-compose.memory-port.yml"

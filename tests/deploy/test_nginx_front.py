@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conformance.loaders.nginx import parse_nginx
-from tests.deploy.conftest import REPO
+from tests.deploy.repo import REPO
 
 CONF = REPO / "compose" / "nginx" / "nginx.conf"
 IMAGES = ("nginx:1.27-alpine", "somabrain-airgap/nginx:local")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conformance.inventory import SCRAPED
-from tests.deploy.conftest import run
+from tests.deploy.repo import run
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(

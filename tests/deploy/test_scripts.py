@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from targets.envfile import read_env_file
-from tests.deploy.conftest import REPO, run
+from tests.deploy.repo import REPO, run
 
 DEV_UP = REPO / "scripts" / "dev_up.sh"
 TLS = REPO / "scripts" / "setup_ingress_tls.sh"

@@ -13,7 +13,7 @@ import pytest
 import starlark as sl
 
 from conformance.loaders.kustomize import render
-from tests.deploy.conftest import REPO, Resource
+from tests.deploy.repo import REPO, Resource
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 # The guide's multi-service port-forward list.

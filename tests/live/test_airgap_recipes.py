@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.helpers.kafka import round_trip
-from tests.live.conftest import ROOT
+from tests.live.stack import ROOT
 
 MAIN = ROOT / "compose" / "docker-compose.yml"
 OVERRIDE = ROOT / "compose" / "docker-compose.airgap.yml"

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tests.helpers.kafka import round_trip
 from tests.helpers.role_probe import ROLE_PROBE, runtime_role
-from tests.live.conftest import ROOT, Stack, docker
+from tests.live.stack import ROOT, Stack, docker
 
 pytestmark = pytest.mark.live
 

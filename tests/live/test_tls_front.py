@@ -14,7 +14,7 @@ import ssl
 
 import pytest
 
-from tests.live.conftest import ROOT, Stack
+from tests.live.stack import ROOT, Stack
 
 HOST = "somabrain.internal"
 CA = ROOT / "infra" / "tls" / f"{HOST}.crt"

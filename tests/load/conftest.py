@@ -1,21 +1,13 @@
-"""Shared helpers for the load/ tests."""
+"""Fixtures of the load/ tests: the air-gapped base image the live ones run in (recorded answers: recorded.py)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
 BASE_IMAGE = "somabrain-airgap/base:local"  # debootstrap bookworm + python3, built by scripts/airgap_images.sh
-
-
-def fixture_json(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
 
 
 def docker_image_available(image: str) -> bool:

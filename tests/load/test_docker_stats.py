@@ -21,7 +21,7 @@ from load.samplers.docker_stats import (
     sample_from_stats,
     working_set,
 )
-from tests.load.conftest import fixture_json
+from tests.load.recorded import fixture_json
 
 
 def test_timestamp_with_nanoseconds() -> None:

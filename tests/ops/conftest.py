@@ -1,52 +1,19 @@
 """Fixtures for the operator tools' unit tests of error paths: the writable Kubernetes API fake (kube_fake.py, the
 one fake of the tree: see its docstring for why) wired to real local servers. The success paths run on the real
-cluster (tests/cluster/)."""
+cluster (tests/cluster/). Plain helpers (Cluster, REPO, the images and health documents) are in fake_cluster.py;
+Cluster and REPO are imported here too, so the test modules that still name this conftest keep working."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.helpers.certs import Cert, make_cert, tls_secret
 from tests.helpers.servers import PostgresServer, RedisServer
-from tests.targets.conftest import Cert, make_cert, tls_secret
+from tests.ops.fake_cluster import BAD_IMAGE, READY_HEALTH, REPO, Cluster, stub_health
 from tests.targets.kube_fake import HealthServer, WritableCluster, network_exec
-
-REPO = Path(__file__).resolve().parents[2]
-BAD_IMAGE = "registry.example/somabrain:does-not-exist"
-STUB_IMAGE = "registry.example/somabrain:v2-stub"
-
-READY_HEALTH: dict[str, Any] = {
-    "ok": True,
-    "components": {
-        "memory": {"http": True, "status": 200}, "wm_items": "tenant-scoped", "redis": {"ok": True},
-        "predictor": {"ok": True, "provider": "mahal", "real": True, "warmed": True}, "postgres": {"ok": True},
-        "opa": {"ok": True, "fail_closed": True}, "kafka": {"ok": True},
-    },
-    "predictor_provider": "mahal", "strict_real": True, "ready": True, "failing": [],
-}
-
-
-def stub_health() -> dict[str, Any]:
-    doc = copy.deepcopy(READY_HEALTH)
-    doc["predictor_provider"] = "stub"
-    doc["components"]["predictor"].update(provider="stub", real=False)
-    doc["ready"] = False
-    return doc
-
-
-@dataclass
-class Cluster:
-    fake: WritableCluster
-    kubeconfig: Path
-    health: HealthServer
-
-    def args(self) -> list[str]:
-        return ["--kubeconfig", str(self.kubeconfig)]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from brain.memory.journal import Entry, MemoryJournal
 from ops import migrate, pg
 from ops.common import OpsError
 from tests.helpers.servers import PostgresServer
-from tests.ops.conftest import REPO, Cluster
+from tests.ops.fake_cluster import REPO, Cluster
 
 
 def run_in_workload(argv: list[str], journal_dir: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
