@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.helpers.servers import AppServer, PostgresServer, Process, RedisServer, free_port, http_status, wait_for
+from localservers.servers import AppServer, PostgresServer, Process, RedisServer, free_port, http_status, wait_for
 
 
 def wrk(url: str, seconds: int, connections: int, lua: str | None) -> float:

@@ -2,7 +2,7 @@
 that are refused, beside another tenant whose recall is measured in the same run.
 
 One Postgres and one `somabrain memory` process (one worker, SOMABRAIN_MEMORY_QUOTA_ITEMS=--quota). Tenant `full` is
-bulk-filled to the quota, tenant `other` to --other memories (seeded corpus, tests/helpers/corpus.py). Then
+bulk-filled to the quota, tenant `other` to --other memories (seeded corpus, localservers/corpus.py). Then
 `other`'s POST /recall (top_k 10, --queries queries, one at a time), p50/p95 and the ids returned:
 1. alone;
 2. while --writers concurrent clients write new memories to tenant `roomy`, far from its quota (each 201);
@@ -27,8 +27,8 @@ from brain.db import Database
 from brain.embeddings import HashingEmbedder
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
 from brain.somamemory.store import Memory, MemoryStore
-from tests.helpers import corpus
-from tests.helpers.servers import AppServer, PostgresServer, memory_headers
+from localservers import corpus
+from localservers.servers import AppServer, PostgresServer, memory_headers
 
 
 async def fill(dsn: str, tenant: str, count: int) -> None:

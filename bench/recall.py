@@ -1,7 +1,7 @@
 """Recall benchmark, run by hand (`make bench-recall`), never in CI: SomaMemory's vector index against the scan it
 replaced, measured the same way in the same run.
 
-One tenant grows to each size in turn (default 1k, 10k, 100k memories of the seeded corpus in tests/helpers/corpus.py),
+One tenant grows to each size in turn (default 1k, 10k, 100k memories of the seeded corpus in localservers/corpus.py),
 bulk-inserted through `MemoryStore.put_many` straight into Postgres. At each size, through real `somabrain memory`
 Hypercorn processes (one worker each) over that one Postgres:
 - POST /recall latency, p50 and p95 (top_k 10, one request at a time on a kept-alive connection, after warm-up);
@@ -42,8 +42,8 @@ from brain.db import Database
 from brain.embeddings import HashingEmbedder
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
 from brain.somamemory.store import Memory, MemoryStore
-from tests.helpers import corpus
-from tests.helpers.servers import ROOT, AppServer, PostgresServer
+from localservers import corpus
+from localservers.servers import ROOT, AppServer, PostgresServer
 
 TENANT = "bench-recall"
 TOP_K = 10

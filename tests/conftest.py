@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import MEMORY_TOKEN, AppServer, PostgresServer, RedisServer
+from localservers.servers import MEMORY_TOKEN, AppServer, PostgresServer, RedisServer
 
 TIERS = {
     "live": "they need Docker and the running compose stack: `make live` (pytest -m live) runs them",

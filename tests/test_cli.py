@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers.servers import AppServer, PostgresServer, http_status, wait_for
+from localservers.servers import AppServer, PostgresServer, http_status, wait_for
 
 
 def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

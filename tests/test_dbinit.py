@@ -21,8 +21,8 @@ from brain.audit import store as audit_store
 from brain.db import Database, DatabaseUnavailable
 from brain.settings import Settings
 from brain.somamemory import schema as memory_schema
+from localservers.servers import AppServer, PostgresServer
 from tests.api.helpers import headers
-from tests.helpers.servers import AppServer, PostgresServer
 
 pytestmark = pytest.mark.integration
 APP_USER = "somabrain_app"

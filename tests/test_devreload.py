@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import ROOT, free_port, wait_for
+from localservers.servers import ROOT, free_port, wait_for
 
 
 def _build(url: str) -> str | None:

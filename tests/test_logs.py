@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from brain import logs
-from tests.helpers.servers import AppServer, PostgresServer
+from localservers.servers import AppServer, PostgresServer
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from brain.embeddings import HashingEmbedder
 from brain.predictor.mahal import MahalPredictor, stats_key
 from brain.ratelimit import RateLimiter
 from brain.wm import WorkingMemory
-from tests.helpers.servers import RedisServer
+from localservers.servers import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 64

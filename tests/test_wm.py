@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from brain.embeddings import HashingEmbedder
 from brain.wm import MIN_WM_BYTES, WorkingMemory
-from tests.helpers.servers import RedisServer
+from localservers.servers import RedisServer
 
 E = HashingEmbedder(64)
 

@@ -14,8 +14,8 @@ from quart.typing import TestClientProtocol as Client
 
 from brain.api.app import create_app
 from brain.settings import Settings
+from localservers.servers import AppServer, PostgresServer
 from tests.api.helpers import headers
-from tests.helpers.servers import AppServer, PostgresServer
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.helpers.servers import AppServer, PostgresServer, RedisServer, TansuBroker, http_status, wait_for
+from localservers.servers import AppServer, PostgresServer, RedisServer, TansuBroker, http_status, wait_for
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.servers import AppServer, free_port, wait_for
+from localservers.servers import AppServer, free_port, wait_for
 
 #: Things only the internal view may contain: exception text and where the dependency lives.
 LEAKS = ("error", "Errno", "Connect", "localhost", "127.0.0.1", "latency_ms")

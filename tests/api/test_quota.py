@@ -12,8 +12,8 @@ import pytest
 
 from brain.api.app import create_app
 from brain.settings import Settings
+from localservers.servers import AppServer, PostgresServer
 from tests.api.helpers import headers
-from tests.helpers.servers import AppServer, PostgresServer
 
 pytestmark = pytest.mark.integration
 QUOTA = 3

@@ -25,11 +25,11 @@ from quart.typing import TestClientProtocol as Client
 
 from brain.api.app import create_app
 from brain.settings import Settings
+from localservers.servers import AppServer, PostgresServer, RedisServer, TansuBroker, wait_for
 from tests.api.helpers import auth_env
 from tests.helpers import jwt_keys
 from tests.helpers.opa_standin import OpaStandin
 from tests.helpers.secure_kafka import create_topic
-from tests.helpers.servers import AppServer, PostgresServer, RedisServer, TansuBroker, wait_for
 
 FLOOD = 60
 

@@ -22,9 +22,9 @@ from quart.typing import TestClientProtocol as Client
 
 from brain.api.app import create_app
 from brain.settings import Settings
+from localservers.servers import AppServer, PostgresServer, memory_headers, memory_on_own_postgres
 from tests.api.helpers import headers
 from tests.helpers.pg_stalls import commits_stalled, table_locked
-from tests.helpers.servers import AppServer, PostgresServer, memory_headers, memory_on_own_postgres
 
 pytestmark = pytest.mark.integration
 #: The API gives up on SomaMemory after 5x this (its read timeout), so a held write outlasts it within seconds.

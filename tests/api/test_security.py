@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from localservers.servers import AppServer
 from tests.api.helpers import auth_env as _auth_env
 from tests.helpers import jwt_keys
 from tests.helpers.metrics import series
 from tests.helpers.opa_standin import OpaStandin
-from tests.helpers.servers import AppServer
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from brain.audit.events import AuditEvent
 from brain.audit.publisher import KafkaUnusable, OutboxPublisher
 from brain.db import Database
 from brain.settings import KafkaSettings, Settings, kafka_bootstrap
+from localservers.servers import AppServer, PostgresServer
 from tests.helpers.secure_kafka import KafkaBroker, TlsFiles, make_tls_files
-from tests.helpers.servers import AppServer, PostgresServer
 
 TOPIC = "soma.audit"
 PROD = {  # the least a prod API needs to start (auth on asks for these), plus Kafka

@@ -13,7 +13,7 @@ from brain.audit import store
 from brain.audit.events import AuditEvent
 from brain.audit.writer import AuditWriter
 from brain.db import DB_ERRORS, Database
-from tests.helpers.servers import PostgresServer
+from localservers.servers import PostgresServer
 
 
 async def _db(dsn: str) -> Database:

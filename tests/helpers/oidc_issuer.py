@@ -29,8 +29,8 @@ from typing import Any
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from localservers.servers import free_port
 from tests.helpers import certs, jwt_keys
-from tests.helpers.servers import free_port
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/jwks"

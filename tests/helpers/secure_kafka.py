@@ -29,8 +29,8 @@ from pathlib import Path
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from localservers.servers import Process, free_port, port_open, wait_for
 from tests.helpers import certs
-from tests.helpers.servers import Process, free_port, port_open, wait_for
 
 
 def tansu_binary() -> Path:

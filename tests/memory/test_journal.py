@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from brain.memory.journal import Entry, MemoryJournal
-from tests.helpers.servers import wait_for
+from localservers.servers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ import pytest
 from brain.memory.client import MemoryClient
 from brain.memory.journal import Entry, MemoryJournal
 from brain.memory.replay import JournalReplay
-from tests.helpers.servers import MEMORY_TOKEN, AppServer, free_port
+from localservers.servers import MEMORY_TOKEN, AppServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from localservers.servers import PostgresServer, RedisServer
 from tests.helpers.certs import Cert, make_cert, tls_secret
-from tests.helpers.servers import PostgresServer, RedisServer
 from tests.ops.fake_cluster import BAD_IMAGE, READY_HEALTH, REPO, Cluster, stub_health
 from tests.targets.kube_fake import HealthServer, WritableCluster, network_exec
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from brain.memory.journal import Entry, MemoryJournal
+from localservers.servers import PostgresServer
 from ops import migrate, pg
 from ops.common import OpsError
-from tests.helpers.servers import PostgresServer
 from tests.ops.fake_cluster import REPO, Cluster
 
 

@@ -15,7 +15,7 @@ from brain.embeddings import HashingEmbedder, from_bytes
 from brain.predictor import MahalPredictor
 from brain.predictor.mahal import stats_key
 from brain.predictor.numerics import F32, ewma_update, prior, surprise_numpy
-from tests.helpers.servers import RedisServer
+from localservers.servers import RedisServer
 
 
 @pytest.fixture

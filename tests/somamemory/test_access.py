@@ -14,7 +14,7 @@ import pytest
 
 from brain.errors import ConfigError
 from brain.settings import Settings
-from tests.helpers.servers import MEMORY_TOKEN, AppServer, PostgresServer, memory_headers, wait_for
+from localservers.servers import MEMORY_TOKEN, AppServer, PostgresServer, memory_headers, wait_for
 
 OTHER_TOKEN = "another-service-token-" + "fedcba9876543210" * 2
 

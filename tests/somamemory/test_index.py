@@ -6,7 +6,7 @@ import numpy as np
 
 from brain.embeddings import HashingEmbedder
 from brain.somamemory.index import EXACT_SEARCH_MAX, ChangePage, Cursor, TenantIndex
-from tests.helpers import corpus
+from localservers import corpus
 
 EMBED = HashingEmbedder(256)
 FIRST = Cursor(1, 1)

@@ -21,7 +21,7 @@ from brain.db import Database
 from brain.embeddings import HashingEmbedder
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
 from brain.somamemory.store import Memory, MemoryStore, Quota, QuotaExceeded, Written
-from tests.helpers.servers import AppServer, PostgresServer, memory_headers
+from localservers.servers import AppServer, PostgresServer, memory_headers
 
 pytestmark = pytest.mark.integration
 EMBED = HashingEmbedder(256)

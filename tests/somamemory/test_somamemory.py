@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers.servers import AppServer, PostgresServer, http_status, memory_headers, wait_for
+from localservers.servers import AppServer, PostgresServer, http_status, memory_headers, wait_for
 
 
 def test_memories_survive_a_restart(private_memory: AppServer, tenant: str) -> None:

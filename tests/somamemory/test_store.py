@@ -21,8 +21,8 @@ from brain.embeddings import HashingEmbedder
 from brain.somamemory.index import EXACT_SEARCH_MAX
 from brain.somamemory.schema import MIGRATIONS, SCHEMA
 from brain.somamemory.store import IdempotencyConflict, Memory, MemoryStore, Written
-from tests.helpers import corpus
-from tests.helpers.servers import PostgresServer
+from localservers import corpus
+from localservers.servers import PostgresServer
 
 pytestmark = pytest.mark.integration
 EMBED = HashingEmbedder(256)

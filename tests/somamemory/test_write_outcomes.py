@@ -12,8 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
+from localservers.servers import AppServer, PostgresServer, memory_headers, memory_on_own_postgres
 from tests.helpers.pg_stalls import commits_stalled, wait_event_pids
-from tests.helpers.servers import AppServer, PostgresServer, memory_headers, memory_on_own_postgres
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.servers import AppServer, PostgresServer, free_port
+from localservers.servers import AppServer, PostgresServer, free_port
 
 
 def _scrape_and_routes(server: AppServer, metrics_port: int, app: str) -> None:
