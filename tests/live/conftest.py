@@ -1,9 +1,9 @@
 """Live tests: they talk to the running compose stack (scripts/stack.sh up), never start it themselves.
 
 test_smoke.py and test_tls_front.py are marked `live`: `make live` (pytest -m live) runs them after `make up`, and
-without the stack they fail. test_airgap_*.py check the air-gapped recipes without Docker and run with the unit
-tests. The stack's ports and credentials come from .env.local (written by scripts/dev_up.sh), or from the file named
-by SOMABRAIN_LIVE_ENV_FILE.
+without the stack they fail (the air-gapped recipes, which need no Docker, are checked in tests/deploy/). The stack's
+ports and credentials come from .env.local (written by scripts/dev_up.sh), or from the file named by
+SOMABRAIN_LIVE_ENV_FILE.
 """
 
 from __future__ import annotations

@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.repo import REPO
 from tests.helpers.kafka import round_trip
-from tests.live.stack import ROOT
 
-MAIN = ROOT / "compose" / "docker-compose.yml"
-OVERRIDE = ROOT / "compose" / "docker-compose.airgap.yml"
-RECIPES = ROOT / "compose" / "airgap"
+MAIN = REPO / "compose" / "docker-compose.yml"
+OVERRIDE = REPO / "compose" / "docker-compose.airgap.yml"
+RECIPES = REPO / "compose" / "airgap"
 
 
 def load(path: Path) -> ModuleType:
@@ -64,7 +64,7 @@ def test_every_stand_in_image_has_a_recipe() -> None:
     for name, spec in services(OVERRIDE).items():
         image = spec["image"].removeprefix("somabrain-airgap/").removesuffix(":local")
         if image == "somabrain":
-            assert (ROOT / "Dockerfile").is_file()
+            assert (REPO / "Dockerfile").is_file()
         else:
             assert (RECIPES / image / "Dockerfile").is_file(), f"{name}: no compose/airgap/{image}/Dockerfile"
 
