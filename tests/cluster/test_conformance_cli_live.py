@@ -9,7 +9,7 @@
 - the static NetworkPolicy checks (the manifests, and the guide's policy that must be reported);
 - the live NetworkPolicy truth table, whose expected side comes from the cluster's own policies.
 
-The usage errors (no --env, an unreachable cluster) need no cluster: tests/conformance/test_plugin_cli.py. The
+The usage errors (no --env, an unreachable cluster) need no cluster: tests/conformance/live/test_plugin_cli.py. The
 whole suite against the cluster is tests/cluster/test_tilt_live.py.
 """
 
