@@ -20,7 +20,7 @@ deps: ## install Debian packages and the project venv (.venv) if missing
 lint: deps ## ruff (lint) over the whole tree
 	$(VENV)/bin/ruff check .
 
-typecheck: deps ## mypy --strict over bench/, brain/, conformance/, load/, ops/ and targets/
+typecheck: deps ## mypy --strict over bench/, brain/, conformance/, load/, localservers/, ops/ and targets/
 	$(VENV)/bin/mypy
 
 # Plain pytest leaves out the tests marked `live` and `cluster` (pyproject's addopts); `live` and `cluster-test` select

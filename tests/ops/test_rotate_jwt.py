@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ops import rotate
-from tests.ops.conftest import Cluster
+from tests.ops.fake_cluster import Cluster
 from tests.ops.test_rotate_kube import FakePatches, add_secrets, serve_patches
 
 

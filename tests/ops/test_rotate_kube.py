@@ -31,7 +31,7 @@ from ops import rotate
 from targets.kube import KubeTarget
 from targets.kube_api import CONFLICT_ATTEMPTS
 from targets.kube_rollout import RESTARTED_AT
-from tests.ops.conftest import REPO, Cluster
+from tests.ops.fake_cluster import REPO, Cluster
 from tests.targets.kube_fake import WritableCluster, _status, _wire, _WritableHandler
 
 Resource = dict[str, Any]

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from localservers.servers import PostgresServer
 from ops import rotate
 from targets import kube_api
 from targets.base import ExecResult
@@ -27,8 +28,7 @@ from targets.compose import ComposeTarget, EnvFileSecret
 from targets.envfile import read_env_file
 from targets.kube import KubeTarget
 from targets.kube_api import CONFLICT_ATTEMPTS
-from tests.helpers.servers import PostgresServer
-from tests.ops.conftest import Cluster
+from tests.ops.fake_cluster import Cluster
 from tests.ops.test_rotate_kube import FakePatches, add_secrets, secret_data, serve_patches
 
 USER = "somabrain_app"

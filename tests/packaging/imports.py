@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # The tree's own top-level packages: imports of these are followed, never mapped to a distribution.
-LOCAL = ("brain", "ops", "targets", "conformance", "load", "bench", "tests")
+LOCAL = ("brain", "ops", "targets", "conformance", "load", "bench", "localservers", "tests")
 
 
 @dataclass(frozen=True)
