@@ -104,7 +104,8 @@ class KubeTarget(Target):
         return self._request("GET", path)
 
     def _request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
-        """One API call, JSON in and out. Raises ApiException (with the API's status and message)."""
+        """One API call, JSON in and out (None for an empty answer): every read here and every write of
+        targets.kube_api goes through it. Raises ApiException (with the API's status and message)."""
         from kubernetes.client.exceptions import ApiException
 
         path, _, query = path.partition("?")
@@ -117,7 +118,7 @@ class KubeTarget(Target):
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(http_resp=response, body=response.data.decode("utf-8", "replace"),
                                              data=None)
-        return json.loads(response.data)
+        return json.loads(response.data) if response.data else None
 
     def check_reachable(self) -> None:
         from kubernetes.client.exceptions import ApiException

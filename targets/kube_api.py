@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from targets.kube import REQUEST_TIMEOUT, KubeTarget
+from targets.kube import KubeTarget
 
 T = TypeVar("T")
 CONFLICT = 409
@@ -35,21 +35,23 @@ class KubeError(Exception):
 
 def request(target: KubeTarget, method: str, path: str, body: Any = None,
             content_type: str = "application/json") -> Any:
-    path, _, query = path.partition("?")
-    query_params = [tuple(kv.split("=", 1)) for kv in query.split("&") if kv] if query else None
-    params = target.api.param_serialize(method, path, body=body, query_params=query_params,
-                                        header_params={"Accept": "application/json",
-                                                       "Content-Type": content_type},
-                                        auth_settings=["BearerToken"])
-    response = target.api.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
-    response.read()
-    if not 200 <= response.status <= 299:
-        try:
-            message = json.loads(response.data).get("message", "")
-        except ValueError:
-            message = response.data.decode("utf-8", "replace")[:300]
-        raise KubeError(f"{method} {path}: {response.status} {message}", response.status)
-    return json.loads(response.data) if response.data else None
+    """One API call through the target's own (KubeTarget._request); a refusal is a KubeError carrying the API's
+    message and status."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return target._request(method, path, body, content_type)
+    except ApiException as exc:
+        raise KubeError(f"{method} {path.partition('?')[0]}: {exc.status} {_message(exc)}", exc.status) from None
+
+
+def _message(exc: Any) -> str:
+    """The `message` of the API's Status document, else the start of the body as it came."""
+    body = exc.body if isinstance(exc.body, str) else ""
+    try:
+        return str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        return body[:300]
 
 
 def get(target: KubeTarget, path: str) -> dict[str, Any]:
