@@ -269,7 +269,7 @@ class ComposeTarget(Target):
         return EnvFileSecret(self.env_file, ENV_FILE_SECRETS[name])
 
     def _up_command(self, workloads: Sequence[str]) -> list[str]:
-        return ["docker", "compose", "-p", self.project, "--env-file", str(self.env_file),
+        return [self.docker, "compose", "-p", self.project, "--env-file", str(self.env_file),
                 "-f", str(REPO / "compose/docker-compose.yml"), "-f", str(REPO / "compose/docker-compose.airgap.yml"),
                 "up", "-d", "--no-deps", "--no-build", "--wait", *(self._service(w) for w in workloads)]
 

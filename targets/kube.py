@@ -12,7 +12,8 @@ ReplicaSet, the StatefulSet's update revision). Probes run through the pod `exec
 
 Reads: Services, Endpoints, NetworkPolicies, Ingress, Secrets, Deployments/StatefulSets/ReplicaSets, Pods, and
 Namespaces when allowed (a namespace-scoped identity, k8s/base/rbac.yaml, cannot read them; see
-check_reachable). Writes: pods/ephemeralcontainers, pods/exec.
+check_reachable). Writes: pods/ephemeralcontainers, pods/exec; and, for the operator tools (targets.kube_api,
+targets.kube_rollout): Deployments (a restart's template annotation, an image) and Secrets (their `data`).
 """
 
 from __future__ import annotations
