@@ -44,7 +44,6 @@ def columns() -> list[tuple[str, str]]:
     return [(d.key, str(d.port)) for d in NETPOL_PEERS] + [(DNS_COLUMN, "53")]
 
 
-
 def observe(target: Target, plans: Mapping[str, Sequence[Probe]]) -> dict[str, list[Any] | ProbeError]:
     """Run each source's probes in one exec, all sources at once."""
     def run(source: str) -> list[Any] | ProbeError:
