@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*"; }
 
-# Debian packages: the real servers the tests start (redis-server, PostgreSQL 15) and the static checkers' tools.
+# Debian packages: the real servers the tests start (redis-server, PostgreSQL 15), the static checkers' tools, and
+# wrk, the HTTP client of `make bench` (without it bench/core.py falls back to an httpx loop that competes with the
+# servers for the same cores and understates every ratio).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v openssl >/dev/null || need+=(openssl)
