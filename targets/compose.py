@@ -231,7 +231,7 @@ class ComposeTarget(Target):
             state = states.get(svc.compose)
             if state is None:
                 found.append(ServiceState(svc.key, "FAIL", f"compose service {svc.compose} has no container",
-                                          f"docker compose -p {self.project} --env-file .env.local -f "
+                                          f"docker compose -p {self.project} --env-file {self.env_file} -f "
                                           f"compose/docker-compose.yml up -d {svc.compose}"))
             elif state[1] != "running":
                 found.append(ServiceState(svc.key, "FAIL", f"{state[0]} is {state[1]}",

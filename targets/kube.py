@@ -305,7 +305,7 @@ class KubeTarget(Target):
         except (ApiException, HTTPError, WebSocketException, OSError) as exc:
             # What a real API says when the exec cannot start (403 without pods/exec, a container that is gone, a
             # closed websocket) is the probe's failure, with the API's words: never an uncaught exception.
-            raise ProbeError(f"pod {pod}: cannot run the probe: {_api_message(exc)}") from exc
+            raise ProbeError(f"pod {pod}: cannot run the probe: {api_message(exc)}") from exc
 
     def _probe_container(self, workload: str, pod: str, container: str) -> str:
         """The container of `pod` to exec the probe in: the workload's own when it is of the somabrain image,
@@ -638,8 +638,9 @@ def exit_code(ws: Any) -> int:
     raise ProbeError("the exec ended without an exit status (the connection closed early)")
 
 
-def _api_message(exc: BaseException) -> str:
-    """The API's own message from an ApiException's JSON body, else the whole exception text on one line."""
+def api_message(exc: BaseException) -> str:
+    """`STATUS message` from an ApiException's JSON body (the API's Status document), else the whole exception text
+    on one line. The probes' errors and targets.kube_api's KubeError both say it so."""
     body = getattr(exc, "body", None)
     if body:
         try:

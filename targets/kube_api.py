@@ -12,12 +12,11 @@ Objects travel as the API's own JSON (dicts), exactly like `KubeTarget._get` rea
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from targets.kube import KubeTarget
+from targets.kube import KubeTarget, api_message
 
 T = TypeVar("T")
 CONFLICT = 409
@@ -42,16 +41,8 @@ def request(target: KubeTarget, method: str, path: str, body: Any = None,
     try:
         return target._request(method, path, body, content_type)
     except ApiException as exc:
-        raise KubeError(f"{method} {path.partition('?')[0]}: {exc.status} {_message(exc)}", exc.status) from None
+        raise KubeError(f"{method} {path.partition('?')[0]}: {api_message(exc)}", exc.status) from None
 
-
-def _message(exc: Any) -> str:
-    """The `message` of the API's Status document, else the start of the body as it came."""
-    body = exc.body if isinstance(exc.body, str) else ""
-    try:
-        return str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        return body[:300]
 
 
 def get(target: KubeTarget, path: str) -> dict[str, Any]:

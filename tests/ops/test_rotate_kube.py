@@ -1,7 +1,7 @@
 """How `somabrain rotate` writes to Kubernetes: every change is a PATCH (never GET-then-PUT), and a 409 Conflict is
 retried a bounded number of times, re-reading the object, then given up with a clear message and a non-zero exit.
 
-Against the writable Kubernetes API fake (tests/ops/kube_fake.py), extended here (`serve_patches`) with the PATCHes
+Against the writable Kubernetes API fake (tests/targets/kube_fake.py), extended here (`serve_patches`) with the PATCHes
 rotate sends and kube_fake does not serve: a strategic merge of a Deployment's whole pod template (lists merged by
 name, null removes a field), a JSON merge patch of a Secret with its resourceVersion precondition, resourceVersions
 bumped on every write, and 409 answers on demand. A 409 race (a controller or another operator writing the object

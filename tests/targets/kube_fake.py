@@ -1,4 +1,4 @@
-"""THE one fake of the Kubernetes API in this tree (tests/ops/kube_fake.py), and why it is still here.
+"""THE one fake of the Kubernetes API in this tree (tests/targets/kube_fake.py), and why it is still here.
 
 Every other test of the code that talks to Kubernetes (targets.kube, load.samplers.kube_metrics, ops
 doctor/rollout) runs against the real local cluster, in the cluster tier (tests/cluster/, `make cluster-test`).
