@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from brain.api.gate import Gate
+from brain.api.schemas import health_document
 from brain.audit import store as audit_store
 from brain.audit.events import AuditEvent
 from brain.audit.publisher import OutboxPublisher
@@ -51,6 +52,8 @@ class ApiState:
     refusals: RefusalAudit | None = None
     monitor: HealthMonitor = field(init=False)
     replayer: JournalReplay | None = field(default=None, init=False)
+    #: The /health body per audience (internal or not), with the snapshot it was rendered from.
+    _health: dict[bool, tuple[dict[str, Any], bytes]] = field(default_factory=dict, init=False, repr=False)
 
     def required(self) -> list[str]:
         """What gates readiness (DESIGN.md): a real predictor, Redis, SomaMemory, Postgres, OPA if set; Kafka opt-in."""
@@ -66,6 +69,18 @@ class ApiState:
         if self.publisher is not None and self.settings.kafka_required:
             names.append("kafka")
         return names
+
+    def health_body(self, internal: bool) -> bytes:
+        """The /health document as JSON, rendered once per snapshot: a refresh replaces the monitor's snapshot (it
+        never changes one in place), so between refreshes every request gets the same bytes."""
+        snapshot = self.monitor.snapshot
+        cached = self._health.get(internal)
+        if cached is None or cached[0] is not snapshot:
+            document = health_document(snapshot, self.predictor.provider, self.settings.strict_real,
+                                       self.monitor.failing(), internal=internal)
+            cached = (snapshot, document.model_dump_json().encode())
+            self._health[internal] = cached
+        return cached[1]
 
     async def audit(self, event: AuditEvent, index: audit_store.Index | None = None, queued: bool = False) -> None:
         """Commit `event` (with the API's record of the change, for `index`) atomically; no-op without Postgres.
