@@ -129,8 +129,8 @@ def main() -> int:
         "SOMABRAIN_LOG_LEVEL": "warning", "SOMABRAIN_RATE_LIMIT_RPS": "0"}, run)  # one tenant: no 429s
     api.start()
     port = free_port()
-    hello = Process("hello", [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                              "load.hello_app:app"], run)
+    # load.hello_server: the Hypercorn settings `somabrain api` serves with (one in-process worker).
+    hello = Process("hello", [sys.executable, "-m", "load.hello_server", "--bind", f"127.0.0.1:{port}"], run)
     hello.start()
     wait_for(lambda: http_status(f"http://127.0.0.1:{port}/") == 200, "hello-world")
     try:
