@@ -120,7 +120,7 @@ class RateLimiter:
         self._inflight[name] = taking
         try:
             granted, verdict = await self._ask(name)
-            if granted:
+            if granted > 1:  # this request spends one; the rest is the lease
                 self._keep(name, _Lease(granted - 1, self._clock() + LEASE_S))
             taking.set_result(None if verdict.allowed else verdict)
             return verdict
