@@ -2,7 +2,9 @@
 
 Callers `await write(event)` and are answered only once their batch has committed, so an acknowledged request
 always has its event. Under concurrency the events that arrive while one batch commits form the next, so the
-number of Postgres statements falls as load rises.
+number of Postgres statements falls as load rises. The writer keeps the pool connection it commits on between
+batches (releasing one back to an asyncpg pool costs a reset round trip, per batch) and gives it back when a
+statement on it fails, so a broken connection is replaced by the pool, and when the writer stops.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import asyncpg
+
 from brain import tasks
 from brain.audit.events import AuditEvent
 from brain.audit.store import SCHEMA
-from brain.db import Database
+from brain.db import DB_ERRORS, Database
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class AuditWriter:
         self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self.batches = 0
 
     def start(self) -> None:
@@ -52,6 +57,7 @@ class AuditWriter:
     async def stop(self) -> None:
         await tasks.cancel(self._task)
         self._task = None
+        await self._release()
         pending, self._pending = self._pending, []
         for _, fut in pending:
             if not fut.done():
@@ -93,5 +99,20 @@ class AuditWriter:
         ]
         if self._topic is not None:
             args += [self._topic, [e.to_json() for e in events]]
-        async with self._db.pool.acquire() as conn:
-            await conn.execute(self._sql, *args)
+        if self._conn is None:
+            self._conn = await self._db.pool.acquire()
+        try:
+            await self._conn.execute(self._sql, *args)
+        except BaseException:
+            await self._release()
+            raise
+
+    async def _release(self) -> None:
+        """Give the held connection back; asyncpg resets it, or closes it when the reset fails (then says why)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await self._db.pool.release(conn)
+        except DB_ERRORS as exc:
+            log.warning("audit writer: a broken connection was closed (%s)", exc)

@@ -94,3 +94,42 @@ async def test_commit_is_one_atomic_statement(postgres_server: PostgresServer, t
             assert after == before
     finally:
         await db.close()
+
+
+async def test_the_writer_commits_on_one_connection_and_replaces_it_after_a_restart(run_dir: Path,
+                                                                                  tenant: str) -> None:
+    """Batches reuse the connection the writer holds (one backend for all of them); when Postgres restarts, the
+    batch on the broken connection fails and the next one commits on a fresh connection from the pool.
+
+    pg_stat_activity tells the two apart: a connection released to the pool shows the pool's reset as its last
+    query, so only a connection the writer still holds shows the audit INSERT (a writer that released after every
+    batch shows none)."""
+    pg = PostgresServer(run_dir)
+    pg.start()
+    db = await _db(pg.dsn)
+    writer = AuditWriter(db, topic=None)
+    writer.start()
+
+    async def write(n: int) -> list[object]:
+        return await asyncio.gather(
+            *(writer.write(AuditEvent(tenant=tenant, subject="s", action="act", outcome="ok")) for _ in range(n)),
+            return_exceptions=True)
+
+    try:
+        for _ in range(3):
+            assert await write(5) == [None] * 5
+        async with db.pool.acquire() as conn:
+            backends = await conn.fetchval(
+                "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO \"somabrain\".audit%'")
+        assert backends == 1
+        pg.stop()
+        pg.start()
+        failed = await write(2)
+        assert all(isinstance(r, DB_ERRORS) for r in failed), failed
+        assert await write(3) == [None] * 3
+        async with db.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM somabrain.audit_events WHERE tenant = $1", tenant) == 18
+    finally:
+        await writer.stop()
+        await db.close()
+        pg.cleanup()
