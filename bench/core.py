@@ -2,9 +2,17 @@
 
 In one run, on this machine, with the same client for every target:
 - req/s of `/health` and `POST /act` (somabrain api, 1 Hypercorn worker, real Redis/Postgres/SomaMemory) against a
-  bare Quart hello-world on the same Hypercorn settings: reported as ratios (targets: >= 0.8x and >= 0.5x);
+  bare Quart hello-world on the same Hypercorn settings: reported as ratios (targets: >= 0.9x and >= 0.5x), with
+  the server's CPU time per request beside them;
 - mahal per-vector cost: numpy one vector at a time (what an unbatched server pays per request), numpy batch-64,
   and the JAX micro-batcher with 64 concurrent callers (target: <= 1.0x numpy per vector).
+
+The targets are measured in alternating rounds (bare, /health, /act, bare, ...) and each ratio is the median of its
+rounds' ratios to the bare run of the same round, so a slow spell on a shared machine moves one round, not the
+result. With two or more CPUs the measured servers (the API and the baseline) are pinned to the last CPU and
+everything else (the load client, Redis, Postgres, SomaMemory) to the others, so the client never competes with
+the server it measures; --no-pin turns that off. --before DIR serves a second API from another checkout (e.g. a
+`git worktree` of an older commit) in the same rounds, for a before/after pair measured the same way.
 
 The HTTP client is wrk (Debian package) when present, else a bounded asyncio httpx loop. Absolute numbers depend on
 the machine; the ratios are what to compare.
@@ -22,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 import httpx
 import numpy as np
@@ -30,8 +40,8 @@ import numpy as np
 from localservers.servers import AppServer, PostgresServer, Process, RedisServer, free_port, http_status, wait_for
 
 
-def wrk(url: str, seconds: int, connections: int, lua: str | None) -> float:
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url]
+def wrk(url: str, seconds: int, connections: int, lua: str | None, threads: int = 2) -> float:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url]
     if lua:
         script = Path(tempfile.mkstemp(suffix=".lua")[1])
         script.write_text(lua)
@@ -62,7 +72,7 @@ async def _httpx_load(url: str, seconds: int, connections: int, body: dict[str, 
     return count / seconds
 
 
-def measure(url: str, seconds: int, connections: int, body: dict[str, str] | None = None) -> float:
+def measure(url: str, seconds: int, connections: int, body: dict[str, str] | None = None, threads: int = 2) -> float:
     if shutil.which("wrk"):
         lua = None
         if body is not None:
@@ -70,7 +80,7 @@ def measure(url: str, seconds: int, connections: int, body: dict[str, str] | Non
                 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                 f'wrk.headers["X-Tenant-ID"] = "bench"\nwrk.body = {json.dumps(json.dumps(body))}\n'
             )
-        return wrk(url, seconds, connections, lua)
+        return wrk(url, seconds, connections, lua, threads)
     return asyncio.run(_httpx_load(url, seconds, connections, body))
 
 
@@ -110,52 +120,127 @@ def mahal_costs(dim: int = 256, concurrency: int = 64, rounds: int = 200) -> dic
             "jax_microbatched_us": asyncio.run(batched()) * 1e6}
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of process `pid` (threads started later inherit from the thread that starts them)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid`, all its threads, so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    body: dict[str, str] | None
+    pid: int
+    rps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # server CPU time per request, per round
+
+
+def run_round(target: Target, seconds: int, connections: int, threads: int) -> None:
+    before = cpu_seconds(target.pid)
+    rps = measure(target.url, seconds, connections, target.body, threads)
+    target.rps.append(rps)
+    target.cpu_us.append((cpu_seconds(target.pid) - before) / max(rps * seconds, 1) * 1e6)
+
+
+def summarise(targets: list[Target]) -> dict[str, object]:
+    bare, *others = targets
+    results: dict[str, object] = {"bare_rps": round(median(bare.rps)), "bare_cpu_us": round(median(bare.cpu_us))}
+    for t in others:
+        ratios = [rps / base for rps, base in zip(t.rps, bare.rps, strict=True)]
+        results[f"{t.name}_rps"] = round(median(t.rps))
+        results[f"{t.name}_cpu_us"] = round(median(t.cpu_us))
+        results[f"{t.name}_ratio"] = round(median(ratios), 3)
+        results[f"{t.name}_ratio_rounds"] = [round(r, 3) for r in ratios]
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each HTTP run (default 10)")
+    parser.add_argument("--seconds", type=int, default=8, help="duration of each HTTP run (default 8)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds over the targets (default 4)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin the measured servers and the client to separate CPUs")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also serve an API from the checkout DIR (its brain/), measured in the same rounds")
     args = parser.parse_args()
+    if args.before is not None and not (args.before / "brain" / "api" / "app.py").is_file():
+        parser.error(f"--before {args.before}: not a SomaBrain checkout (no brain/api/app.py)")
+    if args.rounds < 1 or args.seconds < 1:
+        parser.error("--rounds and --seconds must be at least 1")
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = args.pin and len(cpus) >= 2
+    server_cpus, client_cpus = ({cpus[-1]}, set(cpus[:-1])) if pinned else (set(cpus), set(cpus))
+    os.sched_setaffinity(0, client_cpus)  # what starts from here (Redis, Postgres, SomaMemory, wrk) inherits it
+    threads = min(2, len(client_cpus))
     run = Path(tempfile.mkdtemp(prefix="somabrain-bench-"))
     os.chmod(run, 0o755)
     print(f"==> starting Redis, Postgres, SomaMemory, the API and the baseline (logs in {run})", flush=True)
+    if pinned:
+        print(f"==> measured servers on CPU {sorted(server_cpus)}, the client and dependencies on CPU "
+              f"{sorted(client_cpus)}", flush=True)
     redis, pg = RedisServer(run), PostgresServer(run)
     redis.start()
     pg.start()
     memory = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": pg.dsn}, run)
     memory.start()
-    api = AppServer("api", {
+    env = {
         "SOMABRAIN_STRICT_REAL": "1", "SOMABRAIN_REQUIRE_MEMORY": "1", "SOMABRAIN_REDIS_URL": redis.url,
         "SOMABRAIN_POSTGRES_DSN": pg.dsn, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": memory.url,
-        "SOMABRAIN_LOG_LEVEL": "warning", "SOMABRAIN_RATE_LIMIT_RPS": "0"}, run)  # one tenant: no 429s
-    api.start()
+        "SOMABRAIN_LOG_LEVEL": "warning", "SOMABRAIN_RATE_LIMIT_RPS": "0"}  # one tenant: no 429s
+    apis = {"": AppServer("api", env, run)}
+    if args.before is not None:
+        apis["before_"] = AppServer("api", env, run, source=args.before.resolve())
     port = free_port()
     # load.hello_server: the Hypercorn settings `somabrain api` serves with (one in-process worker).
     hello = Process("hello", [sys.executable, "-m", "load.hello_server", "--bind", f"127.0.0.1:{port}"], run)
-    hello.start()
-    wait_for(lambda: http_status(f"http://127.0.0.1:{port}/") == 200, "hello-world")
     try:
-        results: dict[str, float] = {}
+        for api in apis.values():
+            api.start()
+        hello.start()
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/") == 200, "hello-world")
+        assert hello.proc is not None
+        targets = [Target("bare", f"http://127.0.0.1:{port}/", None, hello.proc.pid)]
+        for prefix, api in apis.items():
+            assert api.process.proc is not None
+            pid = api.process.proc.pid
+            targets += [Target(f"{prefix}health", f"{api.url}/health", None, pid),
+                        Target(f"{prefix}act", f"{api.url}/act", {"task": "plan the quarterly review"}, pid)]
+        for target in targets:
+            pin(target.pid, server_cpus)
         client = "wrk" if shutil.which("wrk") else "httpx"
-        for name, url, body in [
-            ("bare", f"http://127.0.0.1:{port}/", None),
-            ("health", f"{api.url}/health", None),
-            ("act", f"{api.url}/act", {"task": "plan the quarterly review"}),
-        ]:
-            print(f"==> {name}: {args.seconds}s at {args.connections} connections ({client})", flush=True)
-            results[f"{name}_rps"] = measure(url, args.seconds, args.connections, body)
-        print("==> mahal per-vector cost", flush=True)
-        results.update(mahal_costs())
+        print(f"==> warm-up, then {args.rounds} rounds of {args.seconds}s per target at {args.connections} "
+              f"connections ({client})", flush=True)
+        for target in targets:
+            measure(target.url, 2, args.connections, target.body, threads)
+        for n in range(1, args.rounds + 1):
+            for target in targets:
+                run_round(target, args.seconds, args.connections, threads)
+            line = ", ".join(f"{t.name} {t.rps[-1]:.0f} req/s ({t.cpu_us[-1]:.0f} us CPU/req)" for t in targets)
+            print(f"    round {n}: {line}", flush=True)
+        results: dict[str, object] = {"pinned": pinned, "rounds": args.rounds, "seconds": args.seconds}
+        results.update(summarise(targets))
     finally:
         hello.stop()
-        api.stop()
+        for api in apis.values():
+            api.stop()
         memory.stop()
         pg.cleanup()
         redis.stop()
-    results["health_ratio"] = results["health_rps"] / results["bare_rps"]
-    results["act_ratio"] = results["act_rps"] / results["bare_rps"]
-    results["mahal_vs_numpy_one_at_a_time"] = results["jax_microbatched_us"] / results["numpy_one_at_a_time_us"]
-    results["mahal_vs_numpy_batch64"] = results["jax_microbatched_us"] / results["numpy_batch64_us"]
-    print(json.dumps({k: round(v, 3) for k, v in results.items()}, indent=2))
+    os.sched_setaffinity(0, set(cpus))
+    print("==> mahal per-vector cost", flush=True)
+    costs = mahal_costs()
+    results.update({k: round(v, 3) for k, v in costs.items()})
+    results["mahal_vs_numpy_one_at_a_time"] = round(costs["jax_microbatched_us"] / costs["numpy_one_at_a_time_us"], 3)
+    results["mahal_vs_numpy_batch64"] = round(costs["jax_microbatched_us"] / costs["numpy_batch64_us"], 3)
+    print(json.dumps(results, indent=2))
     return 0
 
 
