@@ -10,8 +10,8 @@ import contextvars
 import json
 import logging
 import logging.config
+import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +21,10 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def new_request_id(offered: str | None) -> str:
-    """Adopt the caller's id when it is safe to log, else make one. `fullmatch`: the pattern's `$` alone would also
+    """Adopt the caller's id when it is safe to log, else make one: 32 random hex digits, as long as a uuid4's
+    hex, at a quarter of its cost (this runs on every request). `fullmatch`: the pattern's `$` alone would also
     accept a trailing newline, which forges a log line."""
-    return offered if offered and _VALID_ID.fullmatch(offered) else uuid.uuid4().hex
+    return offered if offered and _VALID_ID.fullmatch(offered) else os.urandom(16).hex()
 
 
 class _RequestIdFilter(logging.Filter):

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 
 from quart import request as quart_request
 
+from brain.web.headers import has_any
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+_FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
 
 
 def networks(specs: Sequence[str]) -> tuple[IPNetwork, ...]:
@@ -60,7 +63,12 @@ def is_internal() -> bool:
     another address. A proxy that shares the loopback (a sidecar) adds forwarding headers, so a request that
     carries any is not internal, whoever wrote them.
     """
-    address = _parse(quart_request.remote_addr)
-    if address is None or not address.is_loopback:
-        return False
-    return not any(name in quart_request.headers for name in _FORWARDING_HEADERS)
+    return _is_loopback(quart_request.remote_addr) and not has_any(_FORWARDING_HEADERS)
+
+
+@lru_cache(maxsize=256)
+def _is_loopback(peer: str | None) -> bool:
+    """Whether the TCP peer `peer` is a loopback address; cached, since a connection's peer repeats on every request
+    and parsing it is most of is_internal's cost (the peer is the kernel's, never a header a client writes)."""
+    address = _parse(peer)
+    return address is not None and address.is_loopback
