@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from brain.predictor.numerics import ewma_update, prior, surprise_batch, surprise_numpy
+from brain.predictor.numerics import SINGLE_THREADED_XLA, ewma_update, prior, surprise_batch, surprise_numpy
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])
@@ -51,3 +55,26 @@ def test_ewma_converges_and_repeated_input_grows_less_surprising() -> None:
         mu, var = ewma_update(x, mu, var, 0.2)
     assert all(later < earlier for earlier, later in itertools.pairwise(seen))
     np.testing.assert_allclose(mu, x, atol=0.01)
+
+
+_SCORE_ONE = (
+    "import os, numpy as np\n"
+    "from brain.predictor.numerics import surprise_batch\n"
+    "x = np.ones((2, 8), dtype=np.float32)\n"
+    "print(os.environ['XLA_FLAGS'], '|', surprise_batch(x, 0 * x, x)[0].tolist())\n"
+)
+
+
+@pytest.mark.parametrize("operator_flags", [None, "--xla_cpu_multi_thread_eigen=true"])
+def test_xla_runs_single_threaded_unless_the_operator_says_otherwise(operator_flags: str | None) -> None:
+    """A fresh process: the default flags are set before jax starts, and XLA accepts them (it aborts on an unknown
+    flag at the first computation); XLA_FLAGS from the environment is left as it is."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if operator_flags is not None:
+        env["XLA_FLAGS"] = operator_flags
+    done = subprocess.run([sys.executable, "-c", _SCORE_ONE], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    flags, scores = done.stdout.strip().split(" | ")
+    assert flags == (operator_flags or SINGLE_THREADED_XLA)
+    assert scores == "[8.0, 8.0]"
