@@ -47,6 +47,11 @@ PREDICTOR_LATENCY = Histogram(
     "Time from submitting a vector to the micro-batcher to its score",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
+PREDICTOR_BATCH = Histogram(
+    "somabrain_predictor_batch_size",
+    "Vectors scored per micro-batch (one jitted call each): how much concurrent requests share",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 AUDIT_PUBLISHED = Counter("somabrain_audit_published_total", "Audit events acknowledged by Kafka")
 AUDIT_PUBLISH_FAILURES = Counter("somabrain_audit_publish_failures_total", "Failed outbox drain attempts")
 #: Why the gate refused a request: a fixed set, so no client can add a series.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from brain import tasks
+from brain import metrics, tasks
 from brain.predictor.numerics import F32
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class MicroBatcher:
         d2, surprise = self._score(x, mu, var)
         self.batches += 1
         self.items += n
+        metrics.PREDICTOR_BATCH.observe(n)
         for fut, d2_i, surprise_i in zip(futures, d2.tolist(), surprise.tolist(), strict=False):
             if not fut.done():
                 fut.set_result((d2_i, surprise_i))
