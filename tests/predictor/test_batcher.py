@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+from prometheus_client import REGISTRY
 
 from brain.predictor.batcher import MicroBatcher, bucket_sizes
 from brain.predictor.numerics import surprise_batch, surprise_numpy
@@ -21,6 +22,8 @@ async def test_concurrent_requests_are_batched_and_exact() -> None:
     batcher.warm_up()
     batcher.start()
     try:
+        vectors_before = REGISTRY.get_sample_value("somabrain_predictor_batch_size_sum") or 0.0
+        batches_before = REGISTRY.get_sample_value("somabrain_predictor_batch_size_count") or 0.0
         rng = np.random.default_rng(0)
         xs = rng.normal(size=(40, 32)).astype(np.float32)
         mus = rng.normal(size=(40, 32)).astype(np.float32)
@@ -31,6 +34,9 @@ async def test_concurrent_requests_are_batched_and_exact() -> None:
         np.testing.assert_allclose([r[1] for r in results], s_ref, rtol=1e-5)
         assert batcher.items == 40
         assert batcher.batches < 40  # shared: 40 concurrent callers needed fewer than 40 computations
+        # the batch-size histogram says the same to an operator
+        assert REGISTRY.get_sample_value("somabrain_predictor_batch_size_sum") == vectors_before + 40
+        assert REGISTRY.get_sample_value("somabrain_predictor_batch_size_count") == batches_before + batcher.batches
     finally:
         await batcher.stop()
 
