@@ -25,7 +25,11 @@ def networks(specs: Sequence[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(spec, strict=False) for spec in specs)
 
 
+@lru_cache(maxsize=1024)
 def _parse(value: str | None) -> IPAddress | None:
+    """The address `value` names (IPv4-mapped IPv6 as IPv4), or None; cached, since the same peers and proxies
+    recur on every request and parsing costs more than the rest of the gate's address check (bounded: a client
+    that varies its X-Forwarded-For only evicts entries)."""
     try:
         address = ipaddress.ip_address((value or "").strip())
     except ValueError:
@@ -66,9 +70,6 @@ def is_internal() -> bool:
     return _is_loopback(quart_request.remote_addr) and not has_any(_FORWARDING_HEADERS)
 
 
-@lru_cache(maxsize=256)
 def _is_loopback(peer: str | None) -> bool:
-    """Whether the TCP peer `peer` is a loopback address; cached, since a connection's peer repeats on every request
-    and parsing it is most of is_internal's cost (the peer is the kernel's, never a header a client writes)."""
     address = _parse(peer)
     return address is not None and address.is_loopback
