@@ -26,6 +26,7 @@ typecheck: deps ## mypy --strict over bench/, brain/, conformance/, load/, local
 # Plain pytest leaves out the tests marked `live` and `cluster` (pyproject's addopts); `live` and `cluster-test` select
 # them by their marker.
 unit: deps ## pytest: unit, integration (real Redis/Postgres/Kafka/Rego) and static deployment checks
+	@scripts/lint_security.sh --install-only
 	$(VENV)/bin/pytest -q
 
 parity: deps ## compose <-> k8s parity gate (static; exit 1 on drift, 2 on unreadable input)
@@ -86,7 +87,7 @@ load-baseline: up ## somabrain throughput as a ratio to a bare Quart hello-world
 load-oom: up ## demo: a memory limit below the working set is caught (separate compose project, ~2 min)
 	$(PY) -m load.oom_demo
 
-lint-security: ## checkov over k8s/ and the Dockerfile (in its own venv under .run/)
+lint-security: ## checkov over k8s/ and the Dockerfile (in its own venv, ~/.cache/somabrain/checkov-<version>)
 	@scripts/lint_security.sh
 
 cluster: deps ## a real local Kubernetes (context somabrain-local), ready: DNS, registry :5000, ingress :9999, canary

