@@ -52,7 +52,10 @@ venv="${SOMABRAIN_CHECKOV_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/somabrain/checko
 python="${PYTHON:-python3}"
 kubectl="${KUBECTL:-$root/.venv/bin/kubectl}"
 
-if [[ ! -x "$venv/bin/checkov" ]] || ! "$venv/bin/pip" show checkov 2>/dev/null | grep -qx "Version: $version"; then
+# sed reads all of pip's output: `grep -q` would exit at the match, and pip's SIGPIPE would fail the pipeline
+# (pipefail), reinstalling every time.
+installed="$([[ -x "$venv/bin/pip" ]] && "$venv/bin/pip" show checkov 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [[ ! -x "$venv/bin/checkov" || "$installed" != "$version" ]]; then
   echo "lint_security: installing checkov $version into $venv (one-off, ~300 MB)" >&2
   mkdir -p "$(dirname "$venv")"
   "$python" -m venv "$venv" || { echo "lint_security: cannot create venv with $python (install python3-venv)" >&2; exit 2; }
