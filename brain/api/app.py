@@ -272,13 +272,18 @@ async def act(req: Request, body: ActRequest) -> ActResponse:
     except DB_ERRORS as exc:
         raise _db_down(exc) from exc
     best = float(np.max(cosine_scores(vec, np.stack([i.vec for i in items])))) if items else 0.0
-    novelty = float(np.clip(1.0 - best, 0.0, 1.0))
-    pred_error = float(np.clip(prediction.surprise, 0.0, 1.0))
-    salience = float(np.clip(1.0 - (1.0 - pred_error) * (1.0 - novelty), 0.0, 1.0))
+    novelty = _unit(1.0 - best)
+    pred_error = _unit(prediction.surprise)
+    salience = _unit(1.0 - (1.0 - pred_error) * (1.0 - novelty))
     return ActResponse(
         pred_error=pred_error, novelty=novelty, salience=salience, d2=max(prediction.d2, 0.0),
         provider=st.predictor.provider,
     )
+
+
+def _unit(x: float) -> float:
+    """`x` clamped to [0, 1], as np.clip would (which costs ~5 us on a Python float; /act clamps three)."""
+    return min(max(x, 0.0), 1.0)
 
 
 async def _read_and_observe(st: ApiState, tenant: str, vec: Vector) -> tuple[list[WMItem], Prediction]:
