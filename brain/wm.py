@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from brain.embeddings import Vector, cosine_scores, from_bytes, to_bytes
+from brain.roundtrip import Command, hash_reply
 
 _ADD = """
 local now = tonumber(ARGV[3])
@@ -118,16 +118,16 @@ class WorkingMemory:
         """The tenant's live items (expired ones are skipped)."""
         return self.decode_items(await self._redis.hgetall(_keys(tenant)[0]))
 
-    def queue_items(self, pipe: Pipeline, tenant: str) -> None:
-        """Queue the read of the tenant's items on `pipe` (its reply goes to `decode_items`), so that a caller with
-        other Redis work (/act's predictor update) pays one round trip for both."""
-        pipe.hgetall(_keys(tenant)[0])
+    def items_command(self, tenant: str) -> Command:
+        """The read of the tenant's items as a command (its raw reply goes to `decode_items`), so that a caller with
+        other Redis work (/act's predictor update) sends both in one round trip (brain.roundtrip)."""
+        return ("HGETALL", _keys(tenant)[0])
 
-    def decode_items(self, raw: dict[bytes | str, bytes | str]) -> list[WMItem]:
-        """The live items of an items-hash reply."""
+    def decode_items(self, raw: Any) -> list[WMItem]:
+        """The live items of an items-hash reply: a dict, or HGETALL's raw flat list."""
         horizon = time.time() - self.ttl_seconds
         out = []
-        for key, value in raw.items():
+        for key, value in hash_reply(raw).items():
             data = json.loads(value)
             if data["ts"] < horizon:
                 continue

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio.client import Pipeline
-
 from brain.embeddings import Vector
+from brain.roundtrip import Command
 
 
 @dataclass(frozen=True)
@@ -28,11 +27,11 @@ class Predictor(Protocol):
 
     def warmed(self) -> bool: ...
 
-    def queue_observe(self, pipe: Pipeline, tenant: str, vec: Vector) -> None:
-        """Queue on `pipe` whatever folding `vec` into the tenant's statistics needs (possibly nothing), so the
-        caller's own Redis reads share the round trip."""
+    def observe_commands(self, tenant: str, vec: Vector) -> list[Command]:
+        """The Redis commands that fold `vec` into the tenant's statistics (possibly none), for the caller to send
+        with its own in one round trip (brain.roundtrip)."""
         ...
 
     async def scored(self, replies: list[Any], vec: Vector) -> Prediction:
-        """Score `vec` against the tenant's statistics, from the replies of what `queue_observe` queued."""
+        """Score `vec` against the tenant's statistics, from the raw replies to `observe_commands`."""
         ...

@@ -2,8 +2,8 @@
 
 Statistics live in the Redis hash `sb:pred:<tenant>` (fields `mu`, `var`: little-endian float32; `n`: count) so
 that every worker and replica agrees. The EWMA update runs inside Redis as one Lua script, so concurrent observers
-on any replica never lose each other's updates and never contend. The update is queued on a pipeline the caller
-owns (`queue_observe`, then `scored` on its reply), so /act reads working memory in the same round trip.
+on any replica never lose each other's updates and never contend. The update is a command the caller sends
+(`observe_commands`, then `scored` on its reply), so /act reads working memory in the same round trip.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from brain import metrics
 from brain.embeddings import Vector, from_bytes, to_bytes
 from brain.predictor.base import Prediction
 from brain.predictor.batcher import MicroBatcher
 from brain.predictor.numerics import F32, prior, surprise_batch
+from brain.roundtrip import Command, round_trip
 
 # EWMA step (see numerics.ewma_update) over little-endian float32 vectors, atomically, inside Redis. Returns the
 # statistics as they were before this vector, which is what the vector is scored against. Sent as EVAL with its
-# body: in a pipeline, a registered script would first cost a SCRIPT EXISTS round trip; Redis caches the compiled body.
+# body, so that no reply is ever NOSCRIPT (a registered script would first cost a SCRIPT EXISTS round trip); Redis
+# caches the compiled body.
 _OBSERVE = """
 local x, alpha, dim = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local mu = redis.call('HGET', KEYS[1], 'mu') or ARGV[4]
@@ -78,9 +79,9 @@ class MahalPredictor:
         """The tenant's current (mean, variance), or the prior when nothing has been observed."""
         return self._decode(await self._redis.hmget(stats_key(tenant), ["mu", "var"]))
 
-    def queue_observe(self, pipe: Pipeline, tenant: str, vec: Vector) -> None:
-        """Queue the EWMA update of `vec` on `pipe`; its one reply goes to `scored`."""
-        pipe.eval(_OBSERVE, 1, stats_key(tenant), to_bytes(vec), self._alpha, self._dim, *self._prior)
+    def observe_commands(self, tenant: str, vec: Vector) -> list[Command]:
+        """The EWMA update of `vec`, one command; its one reply goes to `scored`."""
+        return [("EVAL", _OBSERVE, 1, stats_key(tenant), to_bytes(vec), self._alpha, self._dim, *self._prior)]
 
     async def scored(self, replies: list[Any], vec: Vector) -> Prediction:
         """Score `vec` against the statistics the queued update returned (as they were before it)."""
@@ -93,6 +94,4 @@ class MahalPredictor:
 
     async def observe(self, tenant: str, vec: Vector) -> Prediction:
         """Score `vec` and fold it into the tenant's statistics, in a round trip of its own."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            self.queue_observe(pipe, tenant, vec)
-            return await self.scored(await pipe.execute(), vec)
+        return await self.scored(await round_trip(self._redis, self.observe_commands(tenant, vec)), vec)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
 from brain.embeddings import Vector
 from brain.predictor.base import Prediction
+from brain.roundtrip import Command
 
 
 class StubPredictor:
@@ -23,8 +22,9 @@ class StubPredictor:
     def warmed(self) -> bool:
         return True
 
-    def queue_observe(self, pipe: Pipeline, tenant: str, vec: Vector) -> None:
-        """Nothing to learn, so nothing to queue."""
+    def observe_commands(self, tenant: str, vec: Vector) -> list[Command]:
+        """Nothing to learn, so nothing to send."""
+        return []
 
     async def scored(self, replies: list[Any], vec: Vector) -> Prediction:
         return Prediction(d2=0.0, surprise=0.0)
