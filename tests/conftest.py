@@ -132,6 +132,18 @@ def private_memory(postgres_server: PostgresServer, run_dir: Path) -> Iterator[A
     server.stop()
 
 
+@pytest.fixture
+def narrow_memory(postgres_server: PostgresServer, run_dir: Path) -> Iterator[AppServer]:
+    """A SomaMemory of the test's own that takes bodies of at most 1 KiB (SOMABRAIN_MAX_BODY_BYTES's floor, far below
+    the API's 2 MiB): one that refuses (413) writes the API accepts, as when the two are deployed with different
+    limits."""
+    server = AppServer("memory", {"SOMABRAIN_POSTGRES_DSN": postgres_server.dsn, "SOMABRAIN_MAX_BODY_BYTES": "1024"},
+                       run_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def strict_env(redis_server: RedisServer, postgres_server: PostgresServer, memory_server: AppServer) -> dict[str, str]:
     """The strict-real environment the compose stack uses, pointed at this session's servers (auth off, no OPA)."""

@@ -35,7 +35,13 @@ from brain.audit.events import AuditEvent
 from brain.db import DB_ERRORS
 from brain.embeddings import Vector, cosine_scores
 from brain.errors import APIError
-from brain.memory.client import MemoryConflict, MemoryOutcomeUnknown, MemoryQuotaExceeded, MemoryUnavailable
+from brain.memory.client import (
+    MemoryConflict,
+    MemoryOutcomeUnknown,
+    MemoryQuotaExceeded,
+    MemoryRefused,
+    MemoryUnavailable,
+)
 from brain.memory.journal import Entry, JournalError
 from brain.predictor import Prediction
 from brain.roundtrip import round_trip
@@ -173,6 +179,11 @@ async def remember(req: Request, body: RememberRequest) -> Response:
             raise _key_reused(key, item_id) from exc
         except MemoryQuotaExceeded as exc:  # never journalled: replaying it would meet the same refusal
             raise APIError(403, "quota_exceeded", f"{exc}; nothing was written") from exc
+        except MemoryRefused as exc:  # nor this: it was journalled (202) and then held back every write after it
+            log.error("somamemory refused a body the api accepted (are their limits the same?): %s", exc)
+            if exc.status == 413:
+                raise APIError(413, "payload_too_large", f"{exc}; nothing was written") from exc
+            raise APIError(422, "memory_refused", f"{exc}; nothing was written") from exc
         except MemoryUnavailable as exc:
             in_doubt = isinstance(exc, MemoryOutcomeUnknown)
             if in_doubt:

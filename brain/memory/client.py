@@ -43,8 +43,22 @@ class MemoryQuotaExceeded(Exception):
     and sending it again changes nothing until the tenant deletes memories. Its message is SomaMemory's detail."""
 
 
+class MemoryRefused(Exception):
+    """SomaMemory refused the write's body (400, 413 or 422): nothing was written, and the same body is refused every
+    time it is sent. The API accepted it, so the two disagree on what a memory may be (e.g. a lower
+    SOMABRAIN_MAX_BODY_BYTES on SomaMemory). `status` and `code` are SomaMemory's; the message is its detail."""
+
+    def __init__(self, status: int, code: str | None, detail: str) -> None:
+        super().__init__(f"SomaMemory refused the write (HTTP {status}{f' {code}' if code else ''}): "
+                         f"{detail or 'no detail given'}")
+        self.status = status
+        self.code = code
+
+
 #: Failures before any byte of the request can have been sent: nothing took effect.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+#: SomaMemory's answers that refuse the body itself: bad request, too large, invalid.
+_BODY_REFUSED = (400, 413, 422)
 #: SomaMemory's 503 that says it wrote nothing (Postgres refused the write or was never reached).
 _NOTHING_WRITTEN = "storage_unavailable"
 
@@ -104,9 +118,8 @@ class MemoryClient:
         the connection breaks with the outcome unknown (SomaMemory restarting, a keep-alive connection it closed),
         the write is sent once more, on a new connection, and its answer settles the outcome. A timeout is not
         resent: SomaMemory or its Postgres is slow, and a second wait would double the caller's for the same end.
-        Raises MemoryConflict (another memory holds the id), MemoryQuotaExceeded (the tenant is full),
-        MemoryOutcomeUnknown, or MemoryUnavailable (nothing
-        was written).
+        Raises MemoryConflict (another memory holds the id), MemoryQuotaExceeded (the tenant is full), MemoryRefused
+        (SomaMemory refuses this body), MemoryOutcomeUnknown, or MemoryUnavailable (nothing was written).
         """
         body = {"id": item_id, "content": content, "metadata": metadata, "importance": importance}
         try:
@@ -129,6 +142,8 @@ class MemoryClient:
             raise MemoryConflict(f"SomaMemory holds another memory under {body['id']}")
         if status == 403 and code == "quota_exceeded":
             raise MemoryQuotaExceeded(said)
+        if status in _BODY_REFUSED:
+            raise MemoryRefused(status, code, said)
         detail = f"SomaMemory did not confirm the write (HTTP {status}{f' {code}' if code else ''}{_refusal(response)})"
         if 400 <= status < 500 or (status == 503 and code == _NOTHING_WRITTEN):
             raise MemoryUnavailable(detail)  # refused, or SomaMemory says it wrote nothing

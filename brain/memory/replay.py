@@ -4,7 +4,8 @@ Every `interval_s`, when the journal holds batches and the health monitor last s
 them (`MemoryJournal.replay`: oldest first, under the directory's lock, tombstoned entries skipped). SomaMemory
 failing mid-round pauses the replay until the next round; the unsent batches wait. A journalled write SomaMemory
 refuses because another memory holds its id (a later request reused the idempotency key for another body) is logged
-and dropped: that later write stands, and the rest of the journal is not held back by it.
+and dropped: that later write stands, and the rest of the journal is not held back by it. So is one SomaMemory will
+never store (the tenant is at its quota, or SomaMemory refuses the body: 400, 413, 422).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from brain import metrics, tasks
-from brain.memory.client import MemoryClient, MemoryConflict, MemoryQuotaExceeded, MemoryUnavailable
+from brain.memory.client import MemoryClient, MemoryConflict, MemoryQuotaExceeded, MemoryRefused, MemoryUnavailable
 from brain.memory.journal import Entry, MemoryJournal
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class JournalReplay:
         except MemoryConflict:  # a later request with the same idempotency key stored another body: it stands
             log.error("journalled write %s for tenant %s not replayed: SomaMemory holds another memory under "
                       "that id", entry["id"], entry["tenant"])
-        except MemoryQuotaExceeded as exc:  # accepted (202) while SomaMemory was away; the tenant filled up since
+        except (MemoryQuotaExceeded, MemoryRefused) as exc:  # the tenant filled up since, or SomaMemory refuses
+            # this body every time (journalled by an older API, or imported): waiting would hold back the rest
             log.error("journalled write %s for tenant %s dropped: %s", entry["id"], entry["tenant"], exc)
 
     async def _forget(self, entry: Entry) -> None:

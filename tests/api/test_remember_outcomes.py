@@ -318,3 +318,24 @@ async def test_a_journalled_write_whose_key_was_reused_does_not_stall_the_journa
         found = await client.post("/recall", json={"query": "word", "top_k": 10}, headers=headers(tenant))
         memory = {hit["id"]: hit["content"] for hit in (await found.get_json())["memory"]}
     assert memory == {item_id: "the other word", later_id: "a later word"}
+
+
+async def test_a_body_somamemory_refuses_is_refused_and_never_journalled(
+    strict_env: dict[str, str], narrow_memory: AppServer, tenant: str, tmp_path: Path
+) -> None:
+    """SomaMemory takes smaller bodies than the API (narrow_memory: 1 KiB). Its 413 was taken for "SomaMemory
+    unavailable": the write was journalled and answered 202, and replay then met the same 413 on every round, holding
+    back the writes journalled after it. Now the client hears the refusal, and nothing is kept anywhere."""
+    env = {**strict_env, "SOMABRAIN_MEMORY_HTTP_ENDPOINT": narrow_memory.url, "SOMABRAIN_REQUIRE_MEMORY": "0",
+           "SOMABRAIN_MEMORY_QUEUE": "1", "SOMABRAIN_JOURNAL_DIR": str(tmp_path)}
+    async with _client(env) as client:
+        refused = await client.post("/remember", json={"content": "x" * 4096}, headers=headers(tenant))
+        assert refused.status_code == 413, await refused.get_data(as_text=True)
+        answer = await refused.get_json()
+        assert answer["error"] == "payload_too_large"
+        assert answer["detail"].startswith("SomaMemory refused the write (HTTP 413 payload_too_large)")
+        assert answer["detail"].endswith("; nothing was written")
+        found = await client.post("/recall", json={"query": "x", "top_k": 10}, headers=headers(tenant))
+        assert (await found.get_json())["wm"] == []
+    assert list((tmp_path / "memory-journal").glob("*.json")) == []
+    assert await _audited(strict_env["SOMABRAIN_POSTGRES_DSN"], tenant) == []

@@ -61,6 +61,26 @@ async def test_a_write_whose_id_holds_another_memory_is_dropped_and_does_not_hol
     assert hits == {item_id(1): "the later body", item_id(2): "journalled 2"}
 
 
+async def test_a_write_somamemory_refuses_is_dropped_and_does_not_hold_back_the_rest(
+        narrow_memory: AppServer, tenant: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A journalled body SomaMemory refuses (here 413: its body limit is lower than the one the entry was accepted
+    under) is refused on every round; waiting for it held back every batch after it, for good."""
+    refused = Entry(tenant=tenant, id=item_id(1), content="x" * 4096, metadata={}, importance=0.5)
+    journal = MemoryJournal(tmp_path)
+    journal.append([refused])
+    journal.append([entry(tenant, 2)])
+    narrow = MemoryClient(narrow_memory.url, 5.0, MEMORY_TOKEN)
+    try:
+        with caplog.at_level(logging.ERROR, logger="brain.memory.replay"):
+            assert await JournalReplay(journal, narrow, 60.0, lambda: True).replay_once() == 2
+        assert journal.pending() == []
+        assert [h["id"] for h in await narrow.recall(tenant, "journalled x", 10)] == [item_id(2)]
+    finally:
+        await narrow.aclose()
+    assert (f"journalled write {item_id(1)} for tenant {tenant} dropped: SomaMemory refused the write (HTTP 413 "
+            "payload_too_large)") in caplog.text
+
+
 async def test_somamemory_unreachable_pauses_the_round_and_keeps_the_batches(
         tmp_path: Path, tenant: str, caplog: pytest.LogCaptureFixture) -> None:
     down = MemoryClient(f"http://127.0.0.1:{free_port()}", 1.0, MEMORY_TOKEN)
