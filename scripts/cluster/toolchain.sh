@@ -29,6 +29,9 @@ BINDIR="$CACHE/current/bin"
 ALL=(kubernetes pause etcd kube-router coredns registry traefik local-path gateway-api tilt)
 export GOFLAGS="-buildvcs=false" GOWORK=off GOTOOLCHAIN=local
 
+# What a dropped connection to the Go module proxy looks like in a build log.
+TRANSIENT='connection reset by peer|i/o timeout|TLS handshake timeout|unexpected EOF|stream error|502 Bad Gateway|503 Service Unavailable|504 Gateway Timeout'
+
 say() { printf '[toolchain] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
@@ -184,10 +187,21 @@ build_one() {
   log="$CACHE/logs/$name-$(version_of "$name").log"
   say "building $name $(version_of "$name") (log: $log)"
   t0=$(date +%s)
-  if ! "build_${name//-/_}" "$tmp" >"$log" 2>&1; then
-    tail -n 25 "$log" >&2
-    die "building $name failed; full log: $log"
-  fi
+  local attempt=1
+  until "build_${name//-/_}" "$tmp" >"$log" 2>&1; do
+    # A connection to the module proxy or the checksum database that breaks mid-download fails the whole build
+    # (seen: "read: connection reset by peer" on sum.golang.org); what was downloaded stays in GOMODCACHE, so a
+    # retry resumes. Any other failure is the build's own and is not retried.
+    if [ "$attempt" -ge 3 ] || ! grep -qE "$TRANSIENT" "$log"; then
+      tail -n 25 "$log" >&2
+      die "building $name failed; full log: $log"
+    fi
+    say "the Go module proxy dropped a connection while building $name; retrying ($attempt of 2) in 10 s"
+    attempt=$((attempt + 1))
+    sleep 10
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+  done
   rm -rf "$dir"
   mv "$tmp" "$dir"
   echo "built $(date -u +%FT%TZ) in $(($(date +%s) - t0))s" >"$dir/.complete"
