@@ -12,8 +12,12 @@ What differs, on purpose:
 - nothing is retried: a command may have run although its reply was lost, and re-running the predictor's update
   would fold the same vector in twice;
 - on any failure (an error reply among them) the connection is closed before it goes back to the pool, since
-  replies left unread would be read by the next user of that connection. redis-py's exceptions propagate
-  (ConnectionError, TimeoutError, ResponseError), as from any other call on the client.
+  replies left unread would be read by the next user of that connection;
+- a pooled connection the server has closed (Redis restarted) is reconnected before it is used. redis-py's pool
+  does that check itself only with maintenance notifications off; under its default ("auto") it skips it and
+  counts on its retries, so without this every connection open across a Redis restart failed one /act.
+
+redis-py's exceptions propagate (ConnectionError, TimeoutError, ResponseError), as from any other call on the client.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ async def round_trip(redis: Redis, commands: Sequence[Command]) -> list[Any]:
     pool = redis.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     try:
+        if await conn.can_read():  # at EOF (Redis restarted since this connection was last used): a fresh one
+            await conn.disconnect()
+            await conn.connect()
         await conn.send_packed_command(conn.pack_commands(commands))
         replies = [await conn.read_response() for _ in commands]
     except BaseException:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis
@@ -79,6 +80,22 @@ async def test_an_unreachable_server_is_a_connection_error() -> None:
             await round_trip(client, [("PING",)])
     finally:
         await client.aclose()
+
+
+async def test_connections_open_across_a_redis_restart_are_reconnected(tmp_path: Path) -> None:
+    """Every pooled connection is at EOF once Redis restarts; none may fail the round trip it is taken for."""
+    server = RedisServer(tmp_path)
+    server.start()
+    client = Redis.from_url(server.url)
+    try:
+        await asyncio.gather(*(round_trip(client, [("PING",)]) for _ in range(8)))  # eight connections, pooled
+        server.stop()
+        server.start()
+        await asyncio.sleep(0.2)  # the event loop sees each connection's EOF
+        assert await asyncio.gather(*(round_trip(client, [("PING",)]) for _ in range(8))) == [[b"PONG"]] * 8
+    finally:
+        await client.aclose()
+        server.stop()
 
 
 def _url(redis: Redis) -> str:

@@ -4,7 +4,8 @@
   once it is back (counted by a real consumer);
 - Postgres restarts: requests fail cleanly with 503 during the outage, then recover; no acknowledged write is lost;
 - SomaMemory dies (journal allowed): writes are queued (202), readiness goes false, then the journal replays;
-- Redis dies: readiness goes false, and the rate limiter fails in the configured direction;
+- Redis dies: readiness goes false, the rate limiter fails in the configured direction, /act answers 503 and
+  serves again once Redis is back;
 - a tenant over its rate gets 429 with Retry-After.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +72,10 @@ class Stack:
 
     def remember(self, tenant: str, content: str) -> httpx.Response:
         return httpx.post(self.url + "/remember", json={"content": content}, headers={"X-Tenant-ID": tenant},
+                          timeout=30)
+
+    def act(self, tenant: str) -> httpx.Response:
+        return httpx.post(self.url + "/act", json={"task": "water the plants"}, headers={"X-Tenant-ID": tenant},
                           timeout=30)
 
     def down(self) -> None:
@@ -207,18 +213,29 @@ def test_somamemory_required_means_503(stack: Stack, tenant: str) -> None:
     assert refused.json()["error"] == "memory_unavailable"
 
 
-@pytest.mark.parametrize(("fail_open", "error"), [("0", "rate_limiter_unavailable"),
-                                                   ("1", "working_memory_unavailable")])
-def test_redis_down(stack: Stack, tenant: str, fail_open: str, error: str) -> None:
+@pytest.mark.parametrize(("fail_open", "error", "act_error"), [
+    ("0", "rate_limiter_unavailable", "rate_limiter_unavailable"),
+    ("1", "working_memory_unavailable", "predictor_unavailable"),
+])
+def test_redis_down(stack: Stack, tenant: str, fail_open: str, error: str, act_error: str) -> None:
+    """/act's round trips have a pool of their own (brain.roundtrip.RoundTrips): its connections, several of them
+    open when Redis goes, must answer 503 while it is away and serve again once it is back."""
     stack.up(SOMABRAIN_RATE_LIMIT_FAIL_OPEN=fail_open)
     assert stack.redis is not None
+    with ThreadPoolExecutor(8) as pool:  # several concurrent /act: several connections in the pool
+        assert {r.status_code for r in pool.map(lambda _: stack.act(tenant), range(16))} == {200}
     stack.redis.stop()
     wait_for(lambda: stack.health()["ready"] is False, "ready:false with Redis down")
     response = stack.remember(tenant, "x")
     assert response.status_code == 503
     assert response.json()["error"] == error  # fail-closed stops at the limiter; fail-open reaches Redis
+    acted = stack.act(tenant)
+    assert (acted.status_code, acted.json()["error"]) == (503, act_error)
     stack.redis.start()
     wait_for(lambda: stack.health()["ready"] is True, "ready:true after Redis returned")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: stack.act(tenant), range(16)))
+        assert [r.status_code for r in answers] == [200] * 16, [r.text for r in answers if r.status_code != 200]
 
 
 def test_rate_limit_429(stack: Stack, tenant: str) -> None:
