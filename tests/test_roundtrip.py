@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brain.roundtrip import hash_reply, round_trip
+from brain.roundtrip import RoundTrips, hash_reply, round_trip
 from localservers.servers import RedisServer, free_port
 
 
@@ -29,10 +30,19 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
 async def test_replies_come_back_in_order(redis: Redis, tenant: str) -> None:
     await redis.hset(f"{tenant}:h", mapping={"a": "1", "b": "2"})
     replies = await round_trip(redis, [("HGETALL", f"{tenant}:h"), ("INCR", f"{tenant}:n"),
-                                       ("INCRBY", f"{tenant}:n", 5), ("GET", f"{tenant}:absent")])
+                                       ("INCRBY", f"{tenant}:n", 5), ("GET", f"{tenant}:absent"),
+                                       ("INCRBYFLOAT", f"{tenant}:f", 0.25), ("SET", f"{tenant}:b", b"\x00\xff"),
+                                       ("GET", f"{tenant}:b")])
     assert hash_reply(replies[0]) == {b"a": b"1", b"b": b"2"}
-    assert replies[1:] == [1, 6, None]
+    assert replies[1:] == [1, 6, None, b"0.25", b"OK", b"\x00\xff"]
     assert await round_trip(redis, []) == []
+
+
+async def test_an_argument_redis_cannot_take_is_a_data_error_before_anything_is_sent(redis: Redis,
+                                                                                     tenant: str) -> None:
+    with pytest.raises(DataError, match="must be str, int, float or bytes"):
+        await round_trip(redis, [("SET", f"{tenant}:k", "sent"), ("SET", f"{tenant}:k", None)])
+    assert await redis.get(f"{tenant}:k") is None
 
 
 async def test_hash_reply_reads_both_protocols(redis_server: RedisServer, tenant: str) -> None:
@@ -80,6 +90,19 @@ async def test_an_unreachable_server_is_a_connection_error() -> None:
             await round_trip(client, [("PING",)])
     finally:
         await client.aclose()
+
+
+async def test_a_round_trip_past_its_timeout_raises_and_leaves_nothing_unread(redis_server: RedisServer,
+                                                                               tenant: str) -> None:
+    """RoundTrips' connections have no socket timeout: its own bound must end the wait, close the connection (or
+    the blocked pop would take the value pushed later) and say so as redis-py's TimeoutError."""
+    trips = RoundTrips(redis_server.url, timeout=0.2)
+    try:
+        with pytest.raises(RedisTimeoutError, match=r"did not answer within 0\.2 s"):
+            await trips([("BLPOP", f"{tenant}:q", 5)])
+        assert await trips([("RPUSH", f"{tenant}:q", "late"), ("LRANGE", f"{tenant}:q", 0, -1)]) == [1, [b"late"]]
+    finally:
+        await trips.aclose()
 
 
 async def test_connections_open_across_a_redis_restart_are_reconnected(tmp_path: Path) -> None:

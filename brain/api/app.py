@@ -44,7 +44,6 @@ from brain.memory.client import (
 )
 from brain.memory.journal import Entry, JournalError
 from brain.predictor import Prediction
-from brain.roundtrip import round_trip
 from brain.settings import Settings
 from brain.web import common
 from brain.web.clients import is_internal
@@ -301,8 +300,7 @@ def _unit(x: float) -> float:
 async def _read_and_observe(st: ApiState, tenant: str, vec: Vector) -> tuple[list[WMItem], Prediction]:
     """Working memory's items and the predictor's update in one Redis round trip (not a transaction: the two need no
     atomicity together, and their keys live in different cluster slots)."""
-    raw_items, *stats = await round_trip(st.redis, [st.wm.items_command(tenant),
-                                                    *st.predictor.observe_commands(tenant, vec)])
+    raw_items, *stats = await st.round_trips([st.wm.items_command(tenant), *st.predictor.observe_commands(tenant, vec)])
     return st.wm.decode_items(raw_items), await st.predictor.scored(stats, vec)
 
 

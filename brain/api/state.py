@@ -26,6 +26,7 @@ from brain.oidc import JWKSCache
 from brain.policy import PolicyClient
 from brain.predictor import MahalPredictor, Predictor, StubPredictor
 from brain.ratelimit import RateLimiter
+from brain.roundtrip import RoundTrips
 from brain.settings import Settings, kafka_bootstrap
 from brain.web.clients import networks
 from brain.wm import WorkingMemory
@@ -41,6 +42,8 @@ class ApiState:
     predictor: Predictor
     wm: WorkingMemory
     gate: Gate
+    #: /act's Redis round trip (working memory and the predictor together), on connections of its own.
+    round_trips: RoundTrips
     memory: MemoryClient | None = None
     db: Database | None = None
     policy: PolicyClient | None = None
@@ -139,6 +142,7 @@ class ApiState:
                 await closer.aclose()
         if self.db is not None:
             await self.db.close()
+        await self.round_trips.aclose()
         await self.redis.aclose()
 
 
@@ -208,6 +212,7 @@ def build_state(settings: Settings) -> ApiState:
         wm=WorkingMemory(redis, settings.embed_dim, settings.wm_capacity, settings.wm_ttl_seconds,
                          settings.wm_max_bytes),
         gate=Gate(verifier, policy, tenants, addresses, networks(settings.trusted_proxies), APP_NAME),
+        round_trips=RoundTrips(settings.redis_url, timeout),
         memory=MemoryClient(settings.memory_http_endpoint, timeout,
                             settings.memory_tokens[0] if settings.memory_tokens else None)
         if settings.memory_http_endpoint else None,
