@@ -1,8 +1,9 @@
 """`somabrain doctor --env dev|prod`: the deployment guide's troubleshooting section, automated.
 
-In order: service DNS from inside the somabrain workload; Service Endpoints (prod) or container state (dev);
-memory-service connectivity from the somabrain workload; TLS files and (prod) the somabrain-tls Secret; OPA
-responsiveness and fail-closed state; Postgres and Redis connectivity; the predictor is not the stub. Each line
+In order: service DNS from inside the somabrain workload; Service Endpoints (prod) or container state (dev); how
+the one-shot db-init ended (its container in dev, its initContainer in each app pod in prod); memory-service
+connectivity from the somabrain workload; TLS files and (prod) the somabrain-tls Secret; OPA responsiveness and
+fail-closed state; Postgres and Redis connectivity; the predictor is not the stub. Each line
 is OK, WARN or FAIL, with the exact next command to run.
 
 Every probe from inside the workload goes out in ONE exec (the conformance target layer runs them concurrently),
@@ -27,7 +28,7 @@ from typing import Any, TextIO
 from cryptography import x509
 
 from conformance.expectations import TLS_HOST, TLS_MIN_DAYS_DEFAULT
-from conformance.inventory import API, BY_KEY, SEED
+from conformance.inventory import API, BY_KEY, ONE_SHOTS, SEED
 from conformance.inventory import dependencies as service_dependencies
 from ops.common import (
     EXIT_BROKEN,
@@ -136,6 +137,14 @@ def check_endpoints(target: Target, seen: Observations) -> list[Line]:
     lines = [Line(state.level, serving.check, state.message, state.next) for state in serving.states
              if state.level != "OK"]
     return lines or [Line("OK", serving.check, serving.summary)]
+
+
+def check_bootstrap(target: Target, seen: Observations) -> list[Line]:
+    """The one-shot steps before the apps (db-init: the Postgres roles and schemas): a failed one is why an app
+    never starts, which the endpoints or container lines only show as not serving."""
+    states = target.bootstrap(ONE_SHOTS)
+    lines = [Line(state.level, "bootstrap", state.message, state.next) for state in states if state.level != "OK"]
+    return lines or [Line("OK", "bootstrap", "; ".join(state.message for state in states) or "no bootstrap step")]
 
 
 def check_memory(target: Target, seen: Observations) -> list[Line]:
@@ -285,8 +294,8 @@ def check_predictor(target: Target, seen: Observations) -> list[Line]:
     return [Line("OK", "predictor", f"mahal, real, warmed; ready={seen.health.get('ready')}")]
 
 
-CHECKS: tuple[Check, ...] = (check_dns, check_endpoints, check_memory, check_tls, check_opa, check_postgres,
-                             check_redis, check_predictor)
+CHECKS: tuple[Check, ...] = (check_dns, check_endpoints, check_bootstrap, check_memory, check_tls, check_opa,
+                             check_postgres, check_redis, check_predictor)
 
 
 def diagnose(target: Target, out: TextIO, tls_dir: Path = REPO / "infra" / "tls") -> list[Line]:

@@ -252,6 +252,11 @@ class Target(ABC):
         """The state of each of `services` (conformance.inventory records) as the environment serves it."""
 
     @abstractmethod
+    def bootstrap(self, steps: Sequence[Any]) -> list[ServiceState]:
+        """How each of `steps` (conformance.inventory.ONE_SHOTS: run once, before the apps start) ended: one state
+        per step when it finished, or one per pod or container where it did not."""
+
+    @abstractmethod
     def served_tls(self) -> ServedTls | None:
         """Where TLS for the public host is served from; None when nothing in this environment serves it (the
         compose front is not running)."""

@@ -245,6 +245,35 @@ class ComposeTarget(Target):
         good = [s.label for s in found if s.level == "OK"]
         return Serving("services", tuple(found), f"{len(good)} containers running and healthy ({', '.join(good)})")
 
+    def bootstrap(self, steps: Sequence[Any]) -> list[ServiceState]:
+        """Each step's container and how it exited (compose keeps an exited one-shot's container; the apps start
+        only once it exited 0: `depends_on: service_completed_successfully`)."""
+        states = self.states()
+        found: list[ServiceState] = []
+        for step in steps:
+            state = states.get(step.compose)
+            apps = " and ".join(step.of)
+            if state is None:
+                found.append(ServiceState(step.key, "WARN", f"compose service {step.compose} has no container "
+                                          f"(it runs once, before {apps} start)",
+                                          f"{self._compose()} up -d {step.compose}"))
+                continue
+            name = state[0]
+            if state[1] == "running":
+                found.append(ServiceState(step.key, "WARN", f"{name} is still running: {apps} wait for it",
+                                          self.logs_command(step.compose)))
+                continue
+            inspected = self._run(["inspect", "--format", "{{.State.ExitCode}}", name])
+            code = inspected.stdout.strip()
+            if inspected.returncode == 0 and code == "0":
+                found.append(ServiceState(step.key, "OK", f"{name} exited 0", label=step.compose))
+            else:
+                why = f"exited {code}" if inspected.returncode == 0 and code else f"is {state[1]}"
+                again = " ".join(self._service(app) for app in step.of)  # compose runs the step again first
+                found.append(ServiceState(step.key, "FAIL", f"{name} {why}: {apps} do not start until it exits 0",
+                                          f"{self.logs_command(step.compose)}\n{self._compose()} up -d {again}"))
+        return found
+
     def served_tls(self) -> ServedTls | None:
         """The certificate files the TLS front mounts (compose service sb_ingress, /etc/nginx/tls <- infra/tls/);
         None when the front is not running (dev serves plain HTTP without it)."""

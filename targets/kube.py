@@ -468,6 +468,41 @@ class KubeTarget(Target):
         good = [s.label for s in found if s.level == "OK"]
         return Serving("endpoints", tuple(found), f"every Service has ready endpoints: {', '.join(good)}")
 
+    def bootstrap(self, steps: Sequence[Any]) -> list[ServiceState]:
+        """Each step's initContainer in the current pods of the workloads that declare it: OK once it finished (exit
+        0) in every one of them; otherwise a state per pod where it has not (failing, restarting, still running)."""
+        found: list[ServiceState] = []
+        for step in steps:
+            pods = [(app, pod) for app in step.of for pod in self.pods(app)
+                    if any(c.get("name") == step.init_container
+                           for c in (pod.get("spec") or {}).get("initContainers") or [])]
+            waiting: list[ServiceState] = []
+            for app, pod in pods:
+                name = str((pod.get("metadata") or {}).get("name"))
+                statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+                status = next((s for s in statuses if s.get("name") == step.init_container), None)
+                problem = _init_problem(status)
+                if problem is None:
+                    continue
+                level, what = problem
+                logs = f"kubectl logs {name} -c {step.init_container} -n {self.namespace}"
+                restarts = int((status or {}).get("restartCount") or 0)
+                waiting.append(ServiceState(step.key, level, f"initContainer {step.init_container} of pod {name} "
+                                            f"({app}): {what}; the pod does not start until it exits 0",
+                                            f"{logs}{' --previous' if restarts else ''}\n"
+                                            f"kubectl describe pod {name} -n {self.namespace}"))
+            apps = " and ".join(step.of)
+            if waiting:
+                found.extend(waiting)
+            elif pods:
+                found.append(ServiceState(step.key, "OK", f"initContainer {step.init_container} exited 0 in "
+                                          f"{len(pods)} pod(s) of {apps}", label=step.key))
+            else:
+                found.append(ServiceState(step.key, "WARN", f"no current pod of {apps} runs initContainer "
+                                          f"{step.init_container} (k8s/base declares it in both)",
+                                          f"kubectl get pods -n {self.namespace} -o wide"))
+        return found
+
     def served_tls(self) -> ServedTls:
         """Secret somabrain-tls of the namespace, which the Ingress names."""
         where, show = f"Secret {TLS_SECRET}", f"kubectl get secret {TLS_SECRET} -n {self.namespace} -o yaml"
@@ -657,3 +692,24 @@ def api_message(exc: BaseException) -> str:
 def _pod_ready(pod: dict[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _init_problem(status: dict[str, Any] | None) -> tuple[str, str] | None:
+    """What keeps an initContainer from having finished, as (level, words), from its status; None when it exited 0."""
+    if status is None:
+        return "WARN", "no status yet (the pod is being scheduled)"
+    state = status.get("state") or {}
+    last = (status.get("lastState") or {}).get("terminated") or {}
+    if "terminated" in state:
+        ended = state["terminated"] or {}
+        code = ended.get("exitCode")
+        if code == 0:
+            return None
+        return "FAIL", f"exited {code} ({ended.get('reason') or 'Error'})"
+    if "waiting" in state:
+        reason = (state["waiting"] or {}).get("reason") or "waiting"
+        if last:
+            return "FAIL", f"{reason} after it exited {last.get('exitCode')} ({last.get('reason') or 'Error'}), " \
+                           f"restarted {status.get('restartCount', 0)} time(s)"
+        return ("WARN" if reason in ("PodInitializing", "ContainerCreating") else "FAIL"), reason
+    return "WARN", "still running"

@@ -49,9 +49,10 @@ def somabrain_image() -> str:
 def deployment(name: str, *, image: str | None = None, container: str | None = None,
                command: list[str] | None = None, args: list[str] | None = None, env: dict[str, str] | None = None,
                replicas: int = 1, limits: dict[str, str] | None = None, readiness: dict[str, Any] | None = None,
-               grace: int = 5) -> dict[str, Any]:
-    """A Deployment `name` of one container (named `container`, default `name`), pods labelled app=NAME; rolling
-    updates keep the old pod until the new one is Ready (maxUnavailable 0), as somabrain-prod's do."""
+               grace: int = 5, init: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Deployment `name` of one container (named `container`, default `name`), after the `init` containers when
+    given, pods labelled app=NAME; rolling updates keep the old pod until the new one is Ready (maxUnavailable 0),
+    as somabrain-prod's do."""
     spec: dict[str, Any] = {"name": container or name, "image": image or somabrain_image(),
                             "imagePullPolicy": "IfNotPresent"}
     if command is not None:
@@ -64,12 +65,14 @@ def deployment(name: str, *, image: str | None = None, container: str | None = N
         spec["resources"] = {"limits": limits, "requests": limits}
     if readiness is not None:
         spec["readinessProbe"] = readiness
+    pod: dict[str, Any] = {"terminationGracePeriodSeconds": grace, "containers": [spec]}
+    if init:
+        pod["initContainers"] = init
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"terminationGracePeriodSeconds": grace, "containers": [spec]}}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": pod}},
     }
 
 

@@ -4,8 +4,8 @@
 - OPA stopped (Deployment sb-opa scaled to 0, the one change these tests make to somabrain-prod, undone in a
   finally): the doctor names it and exits 2;
 - a broken stack in a scratch namespace (the real API with the stub predictor, a Redis pod that does not listen,
-  a SomaMemory that never turns Ready, an OPA Service without pods, no Postgres, no TLS Secret): one FAIL line
-  per fault, each with the guide's kubectl command for that namespace.
+  a SomaMemory whose db-init initContainer fails, so it never starts, an OPA Service without pods, no Postgres,
+  no TLS Secret): one FAIL line per fault, each with the guide's kubectl command for that namespace.
 
 (An unreachable cluster, exit 3, needs no cluster: tests/ops/test_doctor_prod.py.)
 """
@@ -19,12 +19,19 @@ from typing import Any
 import pytest
 
 from tests.cluster.live import CONTEXT, NAMESPACE, REPO, VENV_BIN, kubectl
-from tests.cluster.scratch import IDLE, NEVER_READY, apply, deployment, rolled_out, service, wait_for
+from tests.cluster.scratch import IDLE, NEVER_READY, apply, deployment, rolled_out, service, somabrain_image, wait_for
 
 pytestmark = pytest.mark.cluster
 
 Healthy = subprocess.CompletedProcess[str]
-CHECKS = ("dns", "endpoints", "memory", "tls", "opa", "postgres", "redis", "predictor")
+CHECKS = ("dns", "endpoints", "bootstrap", "memory", "tls", "opa", "postgres", "redis", "predictor")
+
+
+def db_init_that_fails() -> dict[str, Any]:
+    """A db-init initContainer that fails as the real one does when Postgres refuses it: it exits non-zero, so
+    the pod's container never starts."""
+    return {"name": "db-init", "image": somabrain_image(), "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-c", "raise SystemExit(3)"]}
 
 
 def doctor(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,7 +102,8 @@ def test_each_fault_of_a_broken_stack_is_named(scratch_namespace: str) -> None:
                      readiness={"tcpSocket": {"port": 9696}, "periodSeconds": 1})
     apply(ns, api, service("somabrain", 9696),
           deployment("sb-redis", container="redis", command=IDLE), service("sb-redis", 6379),
-          deployment("somamemory", command=IDLE, readiness=NEVER_READY), service("somamemory", 9595),
+          deployment("somamemory", command=IDLE, readiness=NEVER_READY, init=[db_init_that_fails()]),
+          service("somamemory", 9595),
           service("sb-opa", 8181))
     rolled_out(ns, "somabrain")
     rolled_out(ns, "sb-redis")
@@ -105,7 +113,16 @@ def test_each_fault_of_a_broken_stack_is_named(scratch_namespace: str) -> None:
             "subsets") or []
         return any(s.get("notReadyAddresses") for s in subsets)
 
+    def db_init_failed() -> bool:
+        pods = json.loads(kubectl("get", "pods", "-l", "app=somamemory", "-o", "json", namespace=ns).stdout)["items"]
+        for status in (s for p in pods for s in (p.get("status") or {}).get("initContainerStatuses") or []):
+            ended = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
+            if ended and ended.get("exitCode") == 3:
+                return True
+        return False
+
     wait_for("SomaMemory's pod listed not ready", not_ready_memory)
+    wait_for("SomaMemory's db-init to have failed", db_init_failed)
     broken = report("--namespace", ns)
 
     assert broken["exit"] == 2 and broken["state"] == "broken"
@@ -115,6 +132,13 @@ def test_each_fault_of_a_broken_stack_is_named(scratch_namespace: str) -> None:
     assert "Service sb-opa has no ready endpoints: no pod matches its selector" in endpoints
     assert "Service postgres: no Endpoints object (Not Found)" in endpoints
     assert not any(message.startswith(("Service somabrain ", "Service sb-redis ")) for message in endpoints)
+
+    bootstrap, = lines(broken, "bootstrap")
+    pod = bootstrap["message"].split(" of pod ", 1)[1].split(" ", 1)[0]
+    assert pod.startswith("somamemory-"), bootstrap
+    assert bootstrap["message"].startswith(f"initContainer db-init of pod {pod} (somamemory): "), bootstrap
+    assert "exited 3 (Error)" in bootstrap["message"], bootstrap
+    assert bootstrap["next"].splitlines()[0].startswith(f"kubectl logs {pod} -c db-init -n {ns}"), bootstrap
 
     tls, = lines(broken, "tls")
     assert tls["message"] == f"Secret somabrain-tls does not exist in {ns}"

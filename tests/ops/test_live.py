@@ -82,7 +82,7 @@ def test_doctor_live_stack_is_clean(live_project: str, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     print(out, f"doctor took {time.monotonic() - started:.2f} s")
     assert code == 0, out
-    assert "\nFAIL " not in out and "\nWARN " not in out and "healthy: 8 OK, 0 WARN, 0 FAIL" in out
+    assert "\nFAIL " not in out and "\nWARN " not in out and "healthy: 9 OK, 0 WARN, 0 FAIL" in out
 
 
 def test_migration_round_trip(live_project: str, target_project: str, tmp_path: Path,
