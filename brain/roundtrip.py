@@ -48,7 +48,7 @@ async def round_trip(redis: Redis, commands: Sequence[Command]) -> list[Any]:
     pool = redis.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     try:
-        if await conn.can_read():  # at EOF (Redis restarted since this connection was last used): a fresh one
+        if await conn.can_read():  # at EOF (Redis restarted since its last use) or holding stray bytes: renew it
             await conn.disconnect()
             await conn.connect()
         await conn.send_packed_command(packed)
