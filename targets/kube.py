@@ -471,9 +471,17 @@ class KubeTarget(Target):
     def bootstrap(self, steps: Sequence[Any]) -> list[ServiceState]:
         """Each step's initContainer in the current pods of the workloads that declare it: OK once it finished (exit
         0) in every one of them; otherwise a state per pod where it has not (failing, restarting, still running)."""
+        from kubernetes.client.exceptions import ApiException
+
         found: list[ServiceState] = []
         for step in steps:
-            pods = [(app, pod) for app in step.of for pod in self.pods(app)
+            try:
+                listed = [(app, pod) for app in step.of for pod in self.pods(app)]
+            except ApiException as exc:  # e.g. 403 without `list pods`: say so, as a line, not a traceback
+                found.append(ServiceState(step.key, "WARN", f"cannot list the pods of {' and '.join(step.of)}: "
+                                          f"{api_message(exc)}", f"kubectl auth can-i list pods -n {self.namespace}"))
+                continue
+            pods = [(app, pod) for app, pod in listed
                     if any(c.get("name") == step.init_container
                            for c in (pod.get("spec") or {}).get("initContainers") or [])]
             waiting: list[ServiceState] = []
@@ -481,7 +489,7 @@ class KubeTarget(Target):
                 name = str((pod.get("metadata") or {}).get("name"))
                 statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
                 status = next((s for s in statuses if s.get("name") == step.init_container), None)
-                problem = _init_problem(status)
+                problem = init_container_problem(status)
                 if problem is None:
                     continue
                 level, what = problem
@@ -694,7 +702,7 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _init_problem(status: dict[str, Any] | None) -> tuple[str, str] | None:
+def init_container_problem(status: dict[str, Any] | None) -> tuple[str, str] | None:
     """What keeps an initContainer from having finished, as (level, words), from its status; None when it exited 0."""
     if status is None:
         return "WARN", "no status yet (the pod is being scheduled)"

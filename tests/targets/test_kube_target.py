@@ -1,5 +1,6 @@
-"""KubeTarget where no cluster is needed: an API server that does not answer, and the choice of the pod a probe
-runs in (pick_serving, on pods as the API returns them). No fake: everything else of the target (reads, probes
+"""KubeTarget where no cluster is needed: an API server that does not answer, the choice of the pod a probe runs
+in (pick_serving, on pods as the API returns them) and what keeps an initContainer from having finished
+(init_container_problem, on its statuses as the API returns them). No fake: everything else of the target (reads, probes
 through the exec websocket and the ephemeral container, unready workloads, rollouts) is tested on the real cluster,
 tests/cluster/test_kube_target_live.py."""
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from targets.base import ProbeError, TargetUnreachable
-from targets.kube import KubeTarget, pick_serving
+from targets.kube import KubeTarget, init_container_problem, pick_serving
 
 
 def closed_port() -> int:
@@ -68,3 +69,21 @@ def test_the_workloads_container_is_chosen_by_name() -> None:
 def test_no_ready_pod_names_what_there_is() -> None:
     with pytest.raises(ProbeError, match=r"old \(Running, terminating, ready\), new \(Pending, not ready\)"):
         pick_serving([_pod("old", terminating=True), _pod("new", ready=False, phase="Pending")], "redis", "ns")
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ({"name": "db-init", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}, None),
+    ({"name": "db-init", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}, ("FAIL", "exited 3 (Error)")),
+    ({"name": "db-init", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+      "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}},
+     ("FAIL", "CrashLoopBackOff after it exited 3 (Error), restarted 2 time(s)")),
+    ({"name": "db-init", "state": {"waiting": {"reason": "ImagePullBackOff"}}}, ("FAIL", "ImagePullBackOff")),
+    ({"name": "db-init", "state": {"waiting": {"reason": "PodInitializing"}}}, ("WARN", "PodInitializing")),
+    ({"name": "db-init", "state": {"running": {"startedAt": "2026-12-04T00:00:00Z"}}}, ("WARN", "still running")),
+    (None, ("WARN", "no status yet (the pod is being scheduled)")),
+])
+def test_what_keeps_an_init_container_from_having_finished(status: dict[str, Any] | None,
+                                                           expected: tuple[str, str] | None) -> None:
+    """The initContainerStatuses shapes the API returns (the failing one is also met on the real cluster, in
+    tests/cluster/test_doctor_live.py's broken stack)."""
+    assert init_container_problem(status) == expected
