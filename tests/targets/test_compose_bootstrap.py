@@ -5,7 +5,6 @@ of the step). Marked `live` (`make live`, after `make up`, which leaves one of t
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,38 +13,26 @@ import pytest
 
 from conformance.inventory import ONE_SHOTS
 from targets.compose import ComposeTarget
+from tests.targets.docker_cli import docker
 
-IMAGES = ("nginx:1.27-alpine", "somabrain-airgap/nginx:local")
 DB_INIT = ONE_SHOTS[0]
 
 pytestmark = pytest.mark.live
-
-
-def _docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.fixture
-def image() -> str:
-    for name in IMAGES:
-        if _docker("image", "inspect", name).returncode == 0:
-            return name
-    pytest.fail(f"none of {IMAGES} exists locally: run scripts/airgap_images.sh --only nginx")
 
 
 @pytest.fixture
 def project() -> Iterator[str]:
     name = f"sbboot-{uuid.uuid4().hex[:8]}"
     yield name
-    ids = _docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
     if ids:
-        _docker("rm", "-f", *ids)
+        docker("rm", "-f", *ids)
 
 
 def _step(project: str, image: str, script: str) -> str:
     """The step's container, running `script` in sh; returns its name."""
     name = f"{project}-{DB_INIT.compose}-1"
-    result = _docker("run", "-d", "--name", name, "--label", f"com.docker.compose.project={project}",
+    result = docker("run", "-d", "--name", name, "--label", f"com.docker.compose.project={project}",
                      "--label", f"com.docker.compose.service={DB_INIT.compose}", "--entrypoint", "sh", image,
                      "-c", script)
     assert result.returncode == 0, result.stderr
@@ -54,7 +41,7 @@ def _step(project: str, image: str, script: str) -> str:
 
 def _exited(name: str) -> None:
     """Until the container has exited (docker wait blocks until it does, bounded by its timeout)."""
-    assert _docker("wait", name).returncode == 0
+    assert docker("wait", name).returncode == 0
 
 
 def test_a_step_that_exited_0_is_ok(project: str, image: str) -> None:
@@ -79,7 +66,7 @@ def test_a_failed_step_is_named_with_its_logs(project: str, image: str) -> None:
 def test_a_step_still_running_is_a_warning(project: str, image: str) -> None:
     name = _step(project, image, "sleep 60")
     for _ in range(300):  # `docker run -d` returns once it started; this is a safety net
-        if _docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true":
+        if docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true":
             break
         time.sleep(0.1)
     state, = ComposeTarget(project).bootstrap(ONE_SHOTS)

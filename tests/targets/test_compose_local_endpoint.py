@@ -6,7 +6,6 @@ either image it fails."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -15,35 +14,22 @@ import pytest
 from conformance.inventory import TLS_FRONT
 from targets.base import LocalEndpoint
 from targets.compose import ComposeTarget
-
-IMAGES = ("nginx:1.27-alpine", "somabrain-airgap/nginx:local")
+from tests.targets.docker_cli import docker
 
 pytestmark = pytest.mark.live
-
-
-def _docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.fixture
-def image() -> str:
-    for name in IMAGES:
-        if _docker("image", "inspect", name).returncode == 0:
-            return name
-    pytest.fail(f"none of {IMAGES} exists locally: run scripts/airgap_images.sh --only nginx")
 
 
 @pytest.fixture
 def project(image: str) -> Iterator[tuple[str, str]]:
     name = f"sbtlsep-{uuid.uuid4().hex[:8]}"
     yield name, image
-    ids = _docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}").stdout.split()
     if ids:
-        _docker("rm", "-f", *ids)
+        docker("rm", "-f", *ids)
 
 
 def _run(project: str, service: str, image: str, *extra: str) -> None:
-    result = _docker("run", "-d", "--label", f"com.docker.compose.project={project}",
+    result = docker("run", "-d", "--label", f"com.docker.compose.project={project}",
                      "--label", f"com.docker.compose.service={service}", *extra,
                      "--entrypoint", "nginx", image, "-g", "daemon off;")
     assert result.returncode == 0, result.stderr
@@ -58,7 +44,7 @@ def test_no_front_means_no_endpoint(project: tuple[str, str]) -> None:
 def test_the_published_port_of_the_front(project: tuple[str, str]) -> None:
     name, image = project
     _run(name, "sb_ingress", image, "-p", "127.0.0.1::8443")
-    port = int(_docker("port", _docker("ps", "-q", "--filter", f"label=com.docker.compose.project={name}")
+    port = int(docker("port", docker("ps", "-q", "--filter", f"label=com.docker.compose.project={name}")
                        .stdout.split()[0], "8443/tcp").stdout.strip().rsplit(":", 1)[1])
     assert ComposeTarget(name).local_endpoint(TLS_FRONT.key, TLS_FRONT.port) == LocalEndpoint(f"127.0.0.1:{port}")
 
