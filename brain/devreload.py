@@ -22,7 +22,7 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 #: Imported once in the parent so that each worker starts in a fraction of a second.
-PRELOAD = ("numpy", "jax", "jax.numpy", "quart", "hypercorn.asyncio", "redis.asyncio", "asyncpg", "httpx",
+PRELOAD = ("numpy", "jax", "jax.numpy", "quart", "hypercorn.asyncio", "uvloop", "redis.asyncio", "asyncpg", "httpx",
            "pydantic", "prometheus_client", "aiokafka", "joserfc.jwt", "cryptography.x509")
 POLL_S = 0.1
 
@@ -45,9 +45,11 @@ def _run_worker(config: object, sockets: object) -> None:
         del sys.modules[name]
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    from hypercorn.asyncio.run import asyncio_worker
+    from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
 
-    asyncio_worker(config, sockets)  # type: ignore[arg-type]  # installs its own SIGTERM/SIGINT handlers
+    # The worker class `somabrain --loop` chose; each installs its own SIGTERM/SIGINT handlers.
+    worker = uvloop_worker if getattr(config, "worker_class", "asyncio") == "uvloop" else asyncio_worker
+    worker(config, sockets)  # type: ignore[arg-type]
     os._exit(0)
 
 

@@ -69,6 +69,27 @@ def test_help_describes_both_commands() -> None:
     assert "api" in result.stdout and "memory" in result.stdout
     api_help = _run_cli({}, "api", "--help").stdout
     assert "--bind" in api_help and "--workers" in api_help and "9696" in api_help
+    assert "--loop" in api_help and "uvloop" in api_help
+
+
+def test_unknown_loop_is_a_usage_error() -> None:
+    result = _run_cli({}, "api", "--loop", "trio")
+    assert result.returncode == 2
+    assert "invalid choice: 'trio'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serves_on_uvloop_unless_asked_for_asyncio(strict_env: dict[str, str], run_dir: Path) -> None:
+    """The running app names its event loop's class at start: uvloop's by default, the standard library's with
+    --loop asyncio; both serve."""
+    for extra, loop in (((), "uvloop.Loop"), (("--loop", "asyncio"), "asyncio.unix_events._UnixSelectorEventLoop")):
+        api = AppServer("api", {**strict_env, "SOMABRAIN_LOG_LEVEL": "info"}, run_dir, *extra)
+        api.start()
+        try:
+            assert httpx.get(api.url + "/health").json()["ready"] is True
+            log = api.process.log_tail(400)
+            assert f"api serving on the event loop {loop}" in log, log
+        finally:
+            assert api.stop() == 0
 
 
 def test_readiness_follows_somamemory(strict_env: dict[str, str], postgres_server: PostgresServer,

@@ -41,12 +41,14 @@ def test_saved_change_is_served_and_a_syntax_error_waits(strict_env: dict[str, s
     original = build_file.read_text()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **strict_env, "PYTHONPATH": str(tmp_path), "SOMABRAIN_LOG_LEVEL": "warning"}
+    env = {**os.environ, **strict_env, "PYTHONPATH": str(tmp_path), "SOMABRAIN_LOG_LEVEL": "info"}
     log = open(tmp_path / "reload.log", "wb")  # the child's log for the whole test
     proc = subprocess.Popen([sys.executable, "-m", "brain.cli", "api", "--reload", "--bind", f"127.0.0.1:{port}"],
                             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _build(url) == "dev", lambda: (tmp_path / "reload.log").read_text(), timeout=60)
+        # The worker the reloader forks runs on the event loop `--loop` chose (its default, uvloop).
+        assert "api serving on the event loop uvloop.Loop" in (tmp_path / "reload.log").read_text()
         _save(build_file, original.replace('BUILD = "dev"', 'BUILD = "second"'))
         wait_for(lambda: _build(url) == "second", "the edited code to serve", timeout=60)
         _save(build_file, original.replace('BUILD = "dev"', "BUILD = (  # a syntax error"))

@@ -7,6 +7,7 @@ choose would add a series per distinct value, and in multiprocess mode fill the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -127,6 +128,12 @@ def install(
     app.config["JSON_SORT_KEYS"] = False
     app.config["SOMABRAIN_AUTH"] = auth
     app.config["SOMABRAIN_METRICS_PORT"] = metrics_port
+
+    @app.before_serving
+    async def _name_the_loop() -> None:
+        # What `--loop` chose, as it runs: the event loop's class (uvloop.Loop, or asyncio's _UnixSelectorEventLoop).
+        loop = type(asyncio.get_running_loop())
+        log.info("%s serving on the event loop %s.%s", app_name, loop.__module__, loop.__qualname__)
 
     @app.before_request
     async def _start_timer() -> None:
